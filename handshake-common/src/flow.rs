@@ -1,0 +1,135 @@
+//! The flow table: one entry per handshake in progress, keyed on the
+//! initiator's 5-tuple, freed when the handshake ends.
+
+/// Initiator's 5-tuple. Addresses are kept as the raw network-order bytes of
+/// the packet (IPv4 in the first word, the rest zero); ports in host order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct FlowKey {
+    pub src_addr: [u32; 4],
+    pub dst_addr: [u32; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// [`crate::counters::Family`] as u8.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The same flow seen from the other end: the key a responder's segment
+    /// maps to.
+    #[inline(always)]
+    #[must_use]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            family: self.family,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Where a handshake stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    /// SYN seen, no valid SYN-ACK yet.
+    SynSent = 1,
+    /// Valid SYN-ACK seen, waiting for the final ACK.
+    SynReceived = 2,
+}
+
+impl Stage {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::SynSent),
+            2 => Some(Self::SynReceived),
+            _ => None,
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::SynSent => "syn_sent",
+            Self::SynReceived => "syn_received",
+        }
+    }
+}
+
+/// One observation point: an interface and a side of it. Used to tell a
+/// retransmission (same hook, later) from the same packet seen twice (two
+/// hooks, e.g. both ends of a veth pair on this host).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Hook {
+    pub ifindex: u32,
+    /// 1 on egress (TC), 0 on ingress (XDP).
+    pub egress: u8,
+    pub _pad: [u8; 3],
+}
+
+impl Hook {
+    pub const fn new(ifindex: u32, egress: bool) -> Self {
+        Self { ifindex, egress: egress as u8, _pad: [0; 3] }
+    }
+}
+
+/// State of one handshake in progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FlowState {
+    /// Monotonic time (ns) of the SYN that started this attempt.
+    pub syn_ns: u64,
+    /// Monotonic time (ns) of the first valid SYN-ACK, 0 before it.
+    pub synack_ns: u64,
+    /// Client ISN (x).
+    pub client_isn: u32,
+    /// Server ISN (y), valid in [`Stage::SynReceived`].
+    pub server_isn: u32,
+    /// The ack the SYN-ACK carried: x+1, or x+1+len when the server accepted
+    /// TCP Fast Open data on the SYN. The final ACK's seq must equal it.
+    pub synack_ack: u32,
+    /// Payload bytes carried by the SYN (TCP Fast Open).
+    pub syn_payload: u16,
+    /// [`Stage`] as u8.
+    pub stage: u8,
+    /// [`crate::counters::Direction`] as u8.
+    pub direction: u8,
+    /// Hook that saw the SYN.
+    pub syn_hook: Hook,
+    /// Hook that saw the SYN-ACK.
+    pub synack_hook: Hook,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` data with explicit padding fields, no
+    // pointers; any bit pattern is valid.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above; `Hook` has explicit padding, the layout has no holes.
+    unsafe impl aya::Pod for super::FlowState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // The kernel hashes the key's raw bytes: implicit padding would make
+        // equal keys hash differently.
+        assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 3);
+        assert_eq!(core::mem::size_of::<Hook>(), 8);
+        assert_eq!(core::mem::size_of::<FlowState>(), 8 + 8 + 4 * 3 + 2 + 1 + 1 + 8 + 8);
+    }
+
+    #[test]
+    fn reversed_twice_is_identity() {
+        let k = FlowKey { src_addr: [1, 0, 0, 0], dst_addr: [2, 0, 0, 0], src_port: 3, dst_port: 4, family: 0, _pad: [0; 3] };
+        assert_eq!(k.reversed().reversed(), k);
+        assert_eq!(k.reversed().src_port, 4);
+    }
+}

@@ -1,0 +1,210 @@
+//! The handshake state machine, as pure decisions over a flow's state and a
+//! segment. The kernel programs look up the entry, ask these functions what
+//! to do, then count and update; keeping the decisions here means every
+//! transition is unit- and property-tested on the host.
+//!
+//! ```text
+//!   SYN (seq x)                      -> syn_sent        (attempt)
+//!   SYN-ACK (seq y, ack x+1)         -> syn_received    (synack)
+//!   ACK (seq x+1, ack y+1)           -> freed           (completed)
+//!   RST from responder, in syn_sent  -> freed           (rejected)
+//!   RST from either side otherwise   -> freed           (aborted)
+//! ```
+
+use crate::{
+    flow::{FlowState, Hook, Stage},
+    parse::{TCP_ACK, TCP_RST, TCP_SYN},
+};
+
+/// Which leg of the handshake a segment could be, from its flags alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentKind {
+    Syn,
+    SynAck,
+    Rst,
+    /// ACK set, SYN and RST clear: a final ACK, or (mostly) any other segment.
+    Ack,
+    /// No ACK, no SYN, no RST: nothing to do with a handshake.
+    Other,
+}
+
+#[inline(always)]
+pub const fn classify(flags: u8) -> SegmentKind {
+    if flags & TCP_RST != 0 {
+        SegmentKind::Rst
+    } else if flags & TCP_SYN != 0 {
+        if flags & TCP_ACK != 0 { SegmentKind::SynAck } else { SegmentKind::Syn }
+    } else if flags & TCP_ACK != 0 {
+        SegmentKind::Ack
+    } else {
+        SegmentKind::Other
+    }
+}
+
+/// What a SYN means for its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynDecision {
+    /// No handshake tracked on this key: a new attempt.
+    NewAttempt,
+    /// Same ISN, same hook: the client retransmitted its SYN.
+    Retransmit,
+    /// Same ISN, another hook: the same packet seen a second time on this host.
+    Duplicate,
+    /// A new ISN on a live key (port reuse): the old attempt, at this stage,
+    /// is given up and a new one starts.
+    Supersede(Stage),
+}
+
+#[inline(always)]
+pub fn on_syn(existing: Option<&FlowState>, isn: u32, hook: Hook) -> SynDecision {
+    let Some(state) = existing else {
+        return SynDecision::NewAttempt;
+    };
+    let Some(stage) = Stage::from_u8(state.stage) else {
+        return SynDecision::NewAttempt;
+    };
+    if state.client_isn != isn {
+        SynDecision::Supersede(stage)
+    } else if state.syn_hook == hook {
+        SynDecision::Retransmit
+    } else {
+        SynDecision::Duplicate
+    }
+}
+
+/// What a SYN-ACK means for the flow it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynAckDecision {
+    /// First valid SYN-ACK: move to syn_received with this server ISN.
+    Accept,
+    Retransmit,
+    Duplicate,
+    /// ack is neither x+1 nor, after Fast Open data, x+1+len.
+    InvalidAck,
+    /// A second SYN-ACK with another server ISN.
+    InvalidSeq,
+}
+
+/// Whether `ack` acknowledges the SYN: x+1, or x+1+len when the SYN carried
+/// Fast Open data that the server accepted.
+#[inline(always)]
+pub const fn acks_syn(state: &FlowState, ack: u32) -> bool {
+    let next = state.client_isn.wrapping_add(1);
+    ack == next || (state.syn_payload != 0 && ack == next.wrapping_add(state.syn_payload as u32))
+}
+
+#[inline(always)]
+pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook) -> SynAckDecision {
+    if !acks_syn(state, ack) {
+        return SynAckDecision::InvalidAck;
+    }
+    if state.stage != Stage::SynReceived as u8 {
+        return SynAckDecision::Accept;
+    }
+    if seq != state.server_isn {
+        SynAckDecision::InvalidSeq
+    } else if state.synack_hook == hook {
+        SynAckDecision::Retransmit
+    } else {
+        SynAckDecision::Duplicate
+    }
+}
+
+/// What an ACK from the initiator means for its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckDecision {
+    /// seq = the ack the SYN-ACK carried, ack = y+1: the handshake is done.
+    Complete,
+    InvalidSeq,
+    InvalidAck,
+    /// Not a handshake segment for this flow (no SYN-ACK seen yet).
+    Ignore,
+}
+
+#[inline(always)]
+pub fn on_ack(state: &FlowState, seq: u32, ack: u32) -> AckDecision {
+    if state.stage != Stage::SynReceived as u8 {
+        return AckDecision::Ignore;
+    }
+    if ack != state.server_isn.wrapping_add(1) {
+        AckDecision::InvalidAck
+    } else if seq != state.synack_ack {
+        AckDecision::InvalidSeq
+    } else {
+        AckDecision::Complete
+    }
+}
+
+/// What a RST means for its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RstDecision {
+    /// The responder refused the SYN.
+    Rejected,
+    /// Either side reset the handshake after the SYN.
+    Aborted,
+    /// Sequence numbers that the peer's TCP would not accept.
+    Invalid,
+}
+
+/// A RST is judged the way the receiving TCP would (RFC 9293 3.10.7): in
+/// SYN-SENT only a RST whose ACK acknowledges the SYN is acceptable; later,
+/// its sequence number must be the next one expected from its sender.
+#[inline(always)]
+pub fn on_rst(state: &FlowState, from_initiator: bool, seq: u32, ack: u32, flags: u8) -> RstDecision {
+    let syn_received = state.stage == Stage::SynReceived as u8;
+    if from_initiator {
+        // The client's next sequence number is x+1 (after Fast Open data,
+        // the SYN-ACK's ack).
+        let expected = if syn_received { state.synack_ack } else { state.client_isn.wrapping_add(1) };
+        return if seq == expected || acks_syn(state, seq) {
+            RstDecision::Aborted
+        } else {
+            RstDecision::Invalid
+        };
+    }
+    if syn_received {
+        // The server's next sequence number is y+1; a RST at y is also
+        // accepted by Linux for a SYN-ACK never acknowledged.
+        let y = state.server_isn;
+        return if seq == y.wrapping_add(1) || seq == y { RstDecision::Aborted } else { RstDecision::Invalid };
+    }
+    if flags & TCP_ACK != 0 && acks_syn(state, ack) {
+        RstDecision::Rejected
+    } else {
+        RstDecision::Invalid
+    }
+}
+
+/// Katran-style bound on flow-table inserts: at most `budget` new entries per
+/// CPU per `window_ns`. Beyond it SYNs are still counted, but not tracked, so
+/// a random-source flood cannot evict the entries of real clients faster than
+/// the budget allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FloodGuard {
+    pub window_start_ns: u64,
+    pub inserts: u64,
+}
+
+impl FloodGuard {
+    /// Whether one more insert is allowed at `now_ns`; records it if so.
+    #[inline(always)]
+    pub fn admit(&mut self, now_ns: u64, window_ns: u64, budget: u64) -> bool {
+        if now_ns.wrapping_sub(self.window_start_ns) >= window_ns {
+            self.window_start_ns = now_ns;
+            self.inserts = 0;
+        }
+        if self.inserts >= budget {
+            return false;
+        }
+        self.inserts += 1;
+        true
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, two u64s, no padding.
+unsafe impl aya::Pod for FloodGuard {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! Host tests of the transition decisions.
+use proptest::prelude::*;
+
+use super::*;
+use crate::parse::{TCP_FIN, TCP_PSH};
+
+const INGRESS: Hook = Hook::new(2, false);
+const EGRESS: Hook = Hook::new(2, true);
+
+fn syn_sent(x: u32) -> FlowState {
+    FlowState { client_isn: x, stage: Stage::SynSent as u8, syn_hook: INGRESS, ..FlowState::default() }
+}
+
+fn syn_received(x: u32, y: u32) -> FlowState {
+    FlowState {
+        server_isn: y,
+        synack_ack: x.wrapping_add(1),
+        stage: Stage::SynReceived as u8,
+        synack_hook: EGRESS,
+        ..syn_sent(x)
+    }
+}
+
+#[test]
+fn classify_flags() {
+    assert_eq!(classify(TCP_SYN), SegmentKind::Syn);
+    assert_eq!(classify(TCP_SYN | TCP_ACK), SegmentKind::SynAck);
+    assert_eq!(classify(TCP_RST | TCP_ACK), SegmentKind::Rst);
+    assert_eq!(classify(TCP_RST | TCP_SYN), SegmentKind::Rst);
+    assert_eq!(classify(TCP_ACK | TCP_PSH), SegmentKind::Ack);
+    assert_eq!(classify(TCP_FIN), SegmentKind::Other);
+}
+
+#[test]
+fn syn_decisions() {
+    assert_eq!(on_syn(None, 7, INGRESS), SynDecision::NewAttempt);
+    assert_eq!(on_syn(Some(&syn_sent(7)), 7, INGRESS), SynDecision::Retransmit);
+    assert_eq!(on_syn(Some(&syn_sent(7)), 7, Hook::new(3, true)), SynDecision::Duplicate);
+    assert_eq!(on_syn(Some(&syn_sent(7)), 8, INGRESS), SynDecision::Supersede(Stage::SynSent));
+    assert_eq!(on_syn(Some(&syn_received(7, 9)), 8, INGRESS), SynDecision::Supersede(Stage::SynReceived));
+}
+
+#[test]
+fn synack_decisions() {
+    let s = syn_sent(u32::MAX); // x+1 wraps to 0
+    assert_eq!(on_synack(&s, 5, 0, EGRESS), SynAckDecision::Accept);
+    assert_eq!(on_synack(&s, 5, 1, EGRESS), SynAckDecision::InvalidAck);
+    let r = syn_received(10, 20);
+    assert_eq!(on_synack(&r, 20, 11, EGRESS), SynAckDecision::Retransmit);
+    assert_eq!(on_synack(&r, 20, 11, INGRESS), SynAckDecision::Duplicate);
+    assert_eq!(on_synack(&r, 21, 11, EGRESS), SynAckDecision::InvalidSeq);
+    assert_eq!(on_synack(&r, 20, 12, EGRESS), SynAckDecision::InvalidAck);
+}
+
+#[test]
+fn fast_open_data_on_syn() {
+    let s = FlowState { syn_payload: 100, ..syn_sent(1000) };
+    // Server accepted the data: ack = x+1+len.
+    assert_eq!(on_synack(&s, 5, 1101, EGRESS), SynAckDecision::Accept);
+    // Server ignored it: ack = x+1.
+    assert_eq!(on_synack(&s, 5, 1001, EGRESS), SynAckDecision::Accept);
+    assert_eq!(on_synack(&s, 5, 1100, EGRESS), SynAckDecision::InvalidAck);
+    let r = FlowState { server_isn: 5, synack_ack: 1101, stage: Stage::SynReceived as u8, ..s };
+    assert_eq!(on_ack(&r, 1101, 6), AckDecision::Complete);
+    assert_eq!(on_ack(&r, 1001, 6), AckDecision::InvalidSeq);
+}
+
+#[test]
+fn ack_decisions() {
+    assert_eq!(on_ack(&syn_sent(10), 11, 1), AckDecision::Ignore);
+    let r = syn_received(10, u32::MAX);
+    assert_eq!(on_ack(&r, 11, 0), AckDecision::Complete);
+    assert_eq!(on_ack(&r, 12, 0), AckDecision::InvalidSeq);
+    assert_eq!(on_ack(&r, 11, 1), AckDecision::InvalidAck);
+}
+
+#[test]
+fn rst_decisions() {
+    let s = syn_sent(10);
+    assert_eq!(on_rst(&s, false, 0, 11, TCP_RST | TCP_ACK), RstDecision::Rejected);
+    assert_eq!(on_rst(&s, false, 0, 12, TCP_RST | TCP_ACK), RstDecision::Invalid);
+    assert_eq!(on_rst(&s, false, 0, 11, TCP_RST), RstDecision::Invalid, "no ACK: not acceptable in SYN-SENT");
+    assert_eq!(on_rst(&s, true, 11, 0, TCP_RST), RstDecision::Aborted);
+    assert_eq!(on_rst(&s, true, 99, 0, TCP_RST), RstDecision::Invalid);
+    let r = syn_received(10, 20);
+    assert_eq!(on_rst(&r, false, 21, 0, TCP_RST), RstDecision::Aborted);
+    assert_eq!(on_rst(&r, false, 20, 0, TCP_RST), RstDecision::Aborted);
+    assert_eq!(on_rst(&r, false, 5, 11, TCP_RST | TCP_ACK), RstDecision::Invalid);
+    assert_eq!(on_rst(&r, true, 11, 0, TCP_RST), RstDecision::Aborted);
+    assert_eq!(on_rst(&r, true, 12, 0, TCP_RST), RstDecision::Invalid);
+}
+
+#[test]
+fn flood_guard_budget_and_window() {
+    let mut g = FloodGuard::default();
+    let window = 1_000;
+    assert!(g.admit(5_000, window, 2));
+    assert!(g.admit(5_001, window, 2));
+    assert!(!g.admit(5_002, window, 2));
+    assert!(!g.admit(5_999, window, 2));
+    assert!(g.admit(6_000, window, 2), "a new window refills the budget");
+    assert!(!g.admit(6_000, window, 0), "budget 0 tracks nothing");
+}
+
+proptest! {
+    /// Only x+1 (or x+1+len with Fast Open) moves a flow to syn_received.
+    #[test]
+    fn synack_accepts_only_isn_plus_one(x: u32, ack: u32, payload in 0u16..2000) {
+        let s = FlowState { syn_payload: payload, ..syn_sent(x) };
+        let ok = ack == x.wrapping_add(1) || (payload != 0 && ack == x.wrapping_add(1).wrapping_add(u32::from(payload)));
+        prop_assert_eq!(on_synack(&s, 0, ack, EGRESS) == SynAckDecision::Accept, ok);
+    }
+
+    /// Only seq = x+1 and ack = y+1 completes.
+    #[test]
+    fn ack_completes_only_on_both_plus_one(x: u32, y: u32, seq: u32, ack: u32) {
+        let r = syn_received(x, y);
+        let done = on_ack(&r, seq, ack) == AckDecision::Complete;
+        prop_assert_eq!(done, seq == x.wrapping_add(1) && ack == y.wrapping_add(1));
+    }
+
+    /// Whatever the segment, a retransmitted SYN never counts as a new attempt.
+    #[test]
+    fn same_isn_is_never_a_new_attempt(x: u32, y: u32, ifindex: u32, egress: bool, received: bool) {
+        let s = if received { syn_received(x, y) } else { syn_sent(x) };
+        let d = on_syn(Some(&s), x, Hook::new(ifindex, egress));
+        prop_assert!(matches!(d, SynDecision::Retransmit | SynDecision::Duplicate));
+    }
+}

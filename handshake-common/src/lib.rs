@@ -1,0 +1,35 @@
+//! Shared between the kernel programs (`handshake-ebpf`, no_std, bpf target)
+//! and the agent (`handshake-user`, with the `user` feature).
+//!
+//! Everything that can be plain Rust lives here so that it is unit-tested and
+//! fuzzed on the host: the packet parser ([`parse`]), the handshake state
+//! machine ([`handshake`]), the map layouts ([`flow`], [`counters`],
+//! [`histogram`]). The kernel crate only glues them to maps and helpers.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod counters;
+pub mod flow;
+pub mod handshake;
+pub mod histogram;
+pub mod parse;
+
+/// Names of the maps as they appear in the object file; the agent looks them
+/// up (and pins them) by these names.
+pub mod map_names {
+    pub const FLOWS: &str = "FLOWS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const LATENCY: &str = "LATENCY";
+    pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
+}
+
+/// Names of the programs in the object file.
+pub mod program_names {
+    pub const XDP_INGRESS: &str = "handshake_ingress";
+    pub const TC_EGRESS: &str = "handshake_egress";
+}
+
+/// Default capacity of the flow table (entries). Overridable at load time.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;

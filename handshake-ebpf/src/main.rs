@@ -1,0 +1,230 @@
+//! XDP on ingress and TC on egress, sharing one flow table: every TCP
+//! three-way handshake the host sends or receives, validated leg by leg.
+//!
+//! The decisions live in `handshake_common::handshake`; this file only reads
+//! packets, looks up and updates maps, and counts. No packet is ever dropped
+//! or changed.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod view;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use handshake_common::{
+    counters::{Counter, Direction, Family},
+    flow::{FlowKey, FlowState, Hook, Stage},
+    handshake::{
+        AckDecision, RstDecision, SegmentKind, SynAckDecision, SynDecision, classify, on_ack, on_rst, on_synack,
+        on_syn,
+    },
+    histogram::Leg,
+    parse::{Parsed, TcpSegment, parse_ethernet},
+};
+
+use crate::{
+    maps::{FLOWS, count, insert_new_flow, record_latency, remove_flow},
+    view::Frame,
+};
+
+#[xdp]
+pub fn handshake_ingress(ctx: XdpContext) -> u32 {
+    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    observe(&frame, Hook::new(ctx.ingress_ifindex() as u32, false));
+    xdp_action::XDP_PASS
+}
+
+/// Returns TC_ACT_UNSPEC (TCX_NEXT): let any program after us decide; with
+/// none, the packet goes on. TC_ACT_OK would skip them (a policy program,
+/// say), which a monitor must never do.
+#[classifier]
+pub fn handshake_egress(ctx: TcContext) -> i32 {
+    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    // SAFETY: the context pointer is the kernel's __sk_buff for this run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    observe(&frame, Hook::new(ifindex, true));
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn observe(frame: &Frame, hook: Hook) {
+    let egress = hook.egress != 0;
+    // Before a flow is known, a frame is accounted to the direction its hook
+    // implies for an initiator's segment.
+    let hook_direction = Direction::of_segment(egress, true);
+    let seg = match parse_ethernet(frame) {
+        Ok(Parsed::Tcp(seg)) => seg,
+        Ok(Parsed::NotTcp) => {
+            count(Family::Ipv4, hook_direction, Counter::Packets);
+            return;
+        }
+        Ok(Parsed::Fragment) => {
+            count(Family::Ipv4, hook_direction, Counter::Packets);
+            count(Family::Ipv4, hook_direction, Counter::Fragments);
+            return;
+        }
+        Err(e) => {
+            count(Family::Ipv4, hook_direction, Counter::Packets);
+            count(Family::Ipv4, hook_direction, e.counter());
+            return;
+        }
+    };
+    count(seg.family, hook_direction, Counter::Packets);
+    match classify(seg.flags) {
+        SegmentKind::Syn => on_syn_segment(&seg, hook),
+        SegmentKind::SynAck => on_synack_segment(&seg, hook),
+        SegmentKind::Ack => on_ack_segment(&seg),
+        SegmentKind::Rst => on_rst_segment(&seg),
+        SegmentKind::Other => {}
+    }
+}
+
+#[inline(always)]
+fn key_of(seg: &TcpSegment) -> FlowKey {
+    FlowKey {
+        src_addr: seg.src_addr,
+        dst_addr: seg.dst_addr,
+        src_port: seg.src_port,
+        dst_port: seg.dst_port,
+        family: seg.family as u8,
+        _pad: [0; 3],
+    }
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a helper with no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn on_syn_segment(seg: &TcpSegment, hook: Hook) {
+    let key = key_of(seg);
+    let direction = Direction::of_segment(hook.egress != 0, true);
+    count(seg.family, direction, Counter::SynPackets);
+    // SAFETY: the value is copied out at once; a concurrent update can at
+    // worst make this SYN look new or retransmitted, never corrupt memory.
+    let existing = unsafe { FLOWS.get(&key) }.copied();
+    let decision = on_syn(existing.as_ref(), seg.seq, hook);
+    match decision {
+        SynDecision::Retransmit => count(seg.family, direction, Counter::RetransmitSyn),
+        SynDecision::Duplicate => count(seg.family, direction, Counter::DuplicateObservation),
+        SynDecision::NewAttempt | SynDecision::Supersede(_) => {
+            if let SynDecision::Supersede(stage) = decision {
+                let old = existing.map_or(direction, |s| Direction::from_u8(s.direction));
+                let superseded = match stage {
+                    Stage::SynSent => Counter::SupersededSynSent,
+                    Stage::SynReceived => Counter::SupersededSynReceived,
+                };
+                count(seg.family, old, superseded);
+            }
+            let state = FlowState {
+                syn_ns: now_ns(),
+                client_isn: seg.seq,
+                syn_payload: seg.payload_len,
+                stage: Stage::SynSent as u8,
+                direction: direction as u8,
+                syn_hook: hook,
+                ..FlowState::default()
+            };
+            let replace = existing.is_some();
+            insert_new_flow(&key, &state, seg.family, direction, replace);
+        }
+    }
+}
+
+#[inline(always)]
+fn on_synack_segment(seg: &TcpSegment, hook: Hook) {
+    // The SYN-ACK travels responder -> initiator: its flow's key is reversed.
+    let key = key_of(seg).reversed();
+    let Some(ptr) = FLOWS.get_ptr_mut(&key) else {
+        count(seg.family, Direction::of_segment(hook.egress != 0, false), Counter::Unsolicited);
+        return;
+    };
+    // SAFETY: map values stay valid for the program's run; see on_syn_segment
+    // for why a racing update is tolerable.
+    let state = unsafe { &mut *ptr };
+    let direction = Direction::from_u8(state.direction);
+    match on_synack(state, seg.seq, seg.ack, hook) {
+        SynAckDecision::Accept => {
+            let now = now_ns();
+            state.server_isn = seg.seq;
+            state.synack_ack = seg.ack;
+            state.synack_ns = now;
+            state.synack_hook = hook;
+            state.stage = Stage::SynReceived as u8;
+            count(seg.family, direction, Counter::SynAck);
+            record_latency(direction, Leg::SynToSynAck, now.wrapping_sub(state.syn_ns));
+        }
+        SynAckDecision::Retransmit => count(seg.family, direction, Counter::RetransmitSynAck),
+        SynAckDecision::Duplicate => count(seg.family, direction, Counter::DuplicateObservation),
+        SynAckDecision::InvalidAck => count(seg.family, direction, Counter::InvalidSynAckAck),
+        SynAckDecision::InvalidSeq => count(seg.family, direction, Counter::InvalidSynAckSeq),
+    }
+}
+
+/// Every ACK from an initiator could be a final ACK: this lookup is the cost
+/// every data segment pays.
+#[inline(always)]
+fn on_ack_segment(seg: &TcpSegment) {
+    let key = key_of(seg);
+    // SAFETY: copied out at once.
+    let Some(state) = (unsafe { FLOWS.get(&key) }).copied() else {
+        return;
+    };
+    let direction = Direction::from_u8(state.direction);
+    match on_ack(&state, seg.seq, seg.ack) {
+        AckDecision::Complete => {
+            // Only the program that frees the entry counts: the same ACK seen
+            // at two hooks on two CPUs completes one handshake.
+            if remove_flow(&key) {
+                count(seg.family, direction, Counter::Completed);
+                record_latency(direction, Leg::SynAckToAck, now_ns().wrapping_sub(state.synack_ns));
+            }
+        }
+        AckDecision::InvalidSeq => count(seg.family, direction, Counter::InvalidAckSeq),
+        AckDecision::InvalidAck => count(seg.family, direction, Counter::InvalidAckAck),
+        AckDecision::Ignore => {}
+    }
+}
+
+#[inline(always)]
+fn on_rst_segment(seg: &TcpSegment) {
+    // A RST from the responder maps to the reversed key; from the initiator
+    // to its own.
+    let from_responder = key_of(seg).reversed();
+    // SAFETY: copied out at once.
+    let (key, state, from_initiator) = if let Some(s) = unsafe { FLOWS.get(&from_responder) } {
+        (from_responder, *s, false)
+    } else {
+        let forward = key_of(seg);
+        match unsafe { FLOWS.get(&forward) } {
+            Some(s) => (forward, *s, true),
+            None => return,
+        }
+    };
+    let direction = Direction::from_u8(state.direction);
+    let counter = match on_rst(&state, from_initiator, seg.seq, seg.ack, seg.flags) {
+        RstDecision::Rejected => Counter::Rejected,
+        RstDecision::Aborted => Counter::Aborted,
+        RstDecision::Invalid => {
+            count(seg.family, direction, Counter::InvalidRst);
+            return;
+        }
+    };
+    if remove_flow(&key) {
+        count(seg.family, direction, counter);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // The verifier rejects any reachable panic path; this is never linked in.
+    loop {}
+}

@@ -1,0 +1,260 @@
+//! Turns the summed kernel counters into Prometheus metric families.
+//!
+//! Which kernel counter feeds which series is written once, in [`CATALOG`],
+//! so the metric contract can be read (and tested) in one place.
+use handshake_common::{
+    counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
+    histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
+};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+
+/// How a kernel counter's (family, direction) slots are labelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// A flow counter: labels `family` and `direction`.
+    Flow,
+    /// Counted before the flow is known: label `hook` (ingress|egress), the
+    /// family and direction slots summed.
+    Hook,
+}
+
+/// One series of the contract: a kernel counter, the metric it feeds, and
+/// the extra label that tells it apart from its siblings.
+#[derive(Clone, Copy, Debug)]
+pub struct Series {
+    pub counter: Counter,
+    pub metric: &'static str,
+    pub label: Option<(&'static str, &'static str)>,
+    pub scope: Scope,
+}
+
+const fn flow(counter: Counter, metric: &'static str, label: Option<(&'static str, &'static str)>) -> Series {
+    Series { counter, metric, label, scope: Scope::Flow }
+}
+
+const fn hook(counter: Counter, metric: &'static str, label: Option<(&'static str, &'static str)>) -> Series {
+    Series { counter, metric, label, scope: Scope::Hook }
+}
+
+/// Every counter series the agent exports.
+pub const CATALOG: &[Series] = &[
+    hook(Counter::Packets, "tcp_handshake_packets_total", None),
+    flow(Counter::SynPackets, "tcp_handshake_syn_packets_total", None),
+    flow(Counter::Attempts, "tcp_handshake_attempts_total", None),
+    flow(Counter::SynAck, "tcp_handshake_synack_total", None),
+    flow(Counter::Completed, "tcp_handshake_completed_total", None),
+    flow(Counter::Rejected, "tcp_handshake_rejected_total", None),
+    flow(Counter::Aborted, "tcp_handshake_aborted_total", None),
+    flow(Counter::RetransmitSyn, "tcp_handshake_retransmits_total", Some(("segment", "syn"))),
+    flow(Counter::RetransmitSynAck, "tcp_handshake_retransmits_total", Some(("segment", "synack"))),
+    flow(Counter::InvalidSynAckAck, "tcp_handshake_invalid_total", Some(("reason", "synack_bad_ack"))),
+    flow(Counter::InvalidSynAckSeq, "tcp_handshake_invalid_total", Some(("reason", "synack_changed_isn"))),
+    flow(Counter::InvalidAckSeq, "tcp_handshake_invalid_total", Some(("reason", "ack_bad_seq"))),
+    flow(Counter::InvalidAckAck, "tcp_handshake_invalid_total", Some(("reason", "ack_bad_ack"))),
+    flow(Counter::InvalidRst, "tcp_handshake_invalid_total", Some(("reason", "rst_out_of_window"))),
+    flow(Counter::Unsolicited, "tcp_handshake_invalid_total", Some(("reason", "unsolicited_synack"))),
+    flow(Counter::SynUntracked, "tcp_handshake_syn_untracked_total", Some(("reason", "insert_budget"))),
+    flow(Counter::SynInsertFailed, "tcp_handshake_syn_untracked_total", Some(("reason", "insert_failed"))),
+    flow(Counter::SupersededSynSent, "tcp_handshake_superseded_total", Some(("stage", "syn_sent"))),
+    flow(Counter::SupersededSynReceived, "tcp_handshake_superseded_total", Some(("stage", "syn_received"))),
+    flow(Counter::DuplicateObservation, "tcp_handshake_duplicate_observations_total", None),
+    hook(Counter::Fragments, "tcp_handshake_fragments_total", None),
+    hook(Counter::ParseEthTruncated, "tcp_handshake_parse_errors_total", Some(("reason", "eth_truncated"))),
+    hook(Counter::ParseVlanTruncated, "tcp_handshake_parse_errors_total", Some(("reason", "vlan_truncated"))),
+    hook(Counter::ParseTooManyVlans, "tcp_handshake_parse_errors_total", Some(("reason", "too_many_vlans"))),
+    hook(Counter::ParseIpv4Truncated, "tcp_handshake_parse_errors_total", Some(("reason", "ipv4_truncated"))),
+    hook(Counter::ParseIpv4BadHeaderLength, "tcp_handshake_parse_errors_total", Some(("reason", "ipv4_bad_header_length"))),
+    hook(Counter::ParseIpv6Truncated, "tcp_handshake_parse_errors_total", Some(("reason", "ipv6_truncated"))),
+    hook(Counter::ParseIpv6ExtTruncated, "tcp_handshake_parse_errors_total", Some(("reason", "ipv6_ext_truncated"))),
+    hook(Counter::ParseIpv6ExtChainTooLong, "tcp_handshake_parse_errors_total", Some(("reason", "ipv6_ext_chain_too_long"))),
+    hook(Counter::ParseTcpTruncated, "tcp_handshake_parse_errors_total", Some(("reason", "tcp_truncated"))),
+    hook(Counter::ParseTcpBadDataOffset, "tcp_handshake_parse_errors_total", Some(("reason", "tcp_bad_data_offset"))),
+];
+
+/// HELP text of each metric.
+pub fn help(metric: &str) -> &'static str {
+    match metric {
+        "tcp_handshake_packets_total" => "Frames the programs looked at, by hook (ingress is XDP, egress is TC).",
+        "tcp_handshake_syn_packets_total" => "TCP segments with SYN set and ACK clear, retransmissions included.",
+        "tcp_handshake_attempts_total" => "New handshake attempts: a SYN with no tracked handshake, or with a new ISN.",
+        "tcp_handshake_synack_total" => "SYN-ACKs whose ack was the client ISN + 1 (first one per attempt).",
+        "tcp_handshake_completed_total" => "Handshakes completed by an ACK with seq = client ISN + 1 and ack = server ISN + 1.",
+        "tcp_handshake_rejected_total" => "SYNs answered by a RST (closed port, refused).",
+        "tcp_handshake_aborted_total" => "Handshakes reset by either side after the SYN, before completion.",
+        "tcp_handshake_retransmits_total" => "Retransmitted SYNs and SYN-ACKs (same ISN), not counted as attempts.",
+        "tcp_handshake_invalid_total" => "Handshake segments that failed validation; the flow state was left unchanged.",
+        "tcp_handshake_syn_untracked_total" => "New attempts counted but not tracked (flood insert budget spent, or map full).",
+        "tcp_handshake_superseded_total" => "Tracked attempts replaced by a SYN with a new ISN on the same 5-tuple (port reuse).",
+        "tcp_handshake_duplicate_observations_total" => "Handshake segments seen a second time at another hook on this host.",
+        "tcp_handshake_fragments_total" => "Non-first IP fragments (no TCP header to read).",
+        "tcp_handshake_parse_errors_total" => "Frames with short or garbled headers, by the header that failed.",
+        "tcp_handshake_synack_latency_seconds" => "Time from the SYN to the first valid SYN-ACK.",
+        "tcp_handshake_ack_latency_seconds" => "Time from the first valid SYN-ACK to the completing ACK.",
+        "handshake_monitor_build_info" => "Build of the running agent; value is always 1.",
+        _ => "",
+    }
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
+}
+
+fn family_of(name: &str, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help(name).to_owned());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+fn counter_metric(labels: Vec<LabelPair>, value: u64) -> proto::Metric {
+    let mut counter = proto::Counter::default();
+    counter.set_value(value as f64);
+    let mut metric = proto::Metric::from_label(labels);
+    metric.set_counter(counter);
+    metric
+}
+
+/// Counter families from the summed `COUNTERS` array.
+pub fn counter_families(counters: &[u64]) -> Vec<MetricFamily> {
+    debug_assert_eq!(counters.len(), COUNTERS_LEN as usize);
+    let value = |f: Family, d: Direction, c: Counter| counters.get(counter_index(f, d, c) as usize).copied().unwrap_or(0);
+    let mut families: Vec<MetricFamily> = Vec::new();
+    for series in CATALOG {
+        let mut metrics = Vec::new();
+        for direction in Direction::ALL {
+            let extra = series.label.map(|(n, v)| label(n, v));
+            match series.scope {
+                Scope::Flow => {
+                    for family in Family::ALL {
+                        let mut labels = vec![label("direction", direction.label()), label("family", family.label())];
+                        labels.extend(extra.clone());
+                        metrics.push(counter_metric(labels, value(family, direction, series.counter)));
+                    }
+                }
+                Scope::Hook => {
+                    let hook = if direction == Direction::Inbound { "ingress" } else { "egress" };
+                    let total: u64 = Family::ALL.iter().map(|f| value(*f, direction, series.counter)).sum();
+                    let mut labels = vec![label("hook", hook)];
+                    labels.extend(extra);
+                    metrics.push(counter_metric(labels, total));
+                }
+            }
+        }
+        match families.iter_mut().find(|f| f.name() == series.metric) {
+            Some(existing) => {
+                let mut all = existing.take_metric();
+                all.extend(metrics);
+                existing.set_metric(all);
+            }
+            None => families.push(family_of(series.metric, MetricType::COUNTER, metrics)),
+        }
+    }
+    families
+}
+
+/// Latency histograms from the summed `LATENCY` array, made cumulative.
+pub fn latency_families(latency: &[u64]) -> Vec<MetricFamily> {
+    let at = |i: u32| latency.get(i as usize).copied().unwrap_or(0);
+    let legs = [
+        (Leg::SynToSynAck, "tcp_handshake_synack_latency_seconds"),
+        (Leg::SynAckToAck, "tcp_handshake_ack_latency_seconds"),
+    ];
+    legs.iter()
+        .map(|(leg, name)| {
+            let metrics = Direction::ALL
+                .iter()
+                .map(|direction| {
+                    let base = base_index(*direction, *leg);
+                    let mut cumulative = 0u64;
+                    let buckets = (0..FINITE_BUCKETS)
+                        .map(|b| {
+                            cumulative += at(base + b);
+                            let mut bucket = proto::Bucket::default();
+                            bucket.set_upper_bound(upper_bound_seconds(b));
+                            bucket.set_cumulative_count(cumulative);
+                            bucket
+                        })
+                        .collect();
+                    let count = cumulative + at(base + BUCKETS - 1);
+                    let mut histogram = proto::Histogram::default();
+                    histogram.set_bucket(buckets);
+                    histogram.set_sample_count(count);
+                    histogram.set_sample_sum(at(sum_index(*direction, *leg)) as f64 * 1e-9);
+                    let mut metric = proto::Metric::from_label(vec![label("direction", direction.label())]);
+                    metric.set_histogram(histogram);
+                    metric
+                })
+                .collect();
+            family_of(name, MetricType::HISTOGRAM, metrics)
+        })
+        .collect()
+}
+
+pub fn build_info() -> MetricFamily {
+    let mut gauge = proto::Gauge::default();
+    gauge.set_value(1.0);
+    let mut metric = proto::Metric::from_label(vec![label("version", env!("CARGO_PKG_VERSION"))]);
+    metric.set_gauge(gauge);
+    family_of("handshake_monitor_build_info", MetricType::GAUGE, vec![metric])
+}
+
+/// The text exposition of `families`.
+pub fn encode(families: &[MetricFamily]) -> anyhow::Result<String> {
+    use prometheus::Encoder as _;
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new().encode(families, &mut out)?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_counter_is_exported_once() {
+        for c in Counter::ALL {
+            let n = CATALOG.iter().filter(|s| s.counter == *c).count();
+            assert_eq!(n, 1, "{c:?} appears {n} times in the catalog");
+        }
+    }
+
+    #[test]
+    fn every_metric_has_help() {
+        for s in CATALOG {
+            assert!(!help(s.metric).is_empty(), "{} has no HELP", s.metric);
+        }
+    }
+
+    #[test]
+    fn counters_land_in_their_series() {
+        let mut counters = vec![0u64; COUNTERS_LEN as usize];
+        counters[counter_index(Family::Ipv6, Direction::Outbound, Counter::Completed) as usize] = 7;
+        counters[counter_index(Family::Ipv4, Direction::Inbound, Counter::Packets) as usize] = 3;
+        counters[counter_index(Family::Ipv6, Direction::Inbound, Counter::Packets) as usize] = 4;
+        let text = encode(&counter_families(&counters)).expect("encode");
+        assert!(text.contains("tcp_handshake_completed_total{direction=\"outbound\",family=\"ipv6\"} 7\n"), "{text}");
+        assert!(text.contains("tcp_handshake_completed_total{direction=\"inbound\",family=\"ipv4\"} 0\n"));
+        assert!(text.contains("tcp_handshake_packets_total{hook=\"ingress\"} 7\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let mut latency = vec![0u64; handshake_common::histogram::LATENCY_LEN as usize];
+        let base = base_index(Direction::Inbound, Leg::SynToSynAck) as usize;
+        latency[base] = 1; // <= 1 µs
+        latency[base + 3] = 2; // <= 8 µs
+        latency[base + BUCKETS as usize - 1] = 1; // overflow
+        latency[sum_index(Direction::Inbound, Leg::SynToSynAck) as usize] = 2_000_000_000;
+        let text = encode(&latency_families(&latency)).expect("encode");
+        assert!(text.contains("tcp_handshake_synack_latency_seconds_bucket{direction=\"inbound\",le=\"0.000001\"} 1\n"), "{text}");
+        assert!(text.contains("tcp_handshake_synack_latency_seconds_bucket{direction=\"inbound\",le=\"0.000008\"} 3\n"));
+        assert!(text.contains("tcp_handshake_synack_latency_seconds_bucket{direction=\"inbound\",le=\"+Inf\"} 4\n"));
+        assert!(text.contains("tcp_handshake_synack_latency_seconds_sum{direction=\"inbound\"} 2\n"));
+        assert!(text.contains("tcp_handshake_synack_latency_seconds_count{direction=\"inbound\"} 4\n"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The loaded kernel programs: load, attach, and read the maps.
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::PerCpuArray,
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+};
+use handshake_common::{
+    counters::COUNTERS_LEN,
+    histogram::LATENCY_LEN,
+    map_names,
+    program_names::{TC_EGRESS, XDP_INGRESS},
+};
+
+use crate::{cli, interfaces::Interface};
+
+/// The compiled kernel programs, built from source by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/handshake"));
+
+/// Load-time settings of the kernel programs.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub flow_table_size: u32,
+    /// New flow-table entries allowed per CPU per window.
+    pub syn_insert_budget: u64,
+    pub syn_insert_window_ns: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            flow_table_size: handshake_common::DEFAULT_FLOW_TABLE_SIZE,
+            syn_insert_budget: 16_384,
+            syn_insert_window_ns: 100_000_000,
+        }
+    }
+}
+
+pub struct Probe {
+    ebpf: Ebpf,
+}
+
+impl Probe {
+    /// Loads both programs into the kernel (verifying them) without attaching.
+    pub fn load(options: &LoadOptions) -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map_names::FLOWS, options.flow_table_size)
+            .override_global("SYN_INSERT_BUDGET", &options.syn_insert_budget, true)
+            .override_global("SYN_INSERT_WINDOW_NS", &options.syn_insert_window_ns, true)
+            .load(OBJECT)
+            .context("cannot load the eBPF object")?;
+        xdp(&mut ebpf)?.load().context("the kernel rejected the XDP program")?;
+        tc(&mut ebpf)?.load().context("the kernel rejected the TC program")?;
+        Ok(Self { ebpf })
+    }
+
+    /// Attaches the ingress (XDP) program to `iface`. Detached when the probe drops.
+    pub fn attach_ingress(&mut self, iface: &Interface, mode: cli::XdpMode) -> Result<()> {
+        let mode = match mode {
+            // Flags 0: the kernel picks native where the driver has it,
+            // generic otherwise (e.g. on lo).
+            cli::XdpMode::Auto => XdpMode::Default,
+            cli::XdpMode::Driver => XdpMode::Driver,
+            cli::XdpMode::Skb => XdpMode::Skb,
+        };
+        xdp(&mut self.ebpf)?
+            .attach_to_if_index(iface.index, mode)
+            .with_context(|| format!("cannot attach XDP to {}", iface.name))?;
+        Ok(())
+    }
+
+    /// Attaches the egress (TC, TCX where the kernel has it) program to `iface`.
+    pub fn attach_egress(&mut self, iface: &Interface) -> Result<()> {
+        tc(&mut self.ebpf)?
+            .attach(&iface.name, TcAttachType::Egress)
+            .with_context(|| format!("cannot attach TC egress to {}", iface.name))?;
+        Ok(())
+    }
+
+    fn sum_per_cpu(&self, name: &str, len: u32) -> Result<Vec<u64>> {
+        let map = self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        (0..len)
+            .map(|i| Ok(array.get(&i, 0).with_context(|| format!("reading {name}[{i}]"))?.iter().sum()))
+            .collect()
+    }
+
+    /// The `COUNTERS` array summed over CPUs (see `handshake_common::counters`).
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        self.sum_per_cpu(map_names::COUNTERS, COUNTERS_LEN)
+    }
+
+    /// The `LATENCY` array summed over CPUs (see `handshake_common::histogram`).
+    pub fn latency(&self) -> Result<Vec<u64>> {
+        self.sum_per_cpu(map_names::LATENCY, LATENCY_LEN)
+    }
+
+    /// The ingress program, e.g. to drive it with BPF_PROG_TEST_RUN.
+    pub fn ingress_program(&mut self) -> Result<&mut Xdp> {
+        xdp(&mut self.ebpf)
+    }
+
+    /// The egress program, e.g. to drive it with BPF_PROG_TEST_RUN.
+    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier> {
+        tc(&mut self.ebpf)
+    }
+
+    /// The underlying maps, for tests and tools.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+}
+
+fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let program = ebpf.program_mut(XDP_INGRESS).ok_or_else(|| anyhow!("program {XDP_INGRESS} missing"))?;
+    Ok(program.try_into()?)
+}
+
+fn tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    let program = ebpf.program_mut(TC_EGRESS).ok_or_else(|| anyhow!("program {TC_EGRESS} missing"))?;
+    Ok(program.try_into()?)
+}

@@ -1,0 +1,108 @@
+//! Network namespaces and veth pairs that live as long as the test.
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Runs `ip` with `args`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("cannot run ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A new namespace with only `lo`, which is brought up.
+    pub fn new(role: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("hm-{}-{}-{role}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        ip(&["netns", "add", &name]).expect("create a network namespace (are we root?)");
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]).expect("bring lo up");
+        ns
+    }
+
+    /// Runs `ip` inside this namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            // SAFETY: a valid namespace fd; setns only affects this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
+    /// Runs `f` inside this namespace and returns its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth ends in it.
+        let _ = ip(&["netns", "delete", &self.name]);
+    }
+}
+
+pub const CLIENT_V4: &str = "198.18.0.1";
+pub const SERVER_V4: &str = "198.18.0.2";
+pub const CLIENT_V6: &str = "2001:2::1";
+pub const SERVER_V6: &str = "2001:2::2";
+/// The veth end in each namespace.
+pub const CLIENT_IF: &str = "c0";
+pub const SERVER_IF: &str = "s0";
+
+/// A client and a server namespace joined by a veth pair: `c0` in the client
+/// (198.18.0.1/24, 2001:2::1/64), `s0` in the server (198.18.0.2/24,
+/// 2001:2::2/64). No default route anywhere.
+pub struct Topology {
+    pub client: Netns,
+    pub server: Netns,
+}
+
+impl Topology {
+    pub fn new() -> Self {
+        let client = Netns::new("client");
+        let server = Netns::new("server");
+        // Created directly inside the namespaces: the names never exist in
+        // the root namespace, so parallel tests cannot collide.
+        ip(&["link", "add", CLIENT_IF, "netns", &client.name, "type", "veth", "peer", "name", SERVER_IF, "netns", &server.name])
+            .expect("create veth pair");
+        for (ns, dev, v4, v6) in [(&client, CLIENT_IF, CLIENT_V4, CLIENT_V6), (&server, SERVER_IF, SERVER_V4, SERVER_V6)] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]).expect("add IPv4 address");
+            // nodad: usable at once, no 2 s wait for duplicate detection.
+            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]).expect("add IPv6 address");
+            ns.ip(&["link", "set", dev, "up"]).expect("link up");
+        }
+        Self { client, server }
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new()
+    }
+}

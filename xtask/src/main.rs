@@ -1,0 +1,101 @@
+//! `cargo xtask setup|run|test`: the README's commands. Each does its own
+//! set-up, so a fresh clone on a fresh machine needs nothing else.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent; quick when present).
+    Setup,
+    /// Build (release) and start the agent; extra arguments go to `handshake-monitor run`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: host unit and property tests, and the privileged
+    /// integration tests (network namespaces, real traffic, BPF test runs).
+    Test {
+        /// Passed to `cargo test` after `--` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
+        Task::Setup => setup::ensure(),
+        Task::Run { args } => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "--package", "handshake-user"])?;
+            let bin = workspace_root().join("target/release/handshake-monitor");
+            let status = Command::new(&bin).arg("run").args(&args).status().with_context(|| format!("cannot start {}", bin.display()))?;
+            if !status.success() {
+                bail!("handshake-monitor exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Test { args } => {
+            setup::ensure()?;
+            let tx_before = setup::uplink_tx_packets();
+            // The integration tests start the agent binary: build it first.
+            cargo(&["build", "--package", "handshake-user"])?;
+            let bin = workspace_root().join("target/debug/handshake-monitor");
+            let mut test = vec!["test", "--workspace", "--no-fail-fast", "--"];
+            test.extend(args.iter().map(String::as_str));
+            let result = cargo_with_env(&test, &[("HANDSHAKE_MONITOR_BIN", bin.as_os_str())]);
+            let tx_after = setup::uplink_tx_packets();
+            // Network safety: test traffic stays in namespaces. Background
+            // traffic moves these counters a little; a test leak moves them a lot.
+            for ((name, before), (_, after)) in tx_before.iter().zip(tx_after.iter()) {
+                println!("xtask: {name} tx_packets moved by {} during the tests", after.saturating_sub(*before));
+            }
+            result
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with_env(args, &[])
+}
+
+fn cargo_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args).current_dir(workspace_root()).env("PATH", setup::path_with_cargo_bin());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
