@@ -121,9 +121,9 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         // The kernel hashes the key's raw bytes: implicit padding would make
         // equal keys hash differently.
-        assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 3);
-        assert_eq!(core::mem::size_of::<Hook>(), 8);
-        assert_eq!(core::mem::size_of::<FlowState>(), 8 + 8 + 4 * 3 + 2 + 1 + 1 + 8 + 8);
+        assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 3);
+        assert_eq!(size_of::<Hook>(), 8);
+        assert_eq!(size_of::<FlowState>(), 8 + 8 + 4 * 3 + 2 + 1 + 1 + 8 + 8);
     }
 
     #[test]

@@ -64,7 +64,8 @@ fn run(task: Task) -> Result<()> {
             // The integration tests start the agent binary: build it first.
             cargo(&["build", "--package", "handshake-user"])?;
             let bin = workspace_root().join("target/debug/handshake-monitor");
-            let mut test = vec!["test", "--workspace", "--no-fail-fast", "--"];
+            // The default members: every crate but the bpf-only kernel programs.
+            let mut test = vec!["test", "--no-fail-fast", "--"];
             test.extend(args.iter().map(String::as_str));
             let result = cargo_with_env(&test, &[("HANDSHAKE_MONITOR_BIN", bin.as_os_str())]);
             let tx_after = setup::uplink_tx_packets();
