@@ -8,3 +8,5 @@
 pub mod agent;
 pub mod metrics;
 pub mod netns;
+pub mod packet;
+pub mod tester;

@@ -1,0 +1,109 @@
+//! Runs the real, loaded programs on crafted frames with BPF_PROG_TEST_RUN
+//! (no interface needed) and reads back their maps, in the manner of
+//! katran's BpfTester.
+use aya::{
+    maps::HashMap,
+    programs::{TestRun as _, TestRunOptions},
+};
+use handshake_common::{
+    counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
+    flow::{FlowKey, FlowState},
+    histogram::{Leg, base_index, BUCKETS},
+    map_names,
+};
+use handshake_user::probe::{LoadOptions, Probe};
+
+/// XDP_PASS: the only verdict the ingress program may return.
+pub const XDP_PASS: u32 = 2;
+/// TC_ACT_UNSPEC (TCX_NEXT): the only verdict the egress program may return.
+pub const TC_NEXT: i32 = -1;
+
+pub struct Tester {
+    probe: Probe,
+}
+
+impl Tester {
+    /// Loads a fresh copy of the programs, with fresh maps.
+    pub fn new() -> Self {
+        Self::with(&LoadOptions::default())
+    }
+
+    pub fn with(options: &LoadOptions) -> Self {
+        Self { probe: Probe::load(options).expect("load the programs (are we root?)") }
+    }
+
+    /// Runs the ingress (XDP) program on `frame`; returns its verdict.
+    pub fn ingress(&mut self, frame: &[u8]) -> u32 {
+        let program = self.probe.ingress_program().expect("ingress program");
+        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
+        program.test_run(options).expect("BPF_PROG_TEST_RUN (xdp)").return_value
+    }
+
+    /// Runs the egress (TC) program on `frame`; returns its verdict.
+    pub fn egress(&mut self, frame: &[u8]) -> i32 {
+        let program = self.probe.egress_program().expect("egress program");
+        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
+        program.test_run(options).expect("BPF_PROG_TEST_RUN (tc)").return_value as i32
+    }
+
+    /// Counters summed over CPUs.
+    pub fn counters(&self) -> Counters {
+        Counters(self.probe.counters().expect("read counters"))
+    }
+
+    /// Number of observations in a latency histogram.
+    pub fn latency_count(&self, direction: Direction, leg: Leg) -> u64 {
+        let latency = self.probe.latency().expect("read latency");
+        let base = base_index(direction, leg) as usize;
+        latency[base..base + BUCKETS as usize].iter().sum()
+    }
+
+    /// Every entry of the flow table.
+    pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
+        let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
+        let flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(map).expect("flow table type");
+        flows.iter().map(|r| r.expect("read flow")).collect()
+    }
+}
+
+impl Default for Tester {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A snapshot of the `COUNTERS` array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters(pub Vec<u64>);
+
+impl Counters {
+    pub fn get(&self, family: Family, direction: Direction, counter: Counter) -> u64 {
+        self.0[counter_index(family, direction, counter) as usize]
+    }
+
+    /// Sum over families and directions.
+    pub fn total(&self, counter: Counter) -> u64 {
+        Family::ALL
+            .iter()
+            .flat_map(|f| Direction::ALL.iter().map(move |d| (*f, *d)))
+            .map(|(f, d)| self.get(f, d, counter))
+            .sum()
+    }
+
+    /// Every non-zero (family, direction, counter) but `Packets`, sorted.
+    pub fn nonzero(&self) -> Vec<(Family, Direction, Counter, u64)> {
+        let mut out = Vec::new();
+        for f in Family::ALL {
+            for d in Direction::ALL {
+                for &c in Counter::ALL {
+                    let v = self.get(f, d, c);
+                    if v != 0 && c != Counter::Packets {
+                        out.push((f, d, c, v));
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(self.0.len(), COUNTERS_LEN as usize);
+        out
+    }
+}
