@@ -14,7 +14,9 @@ pub mod counters;
 pub mod flow;
 pub mod handshake;
 pub mod histogram;
+pub mod listener;
 pub mod parse;
+pub mod pending;
 
 /// Names of the maps as they appear in the object file; the agent looks them
 /// up (and pins them) by these names.
@@ -23,6 +25,8 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const LATENCY: &str = "LATENCY";
     pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
+    pub const PENDING: &str = "PENDING";
+    pub const LISTENERS: &str = "LISTENERS";
 }
 
 /// Names of the programs in the object file.

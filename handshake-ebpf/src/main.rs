@@ -6,6 +6,9 @@
 //! or changed.
 #![no_std]
 #![no_main]
+// atomic_xadd: the only atomic read-modify-write the bpf target offers.
+#![expect(internal_features, reason = "core_intrinsics is how Rust reaches BPF atomic add")]
+#![feature(core_intrinsics)]
 
 mod maps;
 mod view;
@@ -28,7 +31,10 @@ use handshake_common::{
 };
 
 use crate::{
-    maps::{FLOWS, count, insert_new_flow, record_latency, remove_flow},
+    maps::{
+        FLOWS, Funnel, count, count_listener, insert_new_flow, maybe_pending, pending_enter, pending_leave,
+        record_latency, remove_flow,
+    },
     view::Frame,
 };
 
@@ -122,6 +128,12 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook) {
                     Stage::SynReceived => Counter::SupersededSynReceived,
                 };
                 count(seg.family, old, superseded);
+                if stage == Stage::SynReceived {
+                    pending_leave(&key);
+                }
+            }
+            if direction == Direction::Inbound {
+                count_listener(key.dst_port, Funnel::Attempt);
             }
             let state = FlowState {
                 syn_ns: now_ns(),
@@ -152,6 +164,12 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook) {
     let direction = Direction::from_u8(state.direction);
     match on_synack(state, seg.seq, seg.ack, hook) {
         SynAckDecision::Accept => {
+            // Raise the filter before the stage: the final ACK must never
+            // find the slot at 0 with the flow already in syn_received.
+            pending_enter(&key);
+            if direction == Direction::Inbound {
+                count_listener(key.dst_port, Funnel::SynAck);
+            }
             let now = now_ns();
             state.server_isn = seg.seq;
             state.synack_ack = seg.ack;
@@ -168,11 +186,14 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook) {
     }
 }
 
-/// Every ACK from an initiator could be a final ACK: this lookup is the cost
-/// every data segment pays.
+/// Every ACK from an initiator could be a final ACK; the pending filter
+/// spares most data segments the flow-table lookup.
 #[inline(always)]
 fn on_ack_segment(seg: &TcpSegment) {
     let key = key_of(seg);
+    if !maybe_pending(&key) {
+        return;
+    }
     // SAFETY: copied out at once.
     let Some(state) = (unsafe { FLOWS.get(&key) }).copied() else {
         return;
@@ -183,6 +204,10 @@ fn on_ack_segment(seg: &TcpSegment) {
             // Only the program that frees the entry counts: the same ACK seen
             // at two hooks on two CPUs completes one handshake.
             if remove_flow(&key) {
+                pending_leave(&key);
+                if direction == Direction::Inbound {
+                    count_listener(key.dst_port, Funnel::Completed);
+                }
                 count(seg.family, direction, Counter::Completed);
                 record_latency(direction, Leg::SynAckToAck, now_ns().wrapping_sub(state.synack_ns));
             }
@@ -209,15 +234,21 @@ fn on_rst_segment(seg: &TcpSegment) {
         }
     };
     let direction = Direction::from_u8(state.direction);
-    let counter = match on_rst(&state, from_initiator, seg.seq, seg.ack, seg.flags) {
-        RstDecision::Rejected => Counter::Rejected,
-        RstDecision::Aborted => Counter::Aborted,
+    let (counter, funnel) = match on_rst(&state, from_initiator, seg.seq, seg.ack, seg.flags) {
+        RstDecision::Rejected => (Counter::Rejected, Funnel::Rejected),
+        RstDecision::Aborted => (Counter::Aborted, Funnel::Aborted),
         RstDecision::Invalid => {
             count(seg.family, direction, Counter::InvalidRst);
             return;
         }
     };
     if remove_flow(&key) {
+        if state.stage == Stage::SynReceived as u8 {
+            pending_leave(&key);
+        }
+        if direction == Direction::Inbound {
+            count_listener(key.dst_port, funnel);
+        }
         count(seg.family, direction, counter);
     }
 }

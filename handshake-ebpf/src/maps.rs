@@ -1,8 +1,10 @@
 //! The maps both programs share, and the small operations on them.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use handshake_common::{
     DEFAULT_FLOW_TABLE_SIZE,
@@ -10,6 +12,8 @@ use handshake_common::{
     flow::{FlowKey, FlowState},
     handshake::FloodGuard,
     histogram::{LATENCY_LEN, Leg, base_index, bucket_for_ns, sum_index},
+    listener::{ListenerCounters, MAX_LISTENERS, OTHER_PORT},
+    pending::{PENDING_SLOTS, pending_slot},
 };
 
 /// Handshakes in progress. LRU so a full table evicts the stalest entry
@@ -28,6 +32,16 @@ pub static LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(LATENCY_LEN
 /// Per-CPU insert budget state.
 #[map]
 pub static FLOOD_GUARD: PerCpuArray<FloodGuard> = PerCpuArray::with_max_entries(1, 0);
+
+/// Handshakes in syn_received per 5-tuple hash slot: see
+/// `handshake_common::pending`. Shared by all CPUs, updated atomically.
+#[map]
+pub static PENDING: Array<u64> = Array::with_max_entries(PENDING_SLOTS, 0);
+
+/// Per-listener funnels, keyed by local server port; the agent inserts the
+/// keys, the kernel only counts (see `handshake_common::listener`).
+#[map]
+pub static LISTENERS: PerCpuHashMap<u16, ListenerCounters> = PerCpuHashMap::with_max_entries(MAX_LISTENERS, 0);
 
 /// New flow-table entries allowed per CPU per window; set by the agent.
 #[unsafe(no_mangle)]
@@ -87,4 +101,70 @@ pub fn insert_new_flow(key: &FlowKey, state: &FlowState, family: Family, directi
 #[inline(always)]
 pub fn remove_flow(key: &FlowKey) -> bool {
     FLOWS.remove(key).is_ok()
+}
+
+#[inline(always)]
+fn pending_add(key: &FlowKey, delta: u64) {
+    if let Some(slot) = PENDING.get_ptr_mut(pending_slot(key)) {
+        // SAFETY: a valid, aligned u64 in a map value; other CPUs update it
+        // only through atomics too. The bpf target has no `Atomic*` types
+        // (no compare-and-swap); the intrinsic with its result unused is a
+        // plain BPF atomic add (`lock *(u64 *)(r + 0) += r`).
+        let _ = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, delta) };
+    }
+}
+
+/// A flow entered syn_received.
+#[inline(always)]
+pub fn pending_enter(key: &FlowKey) {
+    pending_add(key, 1);
+}
+
+/// A flow in syn_received was freed.
+#[inline(always)]
+pub fn pending_leave(key: &FlowKey) {
+    pending_add(key, u64::MAX); // -1, wrapping
+}
+
+/// False when no flow hashing to `key`'s slot is in syn_received: an ACK on
+/// this 5-tuple then cannot complete a handshake.
+#[inline(always)]
+pub fn maybe_pending(key: &FlowKey) -> bool {
+    // SAFETY: a plain read; a racing update at worst costs one lookup more
+    // or, for a SYN-ACK not yet sent, one that could not match anyway.
+    match PENDING.get(pending_slot(key)) {
+        Some(n) => *n != 0,
+        None => true,
+    }
+}
+
+/// Which stage of a listener's funnel to count.
+#[derive(Clone, Copy)]
+pub enum Funnel {
+    Attempt,
+    SynAck,
+    Completed,
+    Rejected,
+    Aborted,
+}
+
+/// Counts an inbound handshake event for local server port `port`.
+#[inline(always)]
+pub fn count_listener(port: u16, step: Funnel) {
+    let entry = match LISTENERS.get_ptr_mut(port) {
+        Some(p) => p,
+        None => match LISTENERS.get_ptr_mut(OTHER_PORT) {
+            Some(p) => p,
+            None => return,
+        },
+    };
+    // SAFETY: this CPU's copy of a per-CPU value.
+    let c = unsafe { &mut *entry };
+    match step {
+        Funnel::Attempt => c.attempts += 1,
+        Funnel::SynAck => c.synack += 1,
+        Funnel::Completed => c.completed += 1,
+        Funnel::Rejected => c.rejected += 1,
+        Funnel::Aborted => c.aborted += 1,
+    }
 }

@@ -2,17 +2,22 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
 use handshake_common::{
     counters::COUNTERS_LEN,
     histogram::LATENCY_LEN,
+    listener::{ListenerCounters, OTHER_PORT},
     map_names,
+    pending::PENDING_SLOTS,
     program_names::{TC_EGRESS, XDP_INGRESS},
 };
 
 use crate::{cli, interfaces::Interface};
+
+/// `BPF_NOEXIST` for map updates: fail rather than replace.
+const BPF_NOEXIST: u64 = 1;
 
 /// The compiled kernel programs, built from source by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/handshake"));
@@ -51,7 +56,57 @@ impl Probe {
             .context("cannot load the eBPF object")?;
         xdp(&mut ebpf)?.load().context("the kernel rejected the XDP program")?;
         tc(&mut ebpf)?.load().context("the kernel rejected the TC program")?;
-        Ok(Self { ebpf })
+        let mut probe = Self { ebpf };
+        probe.track_listener_ports(&[OTHER_PORT])?;
+        Ok(probe)
+    }
+
+    /// Gives each of `ports` its own funnel in the `LISTENERS` map (zeroed;
+    /// ports already tracked keep their counts). Inbound handshakes to any
+    /// other port are counted under [`OTHER_PORT`].
+    pub fn track_listener_ports(&mut self, ports: &[u16]) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let map = self.ebpf.map_mut(map_names::LISTENERS).ok_or_else(|| anyhow!("map LISTENERS missing"))?;
+        let mut listeners: PerCpuHashMap<_, u16, ListenerCounters> = PerCpuHashMap::try_from(map)?;
+        for port in ports {
+            let zeroed = PerCpuValues::try_from(vec![ListenerCounters::default(); cpus])?;
+            // BPF_NOEXIST: keep the counts of a port already tracked.
+            match listeners.insert(port, zeroed, BPF_NOEXIST) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot track listener port {port}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Each tracked port's funnel, summed over CPUs, sorted by port.
+    pub fn listeners(&self) -> Result<Vec<(u16, ListenerCounters)>> {
+        let map = self.ebpf.map(map_names::LISTENERS).ok_or_else(|| anyhow!("map LISTENERS missing"))?;
+        let listeners: PerCpuHashMap<_, u16, ListenerCounters> = PerCpuHashMap::try_from(map)?;
+        let mut out = Vec::new();
+        for entry in listeners.iter() {
+            let (port, per_cpu) = entry?;
+            let mut total = ListenerCounters::default();
+            for c in per_cpu.iter() {
+                total += *c;
+            }
+            out.push((port, total));
+        }
+        out.sort_by_key(|(p, _)| *p);
+        Ok(out)
+    }
+
+    /// Sum of the pending filter's slots: flows the kernel believes are in
+    /// syn_received (see `handshake_common::pending`).
+    pub fn pending_total(&self) -> Result<u64> {
+        let map = self.ebpf.map(map_names::PENDING).ok_or_else(|| anyhow!("map PENDING missing"))?;
+        let pending: Array<_, u64> = Array::try_from(map)?;
+        let mut total = 0u64;
+        for i in 0..PENDING_SLOTS {
+            total = total.wrapping_add(pending.get(&i, 0)?);
+        }
+        Ok(total)
     }
 
     /// Attaches the ingress (XDP) program to `iface`. Detached when the probe drops.

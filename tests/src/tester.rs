@@ -58,6 +58,11 @@ impl Tester {
         latency[base..base + BUCKETS as usize].iter().sum()
     }
 
+    /// The probe itself (listener ports, pending filter, ...).
+    pub fn probe(&mut self) -> &mut Probe {
+        &mut self.probe
+    }
+
     /// Every entry of the flow table.
     pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use handshake_common::{
     counters::{Counter, Direction, Family},
+    flow::Stage,
     histogram::Leg,
+    listener::{ListenerCounters, OTHER_PORT},
 };
 use handshake_tests::{
     packet::{ACK, Ext, FIN, PSH, Packet, RST, SYN},
@@ -436,9 +438,15 @@ fn packet_sequences_leave_exact_counters() {
         if packets != case.steps.len() as u64 {
             failures.push(format!("{}: packets counted {packets}, frames sent {}", case.name, case.steps.len()));
         }
-        let flows = tester.flows().len();
-        if flows != case.flows {
-            failures.push(format!("{}: {flows} flows left, expected {}", case.name, case.flows));
+        let flows = tester.flows();
+        if flows.len() != case.flows {
+            failures.push(format!("{}: {} flows left, expected {}", case.name, flows.len(), case.flows));
+        }
+        // The pending filter counts exactly the flows left in syn_received.
+        let syn_received = flows.iter().filter(|(_, s)| s.stage == Stage::SynReceived as u8).count() as u64;
+        let pending = tester.probe().pending_total().expect("read the pending filter");
+        if pending != syn_received {
+            failures.push(format!("{}: pending filter {pending}, flows in syn_received {syn_received}", case.name));
         }
     }
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
@@ -521,4 +529,59 @@ fn insert_budget_bounds_new_flows_and_counts_the_rest() {
     run(&mut tester, &[In(syn(&clients[1], X + 99))]).expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::SynUntracked), 7);
     assert_eq!(tester.counters().get(V4, INBOUND, C::SupersededSynSent), 1);
+}
+
+/// Inbound handshakes are counted per local server port for the ports the
+/// agent tracks, and under port 0 ("other") for the rest; outbound ones are
+/// not listeners' business.
+#[test]
+fn listener_funnels_are_exact_and_bounded() {
+    let mut tester = Tester::new();
+    tester.probe().track_listener_ports(&[80, 443]).expect("track ports");
+    let a = Packet::tcp(v4(1), 1001, v4(2), 80);
+    let b = Packet::tcp(v4(3), 1002, v4(2), 80);
+    let refused = Packet::tcp(v4(4), 1003, v4(2), 80);
+    let aborted = Packet::tcp(v4(5), 1004, v4(2), 80);
+    let other = Packet::tcp(v4(6), 1005, v4(2), 8080);
+    let mut steps = handshake(&a);
+    steps.extend(handshake(&b));
+    steps.extend([In(syn(&refused, X)), Out(refused.reply().flags(RST | ACK).ack(X + 1))]);
+    steps.extend([In(syn(&aborted, X)), Out(synack(&aborted, Y, X + 1)), In(aborted.clone().flags(RST).seq(X + 1))]);
+    steps.extend(handshake(&other));
+    // Outbound, to a remote port 80: not a local listener's.
+    steps.extend([Out(Packet::tcp(v4(2), 5555, v4(9), 80).flags(SYN).seq(X))]);
+    run(&mut tester, &steps).expect("run");
+    let funnels = tester.probe().listeners().expect("read listeners");
+    let port = |p: u16| funnels.iter().find(|(q, _)| *q == p).map(|(_, c)| *c);
+    assert_eq!(port(80), Some(ListenerCounters { attempts: 4, synack: 3, completed: 2, rejected: 1, aborted: 1 }));
+    assert_eq!(port(443), Some(ListenerCounters::default()));
+    assert_eq!(port(OTHER_PORT), Some(ListenerCounters { attempts: 1, synack: 1, completed: 1, rejected: 0, aborted: 0 }));
+    assert_eq!(funnels.len(), 3, "the kernel never adds ports: {funnels:?}");
+    // Tracking a port again keeps its counts.
+    tester.probe().track_listener_ports(&[80]).expect("track again");
+    assert_eq!(tester.probe().listeners().expect("read")[1].1.completed, 2);
+}
+
+/// Data segments of flows with nothing pending take the filter's fast path
+/// and change nothing; a final ACK whose slot is shared with another pending
+/// flow still completes exactly once.
+#[test]
+fn pending_filter_never_hides_a_final_ack() {
+    let mut tester = Tester::new();
+    let flows: Vec<Packet> = (0..200).map(|i| Packet::tcp(v4(1), 20000 + i, v4(2), 80)).collect();
+    let mut steps = Vec::new();
+    for f in &flows {
+        steps.extend([In(syn(f, X)), Out(synack(f, Y, X + 1))]);
+    }
+    run(&mut tester, &steps).expect("run");
+    assert_eq!(tester.probe().pending_total().expect("pending"), 200);
+    // Data on unrelated flows: no effect.
+    let data: Vec<Step> = (0..200).map(|i| In(Packet::tcp(v4(7), 30000 + i, v4(2), 80).flags(ACK | PSH).seq(5).ack(6).payload(100))).collect();
+    run(&mut tester, &data).expect("run");
+    let finals: Vec<Step> = flows.iter().map(|f| In(ack(f, X + 1, Y + 1))).collect();
+    run(&mut tester, &finals).expect("run");
+    let counters = tester.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::Completed), 200);
+    assert_eq!(tester.probe().pending_total().expect("pending"), 0);
+    assert!(tester.flows().is_empty());
 }
