@@ -48,8 +48,19 @@ pub fn handshake_ingress(ctx: XdpContext) -> u32 {
 /// Returns TC_ACT_UNSPEC (TCX_NEXT): let any program after us decide; with
 /// none, the packet goes on. TC_ACT_OK would skip them (a policy program,
 /// say), which a monitor must never do.
+/// Bytes of headers we may read: Ethernet, two VLAN tags, IPv6 with the
+/// longest extension chain we walk, TCP. Egress skbs can hold some of them
+/// outside the linear area that direct packet access reaches.
+const HEADROOM_NEEDED: u32 = 256;
+
 #[classifier]
 pub fn handshake_egress(ctx: TcContext) -> i32 {
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < HEADROOM_NEEDED && linear < ctx.len() {
+        // Makes the headers linear; the packet's bytes are unchanged. On
+        // failure we parse what is linear and count what does not fit.
+        let _ = ctx.pull_data(HEADROOM_NEEDED.min(ctx.len()));
+    }
     let frame = Frame { start: ctx.data(), end: ctx.data_end() };
     // SAFETY: the context pointer is the kernel's __sk_buff for this run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };

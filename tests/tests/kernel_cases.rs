@@ -585,3 +585,61 @@ fn pending_filter_never_hides_a_final_ack() {
     assert_eq!(tester.probe().pending_total().expect("pending"), 0);
     assert!(tester.flows().is_empty());
 }
+
+/// Pins the calling thread to CPU 0: the insert budget is per CPU, and a
+/// test that migrates mid-way would see two budgets.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; we set one bit and pass its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU 0");
+    }
+}
+
+/// A random-source SYN flood of 20x the table's capacity: every SYN is
+/// counted, the insert budget keeps the flood from evicting the real
+/// clients' entries, and all their handshakes complete. Without the budget
+/// the same flood evicts them all.
+#[test]
+fn real_clients_survive_a_random_source_flood() {
+    let flood: Vec<Vec<u8>> = (0..20_480u32)
+        .map(|i| {
+            let src = IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
+            syn(&Packet::tcp(src, 1024 + (i % 60000) as u16, v4(2), 80), i.wrapping_mul(2_654_435_761)).build()
+        })
+        .collect();
+    let real: Vec<Packet> = (0..10).map(|i| Packet::tcp(v4(100 + i), 40000, v4(2), 80)).collect();
+    let run_flood = |budget: u64| -> (Tester, u64) {
+        pin_to_cpu0();
+        let options = LoadOptions {
+            flow_table_size: 1024,
+            syn_insert_budget: budget,
+            syn_insert_window_ns: 3_600_000_000_000,
+        };
+        let mut tester = Tester::with(&options);
+        let opening: Vec<Step> = real.iter().map(|c| In(syn(c, X))).collect();
+        run(&mut tester, &opening).expect("run");
+        for frame in &flood {
+            assert_eq!(tester.ingress(frame), XDP_PASS);
+        }
+        let mut closing = Vec::new();
+        for c in &real {
+            closing.extend([Out(synack(c, Y, X + 1)), In(ack(c, X + 1, Y + 1))]);
+        }
+        run(&mut tester, &closing).expect("run");
+        let completed = tester.counters().get(V4, INBOUND, C::Completed);
+        (tester, completed)
+    };
+
+    let (guarded, completed) = run_flood(512);
+    let counters = guarded.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::SynPackets), 20_490);
+    assert_eq!(counters.get(V4, INBOUND, C::Attempts), 20_490);
+    assert_eq!(counters.get(V4, INBOUND, C::SynUntracked), 20_490 - 512);
+    assert_eq!(completed, 10, "every real client completes");
+    assert_eq!(guarded.flows().len(), 512 - 10, "the tracked part of the flood is still there");
+
+    let (_, completed) = run_flood(u64::MAX);
+    assert_eq!(completed, 0, "with no budget the flood evicts the real clients' entries");
+}

@@ -33,6 +33,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the parser and the handshake decisions (cargo fuzz, libFuzzer).
+    Fuzz {
+        /// How long to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,22 @@ fn run(task: Task) -> Result<()> {
             let status = Command::new(&bin).arg("run").args(&args).status().with_context(|| format!("cannot start {}", bin.display()))?;
             if !status.success() {
                 bail!("handshake-monitor exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Fuzz { seconds } => {
+            setup::ensure()?;
+            setup::ensure_cargo_fuzz()?;
+            let dir = workspace_root().join("handshake-common");
+            let time = format!("-max_total_time={seconds}");
+            let status = Command::new("cargo")
+                .args(["+nightly", "fuzz", "run", "parse_and_decide", "--", &time])
+                .current_dir(dir)
+                .env("PATH", setup::path_with_cargo_bin())
+                .status()
+                .context("cannot run cargo fuzz")?;
+            if !status.success() {
+                bail!("fuzzing found a failure (see the artifact above)");
             }
             Ok(())
         }

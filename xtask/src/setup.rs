@@ -116,6 +116,15 @@ fn ensure_bpf_linker() -> Result<()> {
     )
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` only.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if quiet(Command::new(cargo_bin_dir().join("cargo-fuzz")).arg("--version")) {
+        return Ok(());
+    }
+    say("installing cargo-fuzz");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]), "install cargo-fuzz")
+}
+
 /// tx_packets of the root namespace's non-loopback interfaces.
 pub fn uplink_tx_packets() -> Vec<(String, u64)> {
     let Ok(entries) = fs::read_dir("/sys/class/net") else {
