@@ -1,8 +1,12 @@
 //! Counter layout of the per-CPU `COUNTERS` array.
 //!
-//! Each counter exists once per (address family, direction) slot, so the
-//! agent can label every series with `family` and `direction` without the
-//! kernel doing anything more than an index computation.
+//! Each counter exists once per (interface slot, address family, direction),
+//! so the agent can label every series with `iface`, `family` and
+//! `direction` without the kernel doing more than an index computation.
+//!
+//! Interface slots are handed out by the agent (the `IFACES` array maps an
+//! ifindex to its slot); slot 0 counts every interface without one, so the
+//! number of series stays bounded whatever the host's interface count.
 
 /// Address family of a flow, as a slot index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +121,10 @@ counters! {
     SynUntracked = "syn_untracked",
     /// SYNs counted but not tracked because the map update failed.
     SynInsertFailed = "syn_insert_failed",
+    /// Handshakes that expired in syn_sent (no valid SYN-ACK in time).
+    TimeoutSynSent = "timeout_syn_sent",
+    /// Handshakes that expired in syn_received (no final ACK in time).
+    TimeoutSynReceived = "timeout_syn_received",
     /// A tracked attempt in syn_sent replaced by a SYN with a new ISN (port reuse).
     SupersededSynSent = "superseded_syn_sent",
     /// A tracked attempt in syn_received replaced by a SYN with a new ISN.
@@ -138,17 +146,29 @@ counters! {
     ParseTcpBadDataOffset = "parse_tcp_bad_data_offset",
 }
 
-/// Counters per (family, direction) slot.
+/// Counters per (family, direction) pair.
 pub const COUNTERS_PER_SLOT: u32 = Counter::ALL.len() as u32;
-/// Number of (family, direction) slots.
+/// (family, direction) pairs.
 pub const SLOTS: u32 = 4;
+/// Counters per interface slot.
+pub const COUNTERS_PER_IFACE: u32 = COUNTERS_PER_SLOT * SLOTS;
+/// Interface slots, a power of two; slot [`OTHER_IFACE_SLOT`] included.
+pub const IFACE_SLOTS: u32 = 64;
+/// The slot of every interface the agent gave no slot of its own.
+pub const OTHER_IFACE_SLOT: u32 = 0;
+/// ifindexes the `IFACES` array covers; larger ones count as "other".
+pub const MAX_IFINDEX: u32 = 4096;
 /// Entries of the `COUNTERS` per-CPU array.
-pub const COUNTERS_LEN: u32 = COUNTERS_PER_SLOT * SLOTS;
+pub const COUNTERS_LEN: u32 = COUNTERS_PER_IFACE * IFACE_SLOTS;
 
-/// Index of `counter` for `family`/`direction` in the `COUNTERS` array.
+/// Index of `counter` for an interface slot, family and direction in the
+/// `COUNTERS` array.
 #[inline(always)]
-pub const fn counter_index(family: Family, direction: Direction, counter: Counter) -> u32 {
-    ((family as u32) * 2 + direction as u32) * COUNTERS_PER_SLOT + counter as u32
+pub const fn counter_index(iface_slot: u32, family: Family, direction: Direction, counter: Counter) -> u32 {
+    // The mask keeps the index provably in bounds for the verifier.
+    (iface_slot & (IFACE_SLOTS - 1)) * COUNTERS_PER_IFACE
+        + ((family as u32) * 2 + direction as u32) * COUNTERS_PER_SLOT
+        + counter as u32
 }
 
 #[cfg(test)]
@@ -158,16 +178,19 @@ mod tests {
     #[test]
     fn indices_are_dense_and_distinct() {
         let mut seen = [false; COUNTERS_LEN as usize];
-        for f in Family::ALL {
-            for d in Direction::ALL {
-                for &c in Counter::ALL {
-                    let i = counter_index(f, d, c) as usize;
-                    assert!(!seen[i], "{f:?} {d:?} {c:?} collides");
-                    seen[i] = true;
+        for slot in 0..IFACE_SLOTS {
+            for f in Family::ALL {
+                for d in Direction::ALL {
+                    for &c in Counter::ALL {
+                        let i = counter_index(slot, f, d, c) as usize;
+                        assert!(!seen[i], "{slot} {f:?} {d:?} {c:?} collides");
+                        seen[i] = true;
+                    }
                 }
             }
         }
         assert!(seen.iter().all(|s| *s));
+        assert_eq!(counter_index(IFACE_SLOTS, Family::Ipv4, Direction::Inbound, Counter::Packets), 0, "masked");
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct FlowState {
     pub syn_hook: Hook,
     /// Hook that saw the SYN-ACK.
     pub synack_hook: Hook,
+    /// Interface slot of the hook that saw the SYN: every later event of this
+    /// handshake is counted there.
+    pub iface_slot: u8,
+    pub _pad: [u8; 7],
 }
 
 #[cfg(feature = "user")]
@@ -123,7 +127,7 @@ mod tests {
         // equal keys hash differently.
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 3);
         assert_eq!(size_of::<Hook>(), 8);
-        assert_eq!(size_of::<FlowState>(), 8 + 8 + 4 * 3 + 2 + 1 + 1 + 8 + 8);
+        assert_eq!(size_of::<FlowState>(), 8 + 8 + 4 * 3 + 2 + 1 + 1 + 8 + 8 + 8);
     }
 
     #[test]

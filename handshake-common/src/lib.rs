@@ -11,6 +11,7 @@
 extern crate std;
 
 pub mod counters;
+pub mod expire;
 pub mod flow;
 pub mod handshake;
 pub mod histogram;
@@ -27,12 +28,27 @@ pub mod map_names {
     pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
     pub const PENDING: &str = "PENDING";
     pub const LISTENERS: &str = "LISTENERS";
+    pub const IFACES: &str = "IFACES";
+    pub const REPLAY_CLOCK: &str = "REPLAY_CLOCK";
 }
 
 /// Names of the programs in the object file.
 pub mod program_names {
     pub const XDP_INGRESS: &str = "handshake_ingress";
     pub const TC_EGRESS: &str = "handshake_egress";
+    /// Never attached: run by the agent with BPF_PROG_TEST_RUN to expire one
+    /// handshake (see [`crate::expire`]).
+    pub const EXPIRE: &str = "handshake_expire";
+}
+
+/// Names of the load-time constants in the object.
+pub mod global_names {
+    pub const SYN_INSERT_BUDGET: &str = "SYN_INSERT_BUDGET";
+    pub const SYN_INSERT_WINDOW_NS: &str = "SYN_INSERT_WINDOW_NS";
+    /// Non-zero: read the time from `REPLAY_CLOCK` instead of the kernel's
+    /// monotonic clock (offline replay). Constant for the verifier, so the
+    /// live programs carry no trace of the branch.
+    pub const CLOCK_FROM_MAP: &str = "CLOCK_FROM_MAP";
 }
 
 /// Default capacity of the flow table (entries). Overridable at load time.

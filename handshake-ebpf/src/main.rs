@@ -15,25 +15,25 @@ mod view;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    helpers::bpf_ktime_get_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use handshake_common::{
     counters::{Counter, Direction, Family},
+    expire::{EXPIRED, ExpireRequest, NOT_EXPIRED},
     flow::{FlowKey, FlowState, Hook, Stage},
     handshake::{
         AckDecision, RstDecision, SegmentKind, SynAckDecision, SynDecision, classify, on_ack, on_rst, on_synack,
         on_syn,
     },
     histogram::Leg,
-    parse::{Parsed, TcpSegment, parse_ethernet},
+    parse::{PacketView as _, Parsed, TcpSegment, parse_ethernet},
 };
 
 use crate::{
     maps::{
-        FLOWS, Funnel, count, count_listener, insert_new_flow, maybe_pending, pending_enter, pending_leave,
-        record_latency, remove_flow,
+        FLOWS, Funnel, count, count_listener, iface_slot, insert_new_flow, maybe_pending, now_ns, pending_enter,
+        pending_leave, record_latency, remove_flow,
     },
     view::Frame,
 };
@@ -45,14 +45,14 @@ pub fn handshake_ingress(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Returns TC_ACT_UNSPEC (TCX_NEXT): let any program after us decide; with
-/// none, the packet goes on. TC_ACT_OK would skip them (a policy program,
-/// say), which a monitor must never do.
 /// Bytes of headers we may read: Ethernet, two VLAN tags, IPv6 with the
 /// longest extension chain we walk, TCP. Egress skbs can hold some of them
 /// outside the linear area that direct packet access reaches.
 const HEADROOM_NEEDED: u32 = 256;
 
+/// Returns TC_ACT_UNSPEC (TCX_NEXT): let any program after us decide; with
+/// none, the packet goes on. TC_ACT_OK would skip them (a policy program,
+/// say), which a monitor must never do.
 #[classifier]
 pub fn handshake_egress(ctx: TcContext) -> i32 {
     let linear = (ctx.data_end() - ctx.data()) as u32;
@@ -68,33 +68,61 @@ pub fn handshake_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Never attached. The agent runs it with BPF_PROG_TEST_RUN, the "packet"
+/// being an `ExpireRequest`, to free one handshake that timed out and count
+/// it, all inside the kernel (see `handshake_common::expire`).
+#[xdp]
+pub fn handshake_expire(ctx: XdpContext) -> u32 {
+    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let Some(request) = frame.read::<ExpireRequest>(0) else {
+        return NOT_EXPIRED;
+    };
+    // SAFETY: copied out at once.
+    let Some(state) = (unsafe { FLOWS.get(&request.key) }).copied() else {
+        return NOT_EXPIRED;
+    };
+    if state.syn_ns != request.syn_ns || !remove_flow(&request.key) {
+        return NOT_EXPIRED;
+    }
+    let counter = if state.stage == Stage::SynReceived as u8 {
+        pending_leave(&request.key);
+        Counter::TimeoutSynReceived
+    } else {
+        Counter::TimeoutSynSent
+    };
+    let family = Family::from_u8(request.key.family);
+    count(u32::from(state.iface_slot), family, Direction::from_u8(state.direction), counter);
+    EXPIRED
+}
+
 #[inline(always)]
 fn observe(frame: &Frame, hook: Hook) {
     let egress = hook.egress != 0;
+    let slot = iface_slot(hook.ifindex);
     // Before a flow is known, a frame is accounted to the direction its hook
-    // implies for an initiator's segment.
+    // implies for an initiator's segment, under the IPv4 family slot.
     let hook_direction = Direction::of_segment(egress, true);
     let seg = match parse_ethernet(frame) {
         Ok(Parsed::Tcp(seg)) => seg,
         Ok(Parsed::NotTcp) => {
-            count(Family::Ipv4, hook_direction, Counter::Packets);
+            count(slot, Family::Ipv4, hook_direction, Counter::Packets);
             return;
         }
         Ok(Parsed::Fragment) => {
-            count(Family::Ipv4, hook_direction, Counter::Packets);
-            count(Family::Ipv4, hook_direction, Counter::Fragments);
+            count(slot, Family::Ipv4, hook_direction, Counter::Packets);
+            count(slot, Family::Ipv4, hook_direction, Counter::Fragments);
             return;
         }
         Err(e) => {
-            count(Family::Ipv4, hook_direction, Counter::Packets);
-            count(Family::Ipv4, hook_direction, e.counter());
+            count(slot, Family::Ipv4, hook_direction, Counter::Packets);
+            count(slot, Family::Ipv4, hook_direction, e.counter());
             return;
         }
     };
-    count(seg.family, hook_direction, Counter::Packets);
+    count(slot, seg.family, hook_direction, Counter::Packets);
     match classify(seg.flags) {
-        SegmentKind::Syn => on_syn_segment(&seg, hook),
-        SegmentKind::SynAck => on_synack_segment(&seg, hook),
+        SegmentKind::Syn => on_syn_segment(&seg, hook, slot),
+        SegmentKind::SynAck => on_synack_segment(&seg, hook, slot),
         SegmentKind::Ack => on_ack_segment(&seg),
         SegmentKind::Rst => on_rst_segment(&seg),
         SegmentKind::Other => {}
@@ -114,31 +142,24 @@ fn key_of(seg: &TcpSegment) -> FlowKey {
 }
 
 #[inline(always)]
-fn now_ns() -> u64 {
-    // SAFETY: a helper with no preconditions.
-    unsafe { bpf_ktime_get_ns() }
-}
-
-#[inline(always)]
-fn on_syn_segment(seg: &TcpSegment, hook: Hook) {
+fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     let key = key_of(seg);
     let direction = Direction::of_segment(hook.egress != 0, true);
-    count(seg.family, direction, Counter::SynPackets);
+    count(slot, seg.family, direction, Counter::SynPackets);
     // SAFETY: the value is copied out at once; a concurrent update can at
     // worst make this SYN look new or retransmitted, never corrupt memory.
     let existing = unsafe { FLOWS.get(&key) }.copied();
     let decision = on_syn(existing.as_ref(), seg.seq, hook);
     match decision {
-        SynDecision::Retransmit => count(seg.family, direction, Counter::RetransmitSyn),
-        SynDecision::Duplicate => count(seg.family, direction, Counter::DuplicateObservation),
+        SynDecision::Retransmit => count(slot, seg.family, direction, Counter::RetransmitSyn),
+        SynDecision::Duplicate => count(slot, seg.family, direction, Counter::DuplicateObservation),
         SynDecision::NewAttempt | SynDecision::Supersede(_) => {
-            if let SynDecision::Supersede(stage) = decision {
-                let old = existing.map_or(direction, |s| Direction::from_u8(s.direction));
+            if let (SynDecision::Supersede(stage), Some(old)) = (decision, existing) {
                 let superseded = match stage {
                     Stage::SynSent => Counter::SupersededSynSent,
                     Stage::SynReceived => Counter::SupersededSynReceived,
                 };
-                count(seg.family, old, superseded);
+                count(u32::from(old.iface_slot), seg.family, Direction::from_u8(old.direction), superseded);
                 if stage == Stage::SynReceived {
                     pending_leave(&key);
                 }
@@ -153,26 +174,27 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook) {
                 stage: Stage::SynSent as u8,
                 direction: direction as u8,
                 syn_hook: hook,
+                iface_slot: slot as u8,
                 ..FlowState::default()
             };
-            let replace = existing.is_some();
-            insert_new_flow(&key, &state, seg.family, direction, replace);
+            insert_new_flow(&key, &state, seg.family, direction, existing.is_some());
         }
     }
 }
 
 #[inline(always)]
-fn on_synack_segment(seg: &TcpSegment, hook: Hook) {
+fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     // The SYN-ACK travels responder -> initiator: its flow's key is reversed.
     let key = key_of(seg).reversed();
     let Some(ptr) = FLOWS.get_ptr_mut(&key) else {
-        count(seg.family, Direction::of_segment(hook.egress != 0, false), Counter::Unsolicited);
+        count(slot, seg.family, Direction::of_segment(hook.egress != 0, false), Counter::Unsolicited);
         return;
     };
     // SAFETY: map values stay valid for the program's run; see on_syn_segment
     // for why a racing update is tolerable.
     let state = unsafe { &mut *ptr };
     let direction = Direction::from_u8(state.direction);
+    let flow_slot = u32::from(state.iface_slot);
     match on_synack(state, seg.seq, seg.ack, hook) {
         SynAckDecision::Accept => {
             // Raise the filter before the stage: the final ACK must never
@@ -187,13 +209,13 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook) {
             state.synack_ns = now;
             state.synack_hook = hook;
             state.stage = Stage::SynReceived as u8;
-            count(seg.family, direction, Counter::SynAck);
+            count(flow_slot, seg.family, direction, Counter::SynAck);
             record_latency(direction, Leg::SynToSynAck, now.wrapping_sub(state.syn_ns));
         }
-        SynAckDecision::Retransmit => count(seg.family, direction, Counter::RetransmitSynAck),
-        SynAckDecision::Duplicate => count(seg.family, direction, Counter::DuplicateObservation),
-        SynAckDecision::InvalidAck => count(seg.family, direction, Counter::InvalidSynAckAck),
-        SynAckDecision::InvalidSeq => count(seg.family, direction, Counter::InvalidSynAckSeq),
+        SynAckDecision::Retransmit => count(flow_slot, seg.family, direction, Counter::RetransmitSynAck),
+        SynAckDecision::Duplicate => count(flow_slot, seg.family, direction, Counter::DuplicateObservation),
+        SynAckDecision::InvalidAck => count(flow_slot, seg.family, direction, Counter::InvalidSynAckAck),
+        SynAckDecision::InvalidSeq => count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq),
     }
 }
 
@@ -210,6 +232,7 @@ fn on_ack_segment(seg: &TcpSegment) {
         return;
     };
     let direction = Direction::from_u8(state.direction);
+    let flow_slot = u32::from(state.iface_slot);
     match on_ack(&state, seg.seq, seg.ack) {
         AckDecision::Complete => {
             // Only the program that frees the entry counts: the same ACK seen
@@ -219,12 +242,12 @@ fn on_ack_segment(seg: &TcpSegment) {
                 if direction == Direction::Inbound {
                     count_listener(key.dst_port, Funnel::Completed);
                 }
-                count(seg.family, direction, Counter::Completed);
+                count(flow_slot, seg.family, direction, Counter::Completed);
                 record_latency(direction, Leg::SynAckToAck, now_ns().wrapping_sub(state.synack_ns));
             }
         }
-        AckDecision::InvalidSeq => count(seg.family, direction, Counter::InvalidAckSeq),
-        AckDecision::InvalidAck => count(seg.family, direction, Counter::InvalidAckAck),
+        AckDecision::InvalidSeq => count(flow_slot, seg.family, direction, Counter::InvalidAckSeq),
+        AckDecision::InvalidAck => count(flow_slot, seg.family, direction, Counter::InvalidAckAck),
         AckDecision::Ignore => {}
     }
 }
@@ -245,11 +268,12 @@ fn on_rst_segment(seg: &TcpSegment) {
         }
     };
     let direction = Direction::from_u8(state.direction);
+    let flow_slot = u32::from(state.iface_slot);
     let (counter, funnel) = match on_rst(&state, from_initiator, seg.seq, seg.ack, seg.flags) {
         RstDecision::Rejected => (Counter::Rejected, Funnel::Rejected),
         RstDecision::Aborted => (Counter::Aborted, Funnel::Aborted),
         RstDecision::Invalid => {
-            count(seg.family, direction, Counter::InvalidRst);
+            count(flow_slot, seg.family, direction, Counter::InvalidRst);
             return;
         }
     };
@@ -260,7 +284,7 @@ fn on_rst_segment(seg: &TcpSegment) {
         if direction == Direction::Inbound {
             count_listener(key.dst_port, funnel);
         }
-        count(seg.family, direction, counter);
+        count(flow_slot, seg.family, direction, counter);
     }
 }
 

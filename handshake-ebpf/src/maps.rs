@@ -3,12 +3,13 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use handshake_common::{
     DEFAULT_FLOW_TABLE_SIZE,
-    counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
+    counters::{COUNTERS_LEN, Counter, Direction, Family, MAX_IFINDEX, OTHER_IFACE_SLOT, counter_index},
     flow::{FlowKey, FlowState},
     handshake::FloodGuard,
     histogram::{LATENCY_LEN, Leg, base_index, bucket_for_ns, sum_index},
@@ -43,6 +44,21 @@ pub static PENDING: Array<u64> = Array::with_max_entries(PENDING_SLOTS, 0);
 #[map]
 pub static LISTENERS: PerCpuHashMap<u16, ListenerCounters> = PerCpuHashMap::with_max_entries(MAX_LISTENERS, 0);
 
+/// ifindex -> interface slot of the `COUNTERS` array; the agent fills it.
+/// An array, not a hash: the lookup is an inlined bounds check and load.
+#[map]
+pub static IFACES: Array<u32> = Array::with_max_entries(MAX_IFINDEX, 0);
+
+/// The time, written by the replay tool before each packet when
+/// `CLOCK_FROM_MAP` is set.
+#[map]
+pub static REPLAY_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Set at load time for offline replay: read the time from `REPLAY_CLOCK`.
+/// In .rodata, frozen: the verifier prunes the branch it does not take.
+#[unsafe(no_mangle)]
+static CLOCK_FROM_MAP: u8 = 0;
+
 /// New flow-table entries allowed per CPU per window; set by the agent.
 #[unsafe(no_mangle)]
 static SYN_INSERT_BUDGET: u64 = 16_384;
@@ -50,9 +66,26 @@ static SYN_INSERT_BUDGET: u64 = 16_384;
 #[unsafe(no_mangle)]
 static SYN_INSERT_WINDOW_NS: u64 = 100_000_000;
 
+/// The time now: the kernel's monotonic clock live, the capture's in replay.
 #[inline(always)]
-pub fn count(family: Family, direction: Direction, counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter_index(family, direction, counter)) {
+pub fn now_ns() -> u64 {
+    // SAFETY: a read of a constant the loader may have rewritten.
+    if unsafe { core::ptr::read_volatile(&CLOCK_FROM_MAP) } != 0 {
+        return REPLAY_CLOCK.get(0).copied().unwrap_or(0);
+    }
+    // SAFETY: a helper with no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The `COUNTERS` slot of an interface.
+#[inline(always)]
+pub fn iface_slot(ifindex: u32) -> u32 {
+    IFACES.get(ifindex).copied().unwrap_or(OTHER_IFACE_SLOT)
+}
+
+#[inline(always)]
+pub fn count(iface_slot: u32, family: Family, direction: Direction, counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter_index(iface_slot, family, direction, counter)) {
         // SAFETY: a per-CPU slot; programs do not migrate CPUs mid-run.
         unsafe { *slot += 1 };
     }
@@ -76,7 +109,8 @@ pub fn record_latency(direction: Direction, leg: Leg, ns: u64) {
 /// Replacing a live entry (port reuse) evicts nothing, so it is not charged.
 #[inline(always)]
 pub fn insert_new_flow(key: &FlowKey, state: &FlowState, family: Family, direction: Direction, replace: bool) {
-    count(family, direction, Counter::Attempts);
+    let iface = u32::from(state.iface_slot);
+    count(iface, family, direction, Counter::Attempts);
     if !replace {
         // SAFETY: reads of constants the loader may have rewritten.
         let budget = unsafe { core::ptr::read_volatile(&SYN_INSERT_BUDGET) };
@@ -87,13 +121,13 @@ pub fn insert_new_flow(key: &FlowKey, state: &FlowState, family: Family, directi
             None => false,
         };
         if !admitted {
-            count(family, direction, Counter::SynUntracked);
+            count(iface, family, direction, Counter::SynUntracked);
             return;
         }
     }
     let flags = if replace { BPF_ANY } else { BPF_NOEXIST };
     if FLOWS.insert(key, state, u64::from(flags)).is_err() {
-        count(family, direction, Counter::SynInsertFailed);
+        count(iface, family, direction, Counter::SynInsertFailed);
     }
 }
 

@@ -3,12 +3,13 @@
 //! Which kernel counter feeds which series is written once, in [`CATALOG`],
 //! so the metric contract can be read (and tested) in one place.
 use handshake_common::{
-    counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
+    counters::{COUNTERS_LEN, Counter, Direction, Family, OTHER_IFACE_SLOT, counter_index},
     histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
 };
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
-/// How a kernel counter's (family, direction) slots are labelled.
+/// How a kernel counter's (family, direction) slots are labelled. Both
+/// scopes also carry `iface`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// A flow counter: labels `family` and `direction`.
@@ -17,6 +18,9 @@ pub enum Scope {
     /// family and direction slots summed.
     Hook,
 }
+
+/// The label of interface slot 0: every interface without a slot of its own.
+pub const OTHER_IFACE: &str = "other";
 
 /// One series of the contract: a kernel counter, the metric it feeds, and
 /// the extra label that tells it apart from its siblings.
@@ -55,6 +59,8 @@ pub const CATALOG: &[Series] = &[
     flow(Counter::Unsolicited, "tcp_handshake_invalid_total", Some(("reason", "unsolicited_synack"))),
     flow(Counter::SynUntracked, "tcp_handshake_syn_untracked_total", Some(("reason", "insert_budget"))),
     flow(Counter::SynInsertFailed, "tcp_handshake_syn_untracked_total", Some(("reason", "insert_failed"))),
+    flow(Counter::TimeoutSynSent, "tcp_handshake_timeouts_total", Some(("stage", "syn_sent"))),
+    flow(Counter::TimeoutSynReceived, "tcp_handshake_timeouts_total", Some(("stage", "syn_received"))),
     flow(Counter::SupersededSynSent, "tcp_handshake_superseded_total", Some(("stage", "syn_sent"))),
     flow(Counter::SupersededSynReceived, "tcp_handshake_superseded_total", Some(("stage", "syn_received"))),
     flow(Counter::DuplicateObservation, "tcp_handshake_duplicate_observations_total", None),
@@ -84,6 +90,7 @@ pub fn help(metric: &str) -> &'static str {
         "tcp_handshake_retransmits_total" => "Retransmitted SYNs and SYN-ACKs (same ISN), not counted as attempts.",
         "tcp_handshake_invalid_total" => "Handshake segments that failed validation; the flow state was left unchanged.",
         "tcp_handshake_syn_untracked_total" => "New attempts counted but not tracked (flood insert budget spent, or map full).",
+        "tcp_handshake_timeouts_total" => "Handshakes that waited longer than --handshake-timeout, by the stage they were stuck in.",
         "tcp_handshake_superseded_total" => "Tracked attempts replaced by a SYN with a new ISN on the same 5-tuple (port reuse).",
         "tcp_handshake_duplicate_observations_total" => "Handshake segments seen a second time at another hook on this host.",
         "tcp_handshake_fragments_total" => "Non-first IP fragments (no TCP header to read).",
@@ -119,29 +126,39 @@ fn counter_metric(labels: Vec<LabelPair>, value: u64) -> proto::Metric {
     metric
 }
 
-/// Counter families from the summed `COUNTERS` array.
-pub fn counter_families(counters: &[u64]) -> Vec<MetricFamily> {
+/// Counter families from the summed `COUNTERS` array, one series set per
+/// interface slot in `ifaces` (slot, name); slot 0 is always exported, as
+/// `iface="other"`.
+pub fn counter_families(counters: &[u64], ifaces: &[(u32, String)]) -> Vec<MetricFamily> {
     debug_assert_eq!(counters.len(), COUNTERS_LEN as usize);
-    let value = |f: Family, d: Direction, c: Counter| counters.get(counter_index(f, d, c) as usize).copied().unwrap_or(0);
+    let value = |s: u32, f: Family, d: Direction, c: Counter| counters.get(counter_index(s, f, d, c) as usize).copied().unwrap_or(0);
+    let mut slots: Vec<(u32, &str)> = vec![(OTHER_IFACE_SLOT, OTHER_IFACE)];
+    slots.extend(ifaces.iter().filter(|(s, _)| *s != OTHER_IFACE_SLOT).map(|(s, n)| (*s, n.as_str())));
     let mut families: Vec<MetricFamily> = Vec::new();
     for series in CATALOG {
         let mut metrics = Vec::new();
-        for direction in Direction::ALL {
-            let extra = series.label.map(|(n, v)| label(n, v));
-            match series.scope {
-                Scope::Flow => {
-                    for family in Family::ALL {
-                        let mut labels = vec![label("direction", direction.label()), label("family", family.label())];
-                        labels.extend(extra.clone());
-                        metrics.push(counter_metric(labels, value(family, direction, series.counter)));
+        for (slot, iface) in &slots {
+            for direction in Direction::ALL {
+                let extra = series.label.map(|(n, v)| label(n, v));
+                match series.scope {
+                    Scope::Flow => {
+                        for family in Family::ALL {
+                            let mut labels = vec![
+                                label("direction", direction.label()),
+                                label("family", family.label()),
+                                label("iface", iface),
+                            ];
+                            labels.extend(extra.clone());
+                            metrics.push(counter_metric(labels, value(*slot, family, direction, series.counter)));
+                        }
                     }
-                }
-                Scope::Hook => {
-                    let hook = if direction == Direction::Inbound { "ingress" } else { "egress" };
-                    let total: u64 = Family::ALL.iter().map(|f| value(*f, direction, series.counter)).sum();
-                    let mut labels = vec![label("hook", hook)];
-                    labels.extend(extra);
-                    metrics.push(counter_metric(labels, total));
+                    Scope::Hook => {
+                        let hook = if direction == Direction::Inbound { "ingress" } else { "egress" };
+                        let total: u64 = Family::ALL.iter().map(|f| value(*slot, *f, direction, series.counter)).sum();
+                        let mut labels = vec![label("hook", hook), label("iface", iface)];
+                        labels.extend(extra);
+                        metrics.push(counter_metric(labels, total));
+                    }
                 }
             }
         }
@@ -233,13 +250,18 @@ mod tests {
     #[test]
     fn counters_land_in_their_series() {
         let mut counters = vec![0u64; COUNTERS_LEN as usize];
-        counters[counter_index(Family::Ipv6, Direction::Outbound, Counter::Completed) as usize] = 7;
-        counters[counter_index(Family::Ipv4, Direction::Inbound, Counter::Packets) as usize] = 3;
-        counters[counter_index(Family::Ipv6, Direction::Inbound, Counter::Packets) as usize] = 4;
-        let text = encode(&counter_families(&counters)).expect("encode");
-        assert!(text.contains("tcp_handshake_completed_total{direction=\"outbound\",family=\"ipv6\"} 7\n"), "{text}");
-        assert!(text.contains("tcp_handshake_completed_total{direction=\"inbound\",family=\"ipv4\"} 0\n"));
-        assert!(text.contains("tcp_handshake_packets_total{hook=\"ingress\"} 7\n"), "{text}");
+        counters[counter_index(3, Family::Ipv6, Direction::Outbound, Counter::Completed) as usize] = 7;
+        counters[counter_index(3, Family::Ipv4, Direction::Inbound, Counter::Packets) as usize] = 3;
+        counters[counter_index(3, Family::Ipv6, Direction::Inbound, Counter::Packets) as usize] = 4;
+        counters[counter_index(0, Family::Ipv4, Direction::Inbound, Counter::Completed) as usize] = 1;
+        // Slot 9 is not exported: no interface has it.
+        counters[counter_index(9, Family::Ipv4, Direction::Inbound, Counter::Completed) as usize] = 5;
+        let text = encode(&counter_families(&counters, &[(3, "eth0".to_owned())])).expect("encode");
+        assert!(text.contains("tcp_handshake_completed_total{direction=\"outbound\",family=\"ipv6\",iface=\"eth0\"} 7\n"), "{text}");
+        assert!(text.contains("tcp_handshake_completed_total{direction=\"inbound\",family=\"ipv4\",iface=\"eth0\"} 0\n"));
+        assert!(text.contains("tcp_handshake_completed_total{direction=\"inbound\",family=\"ipv4\",iface=\"other\"} 1\n"));
+        assert!(text.contains("tcp_handshake_packets_total{hook=\"ingress\",iface=\"eth0\"} 7\n"), "{text}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("tcp_handshake_completed_total")).count(), 8);
     }
 
     #[test]

@@ -1,20 +1,25 @@
-//! The loaded kernel programs: load, attach, and read the maps.
+//! The loaded kernel programs: load, attach, and read and write the maps.
+use std::os::fd::AsFd as _;
+
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, PerCpuArray, PerCpuHashMap, PerCpuValues},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+    maps::{Array, IterableMap as _, Map, MapData, PerCpuHashMap, PerCpuValues},
+    programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
 use handshake_common::{
-    counters::COUNTERS_LEN,
+    counters::{COUNTERS_LEN, MAX_IFINDEX},
+    expire::{EXPIRED, ExpireRequest},
+    flow::{FlowKey, FlowState},
+    global_names,
     histogram::LATENCY_LEN,
     listener::{ListenerCounters, OTHER_PORT},
     map_names,
     pending::PENDING_SLOTS,
-    program_names::{TC_EGRESS, XDP_INGRESS},
+    program_names::{EXPIRE, TC_EGRESS, XDP_INGRESS},
 };
 
-use crate::{cli, interfaces::Interface};
+use crate::{batch, cli, interfaces::Interface};
 
 /// `BPF_NOEXIST` for map updates: fail rather than replace.
 const BPF_NOEXIST: u64 = 1;
@@ -29,6 +34,8 @@ pub struct LoadOptions {
     /// New flow-table entries allowed per CPU per window.
     pub syn_insert_budget: u64,
     pub syn_insert_window_ns: u64,
+    /// Offline replay: the programs read the time from `REPLAY_CLOCK`.
+    pub clock_from_map: bool,
 }
 
 impl Default for LoadOptions {
@@ -37,35 +44,156 @@ impl Default for LoadOptions {
             flow_table_size: handshake_common::DEFAULT_FLOW_TABLE_SIZE,
             syn_insert_budget: 16_384,
             syn_insert_window_ns: 100_000_000,
+            clock_from_map: false,
         }
     }
 }
 
 pub struct Probe {
     ebpf: Ebpf,
+    cpus: usize,
+}
+
+fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
+    match ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))? {
+        Map::Array(m) | Map::PerCpuArray(m) | Map::HashMap(m) | Map::LruHashMap(m) | Map::PerCpuHashMap(m) => Ok(m),
+        _ => Err(anyhow!("map {name} has an unexpected type")),
+    }
 }
 
 impl Probe {
-    /// Loads both programs into the kernel (verifying them) without attaching.
+    /// Loads the programs into the kernel (verifying them) without attaching.
     pub fn load(options: &LoadOptions) -> Result<Self> {
+        let clock_from_map = u8::from(options.clock_from_map);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_names::FLOWS, options.flow_table_size)
-            .override_global("SYN_INSERT_BUDGET", &options.syn_insert_budget, true)
-            .override_global("SYN_INSERT_WINDOW_NS", &options.syn_insert_window_ns, true)
+            .override_global(global_names::SYN_INSERT_BUDGET, &options.syn_insert_budget, true)
+            .override_global(global_names::SYN_INSERT_WINDOW_NS, &options.syn_insert_window_ns, true)
+            .override_global(global_names::CLOCK_FROM_MAP, &clock_from_map, true)
             .load(OBJECT)
             .context("cannot load the eBPF object")?;
-        xdp(&mut ebpf)?.load().context("the kernel rejected the XDP program")?;
-        tc(&mut ebpf)?.load().context("the kernel rejected the TC program")?;
-        let mut probe = Self { ebpf };
+        program::<Xdp>(&mut ebpf, XDP_INGRESS)?.load().context("the kernel rejected the XDP program")?;
+        program::<SchedClassifier>(&mut ebpf, TC_EGRESS)?.load().context("the kernel rejected the TC program")?;
+        program::<Xdp>(&mut ebpf, EXPIRE)?.load().context("the kernel rejected the expire program")?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let mut probe = Self { ebpf, cpus };
         probe.track_listener_ports(&[OTHER_PORT])?;
         Ok(probe)
+    }
+
+    /// Attaches the ingress (XDP) program to `iface`. Detached when the probe drops.
+    pub fn attach_ingress(&mut self, iface: &Interface, mode: cli::XdpMode) -> Result<()> {
+        let mode = match mode {
+            // Flags 0: the kernel picks native where the driver has it,
+            // generic otherwise (e.g. on lo).
+            cli::XdpMode::Auto => XdpMode::Default,
+            cli::XdpMode::Driver => XdpMode::Driver,
+            cli::XdpMode::Skb => XdpMode::Skb,
+        };
+        program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?
+            .attach_to_if_index(iface.index, mode)
+            .with_context(|| format!("cannot attach XDP to {}", iface.name))?;
+        Ok(())
+    }
+
+    /// Attaches the egress (TC, TCX where the kernel has it) program to `iface`.
+    pub fn attach_egress(&mut self, iface: &Interface) -> Result<()> {
+        program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS)?
+            .attach(&iface.name, TcAttachType::Egress)
+            .with_context(|| format!("cannot attach TC egress to {}", iface.name))?;
+        Ok(())
+    }
+
+    /// Reads a per-CPU array whole, in one batch, summing over CPUs.
+    fn sum_per_cpu(&self, name: &str, len: u32) -> Result<Vec<u64>> {
+        let map = map_data(&self.ebpf, name)?;
+        let mut out = vec![0u64; len as usize];
+        let row = 8 * self.cpus;
+        batch::lookup_all(map.fd().as_fd(), 4, row, len, |key, value| {
+            let index = u32::from_ne_bytes(key.try_into().unwrap_or_default()) as usize;
+            if let Some(slot) = out.get_mut(index) {
+                *slot = value.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).sum();
+            }
+        })
+        .with_context(|| format!("reading {name}"))?;
+        Ok(out)
+    }
+
+    /// The `COUNTERS` array summed over CPUs (see `handshake_common::counters`).
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        self.sum_per_cpu(map_names::COUNTERS, COUNTERS_LEN)
+    }
+
+    /// The `LATENCY` array summed over CPUs (see `handshake_common::histogram`).
+    pub fn latency(&self) -> Result<Vec<u64>> {
+        self.sum_per_cpu(map_names::LATENCY, LATENCY_LEN)
+    }
+
+    /// Every handshake in progress, read in batches.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>> {
+        let map = map_data(&self.ebpf, map_names::FLOWS)?;
+        let mut out = Vec::new();
+        batch::lookup_all(map.fd().as_fd(), size_of::<FlowKey>(), size_of::<FlowState>(), 4096, |k, v| {
+            // SAFETY: the kernel wrote exactly these `#[repr(C)]` Pod types.
+            let key = unsafe { k.as_ptr().cast::<FlowKey>().read_unaligned() };
+            let state = unsafe { v.as_ptr().cast::<FlowState>().read_unaligned() };
+            out.push((key, state));
+        })
+        .context("scanning the flow table")?;
+        Ok(out)
+    }
+
+    /// Capacity of the flow table.
+    pub fn flow_table_capacity(&self) -> Result<u32> {
+        Ok(map_data(&self.ebpf, map_names::FLOWS)?.info()?.max_entries())
+    }
+
+    /// Frees the handshake `key` if it still holds the attempt started at
+    /// `syn_ns`, counting it as a timeout; true if it did.
+    pub fn expire(&mut self, key: &FlowKey, syn_ns: u64) -> Result<bool> {
+        let request = ExpireRequest { key: *key, syn_ns }.to_bytes();
+        let options = TestRunOptions { data_in: Some(&request), ..TestRunOptions::default() };
+        let result = program::<Xdp>(&mut self.ebpf, EXPIRE)?.test_run(options).context("running the expire program")?;
+        Ok(result.return_value == EXPIRED)
+    }
+
+    /// Gives interface `ifindex` its own counters, in `slot`
+    /// (1..IFACE_SLOTS; 0 is "other"). ifindexes from MAX_IFINDEX up cannot
+    /// have one.
+    pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<()> {
+        anyhow::ensure!(ifindex < MAX_IFINDEX, "ifindex {ifindex} is past the slot table");
+        let map = self.ebpf.map_mut(map_names::IFACES).ok_or_else(|| anyhow!("map IFACES missing"))?;
+        let mut ifaces: Array<_, u32> = Array::try_from(map)?;
+        ifaces.set(ifindex, slot, 0)?;
+        Ok(())
+    }
+
+    /// (ifindex, slot) of every interface with a slot of its own.
+    pub fn iface_slots(&self) -> Result<Vec<(u32, u32)>> {
+        let map = map_data(&self.ebpf, map_names::IFACES)?;
+        let mut out = Vec::new();
+        batch::lookup_all(map.fd().as_fd(), 4, 4, MAX_IFINDEX, |k, v| {
+            let slot = u32::from_ne_bytes(v.try_into().unwrap_or_default());
+            if slot != 0 {
+                out.push((u32::from_ne_bytes(k.try_into().unwrap_or_default()), slot));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Sets the time the programs see when loaded with `clock_from_map`.
+    pub fn set_replay_clock(&mut self, ns: u64) -> Result<()> {
+        let map = self.ebpf.map_mut(map_names::REPLAY_CLOCK).ok_or_else(|| anyhow!("map REPLAY_CLOCK missing"))?;
+        let mut clock: Array<_, u64> = Array::try_from(map)?;
+        clock.set(0, ns, 0)?;
+        Ok(())
     }
 
     /// Gives each of `ports` its own funnel in the `LISTENERS` map (zeroed;
     /// ports already tracked keep their counts). Inbound handshakes to any
     /// other port are counted under [`OTHER_PORT`].
     pub fn track_listener_ports(&mut self, ports: &[u16]) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let cpus = self.cpus;
         let map = self.ebpf.map_mut(map_names::LISTENERS).ok_or_else(|| anyhow!("map LISTENERS missing"))?;
         let mut listeners: PerCpuHashMap<_, u16, ListenerCounters> = PerCpuHashMap::try_from(map)?;
         for port in ports {
@@ -103,75 +231,32 @@ impl Probe {
         let map = self.ebpf.map(map_names::PENDING).ok_or_else(|| anyhow!("map PENDING missing"))?;
         let pending: Array<_, u64> = Array::try_from(map)?;
         let mut total = 0u64;
-        for i in 0..PENDING_SLOTS {
-            total = total.wrapping_add(pending.get(&i, 0)?);
-        }
+        batch::lookup_all(pending.map().fd().as_fd(), 4, 8, PENDING_SLOTS, |_, v| {
+            total = total.wrapping_add(u64::from_ne_bytes(v.try_into().unwrap_or_default()));
+        })?;
         Ok(total)
-    }
-
-    /// Attaches the ingress (XDP) program to `iface`. Detached when the probe drops.
-    pub fn attach_ingress(&mut self, iface: &Interface, mode: cli::XdpMode) -> Result<()> {
-        let mode = match mode {
-            // Flags 0: the kernel picks native where the driver has it,
-            // generic otherwise (e.g. on lo).
-            cli::XdpMode::Auto => XdpMode::Default,
-            cli::XdpMode::Driver => XdpMode::Driver,
-            cli::XdpMode::Skb => XdpMode::Skb,
-        };
-        xdp(&mut self.ebpf)?
-            .attach_to_if_index(iface.index, mode)
-            .with_context(|| format!("cannot attach XDP to {}", iface.name))?;
-        Ok(())
-    }
-
-    /// Attaches the egress (TC, TCX where the kernel has it) program to `iface`.
-    pub fn attach_egress(&mut self, iface: &Interface) -> Result<()> {
-        tc(&mut self.ebpf)?
-            .attach(&iface.name, TcAttachType::Egress)
-            .with_context(|| format!("cannot attach TC egress to {}", iface.name))?;
-        Ok(())
-    }
-
-    fn sum_per_cpu(&self, name: &str, len: u32) -> Result<Vec<u64>> {
-        let map = self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        (0..len)
-            .map(|i| Ok(array.get(&i, 0).with_context(|| format!("reading {name}[{i}]"))?.iter().sum()))
-            .collect()
-    }
-
-    /// The `COUNTERS` array summed over CPUs (see `handshake_common::counters`).
-    pub fn counters(&self) -> Result<Vec<u64>> {
-        self.sum_per_cpu(map_names::COUNTERS, COUNTERS_LEN)
-    }
-
-    /// The `LATENCY` array summed over CPUs (see `handshake_common::histogram`).
-    pub fn latency(&self) -> Result<Vec<u64>> {
-        self.sum_per_cpu(map_names::LATENCY, LATENCY_LEN)
     }
 
     /// The ingress program, e.g. to drive it with BPF_PROG_TEST_RUN.
     pub fn ingress_program(&mut self) -> Result<&mut Xdp> {
-        xdp(&mut self.ebpf)
+        program::<Xdp>(&mut self.ebpf, XDP_INGRESS)
     }
 
     /// The egress program, e.g. to drive it with BPF_PROG_TEST_RUN.
     pub fn egress_program(&mut self) -> Result<&mut SchedClassifier> {
-        tc(&mut self.ebpf)
+        program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS)
     }
 
-    /// The underlying maps, for tests and tools.
+    /// The underlying object, for tests and tools.
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
     }
 }
 
-fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let program = ebpf.program_mut(XDP_INGRESS).ok_or_else(|| anyhow!("program {XDP_INGRESS} missing"))?;
-    Ok(program.try_into()?)
-}
-
-fn tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
-    let program = ebpf.program_mut(TC_EGRESS).ok_or_else(|| anyhow!("program {TC_EGRESS} missing"))?;
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?;
     Ok(program.try_into()?)
 }

@@ -54,7 +54,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let probe = Arc::new(Mutex::new(probe));
         let render: http::Render = Arc::new(move || {
             let probe = probe.lock().map_err(|_| anyhow!("probe lock poisoned"))?;
-            let mut families = exposition::counter_families(&probe.counters()?);
+            let mut families = exposition::counter_families(&probe.counters()?, &[]);
             families.extend(exposition::latency_families(&probe.latency()?));
             families.push(exposition::build_info());
             exposition::encode(&families)

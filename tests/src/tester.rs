@@ -6,11 +6,12 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use handshake_common::{
-    counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
+    counters::{COUNTERS_LEN, Counter, Direction, Family, IFACE_SLOTS, counter_index},
     flow::{FlowKey, FlowState},
     histogram::{Leg, base_index, BUCKETS},
     map_names,
 };
+
 use handshake_user::probe::{LoadOptions, Probe};
 
 /// XDP_PASS: the only verdict the ingress program may return.
@@ -63,11 +64,29 @@ impl Tester {
         &mut self.probe
     }
 
-    /// Every entry of the flow table.
+    /// Sum of a latency histogram's samples, in ns.
+    pub fn latency_sum_ns(&self, direction: Direction, leg: Leg) -> u64 {
+        let latency = self.probe.latency().expect("read latency");
+        latency[handshake_common::histogram::sum_index(direction, leg) as usize]
+    }
+
+    /// Count in one latency bucket.
+    pub fn latency_bucket(&self, direction: Direction, leg: Leg, bucket: u32) -> u64 {
+        let latency = self.probe.latency().expect("read latency");
+        latency[(base_index(direction, leg) + bucket) as usize]
+    }
+
+    /// Every entry of the flow table, read one by one (the agent's batched
+    /// read is checked against this).
     pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
         let flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(map).expect("flow table type");
         flows.iter().map(|r| r.expect("read flow")).collect()
+    }
+
+    /// Frees a handshake as the agent's timeout scan does.
+    pub fn expire(&mut self, key: &FlowKey, syn_ns: u64) -> bool {
+        self.probe.expire(key, syn_ns).expect("run the expire program")
     }
 }
 
@@ -82,8 +101,13 @@ impl Default for Tester {
 pub struct Counters(pub Vec<u64>);
 
 impl Counters {
+    /// Summed over interface slots.
     pub fn get(&self, family: Family, direction: Direction, counter: Counter) -> u64 {
-        self.0[counter_index(family, direction, counter) as usize]
+        (0..IFACE_SLOTS).map(|s| self.in_slot(s, family, direction, counter)).sum()
+    }
+
+    pub fn in_slot(&self, slot: u32, family: Family, direction: Direction, counter: Counter) -> u64 {
+        self.0[counter_index(slot, family, direction, counter) as usize]
     }
 
     /// Sum over families and directions.

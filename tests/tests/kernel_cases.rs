@@ -616,6 +616,7 @@ fn real_clients_survive_a_random_source_flood() {
             flow_table_size: 1024,
             syn_insert_budget: budget,
             syn_insert_window_ns: 3_600_000_000_000,
+            ..LoadOptions::default()
         };
         let mut tester = Tester::with(&options);
         let opening: Vec<Step> = real.iter().map(|c| In(syn(c, X))).collect();
@@ -642,4 +643,83 @@ fn real_clients_survive_a_random_source_flood() {
 
     let (_, completed) = run_flood(u64::MAX);
     assert_eq!(completed, 0, "with no budget the flood evicts the real clients' entries");
+}
+
+/// The agent's timeout path: handshakes stuck in each stage are freed and
+/// counted by stage, the pending filter drops back, and a request naming an
+/// older attempt than the one in the table changes nothing.
+#[test]
+fn expire_frees_and_counts_by_stage() {
+    let mut tester = Tester::new();
+    let stuck_syn = Packet::tcp(v4(1), 1111, v4(2), 80);
+    let stuck_synack = Packet::tcp(v4(1), 2222, v4(2), 80);
+    run(&mut tester, &[In(syn(&stuck_syn, X)), In(syn(&stuck_synack, X)), Out(synack(&stuck_synack, Y, X + 1))]).expect("run");
+    let flows = tester.flows();
+    assert_eq!(flows.len(), 2);
+    assert_eq!(tester.probe().pending_total().expect("pending"), 1);
+    for (key, state) in &flows {
+        assert!(!tester.expire(key, state.syn_ns + 1), "another attempt's time: left alone");
+    }
+    assert_eq!(tester.flows().len(), 2);
+    for (key, state) in &flows {
+        assert!(tester.expire(key, state.syn_ns));
+        assert!(!tester.expire(key, state.syn_ns), "already gone");
+    }
+    let counters = tester.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynSent), 1);
+    assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynReceived), 1);
+    assert!(tester.flows().is_empty());
+    assert_eq!(tester.probe().pending_total().expect("pending"), 0);
+}
+
+/// The batched flow-table read the agent uses agrees with a one-by-one walk,
+/// across several batches.
+#[test]
+fn batched_scan_matches_iteration() {
+    let mut tester = Tester::new();
+    let steps: Vec<Step> = (0..5000u32)
+        .map(|i| In(syn(&Packet::tcp(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 1000, v4(2), 80), i)))
+        .collect();
+    run(&mut tester, &steps).expect("run");
+    let mut walked = tester.flows();
+    let mut batched = tester.probe().flows().expect("batched scan");
+    walked.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
+    batched.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
+    assert_eq!(batched.len(), 5000);
+    assert_eq!(batched, walked);
+}
+
+/// An interface given a slot has its own counters; the rest share slot 0.
+#[test]
+fn interface_slots_separate_counters() {
+    let mut tester = Tester::new();
+    // BPF_PROG_TEST_RUN runs on this namespace's loopback device.
+    let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").expect("lo").trim().parse::<u32>().expect("ifindex");
+    run(&mut tester, &handshake(&client())).expect("run");
+    tester.probe().set_iface_slot(lo, 5).expect("set slot");
+    assert_eq!(tester.probe().iface_slots().expect("slots"), vec![(lo, 5)]);
+    run(&mut tester, &handshake(&Packet::tcp(v4(3), 3333, v4(2), 80))).expect("run");
+    let counters = tester.counters();
+    assert_eq!(counters.in_slot(0, V4, INBOUND, C::Completed), 1);
+    assert_eq!(counters.in_slot(5, V4, INBOUND, C::Completed), 1);
+    assert_eq!(counters.in_slot(5, V4, INBOUND, C::Packets), 2, "two frames arrived after the slot was set");
+}
+
+/// Loaded for replay, the programs take the time from the map: latencies are
+/// exactly the differences of the times set.
+#[test]
+fn replay_clock_drives_latency() {
+    let mut tester = Tester::with(&LoadOptions { clock_from_map: true, ..LoadOptions::default() });
+    let c = client();
+    let at = |t: &mut Tester, ns: u64| t.probe().set_replay_clock(ns).expect("set clock");
+    at(&mut tester, 1_000_000);
+    run(&mut tester, &[In(syn(&c, X))]).expect("run");
+    at(&mut tester, 1_002_000);
+    run(&mut tester, &[Out(synack(&c, Y, X + 1))]).expect("run");
+    at(&mut tester, 1_009_000);
+    run(&mut tester, &[In(ack(&c, X + 1, Y + 1))]).expect("run");
+    assert_eq!(tester.latency_sum_ns(INBOUND, Leg::SynToSynAck), 2_000);
+    assert_eq!(tester.latency_sum_ns(INBOUND, Leg::SynAckToAck), 7_000);
+    assert_eq!(tester.latency_bucket(INBOUND, Leg::SynToSynAck, 1), 1, "2 µs <= 2 µs");
+    assert_eq!(tester.latency_bucket(INBOUND, Leg::SynAckToAck, 3), 1, "7 µs <= 8 µs");
 }
