@@ -1,11 +1,17 @@
 //! Command line. Flags follow node_exporter's naming (`--web.listen-address`)
-//! so operators find what they expect; each has an environment variable.
-use std::net::SocketAddr;
+//! so operators find what they expect; each has an environment variable and
+//! a key in the optional TOML `--config` file. Precedence: flag, then
+//! environment, then config file, then default.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "handshake-monitor", version, about = "Watches every TCP three-way handshake on this host and serves Prometheus metrics.")]
+#[command(
+    name = "handshake-monitor",
+    version,
+    about = "Watches every TCP three-way handshake on this host and serves Prometheus metrics."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -14,7 +20,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach to interfaces and serve metrics until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Say, in plain words, whether this host can run the agent.
+    Check(CheckArgs),
+    /// Detach and delete what `run --pin-path` left pinned.
+    Cleanup(CleanupArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,10 +37,28 @@ pub enum XdpMode {
     Skb,
 }
 
+/// `30s`, `1m30s`, `250ms`: humantime durations, at least 1 ms.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 2m, 500ms)"))?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') { Ok(s.to_owned()) } else { Err("must start with '/'".to_owned()) }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Interface to watch (repeatable). Default: every interface that is up, loopback included.
-    #[arg(long = "iface", env = "HANDSHAKE_MONITOR_IFACE", value_delimiter = ',')]
+    /// TOML file with any of these options (keys as the flags, without `--`).
+    #[arg(long, env = "HANDSHAKE_MONITOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Interface to watch (repeatable, or comma-separated). Default: every
+    /// interface that is up, loopback included, followed as they come and go.
+    #[arg(long = "iface", env = "HANDSHAKE_MONITOR_IFACE", value_delimiter = ',', value_name = "NAME")]
     pub ifaces: Vec<String>,
 
     /// Address to serve metrics on.
@@ -38,8 +66,12 @@ pub struct RunArgs {
     pub listen_address: SocketAddr,
 
     /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", env = "HANDSHAKE_MONITOR_TELEMETRY_PATH", default_value = "/metrics")]
+    #[arg(long = "web.telemetry-path", env = "HANDSHAKE_MONITOR_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_path)]
     pub telemetry_path: String,
+
+    /// A handshake not completed after this long is counted as a timeout and forgotten.
+    #[arg(long = "handshake-timeout", env = "HANDSHAKE_MONITOR_HANDSHAKE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
 
     /// Capacity of the flow table (handshakes tracked at once).
     #[arg(long = "flow-table-size", env = "HANDSHAKE_MONITOR_FLOW_TABLE_SIZE",
@@ -54,4 +86,54 @@ pub struct RunArgs {
     /// Ingress only (tap mode, for mirrored traffic): no egress program.
     #[arg(long = "no-egress", env = "HANDSHAKE_MONITOR_NO_EGRESS")]
     pub no_egress: bool,
+
+    /// Server ports that get their own per-listener series (comma-separated).
+    /// Default: the host's listening TCP ports, followed as they change.
+    /// Every other port is counted under port="other".
+    #[arg(long = "listener-ports", env = "HANDSHAKE_MONITOR_LISTENER_PORTS", value_delimiter = ',', value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub listener_ports: Vec<u16>,
+
+    /// Window of the completion and SYN-ACK ratio gauges.
+    #[arg(long = "ratio-window", env = "HANDSHAKE_MONITOR_RATIO_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub ratio_window: Duration,
+
+    /// bpffs directory to pin maps and links in: a restarted agent adopts
+    /// them and its counters continue; the programs stay attached meanwhile.
+    #[arg(long = "pin-path", env = "HANDSHAKE_MONITOR_PIN_PATH", value_name = "DIR")]
+    pub pin_path: Option<PathBuf>,
+
+    /// How often the flow table is scanned for ages and timeouts.
+    #[arg(long = "scan-interval", env = "HANDSHAKE_MONITOR_SCAN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub scan_interval: Duration,
+
+    /// Detector: half-open handshakes that, sustained, raise the buildup alarm.
+    #[arg(long = "detector.half-open-threshold", env = "HANDSHAKE_MONITOR_DETECTOR_HALF_OPEN_THRESHOLD", default_value_t = 1000)]
+    pub detector_half_open: u64,
+
+    /// Detector: completion ratio under which, sustained, the collapse alarm is raised.
+    #[arg(long = "detector.completion-ratio", env = "HANDSHAKE_MONITOR_DETECTOR_COMPLETION_RATIO", default_value_t = 0.5)]
+    pub detector_completion_ratio: f64,
+
+    /// Detector: new attempts per second below which the ratio is not judged.
+    #[arg(long = "detector.min-syn-rate", env = "HANDSHAKE_MONITOR_DETECTOR_MIN_SYN_RATE", default_value_t = 10.0)]
+    pub detector_min_syn_rate: f64,
+
+    /// Detector: how long a condition must hold (or be gone) before it is reported.
+    #[arg(long = "detector.for", env = "HANDSHAKE_MONITOR_DETECTOR_FOR", default_value = "10s", value_parser = parse_duration)]
+    pub detector_for: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Interfaces to check (default: every interface that is up).
+    #[arg(long = "iface", value_delimiter = ',')]
+    pub ifaces: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The directory given to `run --pin-path`.
+    #[arg(long = "pin-path", env = "HANDSHAKE_MONITOR_PIN_PATH")]
+    pub pin_path: PathBuf,
 }

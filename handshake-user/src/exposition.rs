@@ -98,11 +98,25 @@ pub fn help(metric: &str) -> &'static str {
         "tcp_handshake_synack_latency_seconds" => "Time from the SYN to the first valid SYN-ACK.",
         "tcp_handshake_ack_latency_seconds" => "Time from the first valid SYN-ACK to the completing ACK.",
         "handshake_monitor_build_info" => "Build of the running agent; value is always 1.",
+        "tcp_handshake_half_open" => "Handshakes in progress (not completed, not yet timed out), by stage, at the last scan.",
+        "tcp_handshake_half_open_oldest_seconds" => "Age of the oldest handshake in progress, by stage, at the last scan.",
+        "tcp_handshake_completion_ratio" => "Completed / attempts over --ratio-window (NaN: no attempts in the window).",
+        "tcp_handshake_synack_ratio" => "SYN-ACKs / attempts over --ratio-window (NaN: no attempts in the window).",
+        "tcp_handshake_flow_table_entries" => "Entries in the flow table at the last scan.",
+        "tcp_handshake_flow_table_capacity" => "Capacity of the flow table; near it, new handshakes evict old ones and ratios are untrustworthy.",
+        "tcp_handshake_listener_attempts_total" => "Inbound handshake attempts per local server port (port=\"other\": untracked ports).",
+        "tcp_handshake_listener_synack_total" => "Valid SYN-ACKs per local server port.",
+        "tcp_handshake_listener_completed_total" => "Completed inbound handshakes per local server port.",
+        "tcp_handshake_listener_rejected_total" => "Inbound SYNs refused with a RST per local server port.",
+        "tcp_handshake_listener_aborted_total" => "Inbound handshakes reset after the SYN per local server port.",
+        "tcp_handshake_listener_half_open" => "Inbound handshakes in progress per local server port, at the last scan.",
+        "tcp_handshake_detector_firing" => "1 while the built-in detector's condition is firing.",
+        "tcp_handshake_scan_duration_seconds" => "Time the last flow-table scan took.",
         _ => "",
     }
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
+pub fn label(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
     pair.set_name(name.to_owned());
     pair.set_value(value.to_owned());
@@ -210,6 +224,96 @@ pub fn latency_families(latency: &[u64]) -> Vec<MetricFamily> {
             family_of(name, MetricType::HISTOGRAM, metrics)
         })
         .collect()
+}
+
+fn gauge_metric(labels: Vec<LabelPair>, value: f64) -> proto::Metric {
+    let mut gauge = proto::Gauge::default();
+    gauge.set_value(value);
+    let mut metric = proto::Metric::from_label(labels);
+    metric.set_gauge(gauge);
+    metric
+}
+
+/// Gauges from the last flow-table scan, ratios included. `ifaces` as for
+/// [`counter_families`].
+pub fn scan_families(snap: &crate::scan::Snapshot, ifaces: &[(u32, String)]) -> Vec<MetricFamily> {
+    use handshake_common::flow::Stage;
+    let mut slots: Vec<(u32, &str)> = vec![(OTHER_IFACE_SLOT, OTHER_IFACE)];
+    slots.extend(ifaces.iter().filter(|(s, _)| *s != OTHER_IFACE_SLOT).map(|(s, n)| (*s, n.as_str())));
+    let mut half_open = Vec::new();
+    let mut completion = Vec::new();
+    let mut synack = Vec::new();
+    for (slot, iface) in &slots {
+        for direction in Direction::ALL {
+            for family in Family::ALL {
+                let base = || vec![label("direction", direction.label()), label("family", family.label()), label("iface", iface)];
+                for stage in [Stage::SynSent, Stage::SynReceived] {
+                    let n = snap.half_open.get(&(*slot, family as u8, direction as u8, stage as u8)).copied().unwrap_or(0);
+                    let mut labels = base();
+                    labels.push(label("stage", stage.label()));
+                    half_open.push(gauge_metric(labels, n as f64));
+                }
+                let (c, s) = snap.ratios.get(&(*slot, family as u8, direction as u8)).copied().unwrap_or((f64::NAN, f64::NAN));
+                completion.push(gauge_metric(base(), c));
+                synack.push(gauge_metric(base(), s));
+            }
+        }
+    }
+    let oldest = [Stage::SynSent, Stage::SynReceived]
+        .iter()
+        .map(|st| gauge_metric(vec![label("stage", st.label())], snap.oldest_seconds[crate::scan::stage_index(*st as u8)]))
+        .collect();
+    vec![
+        family_of("tcp_handshake_half_open", MetricType::GAUGE, half_open),
+        family_of("tcp_handshake_half_open_oldest_seconds", MetricType::GAUGE, oldest),
+        family_of("tcp_handshake_completion_ratio", MetricType::GAUGE, completion),
+        family_of("tcp_handshake_synack_ratio", MetricType::GAUGE, synack),
+        family_of("tcp_handshake_flow_table_entries", MetricType::GAUGE, vec![gauge_metric(vec![], snap.entries as f64)]),
+        family_of("tcp_handshake_flow_table_capacity", MetricType::GAUGE, vec![gauge_metric(vec![], f64::from(snap.capacity))]),
+        family_of("tcp_handshake_scan_duration_seconds", MetricType::GAUGE, vec![gauge_metric(vec![], snap.scan_seconds)]),
+    ]
+}
+
+/// Per-listener funnels (counters) and half-open gauges; port 0 is "other".
+pub fn listener_families(
+    listeners: &[(u16, handshake_common::listener::ListenerCounters)],
+    snap: &crate::scan::Snapshot,
+) -> Vec<MetricFamily> {
+    let port_label = |p: u16| if p == 0 { "other".to_owned() } else { p.to_string() };
+    let series = |name: &str, get: fn(&handshake_common::listener::ListenerCounters) -> u64| {
+        let metrics = listeners.iter().map(|(p, c)| counter_metric(vec![label("port", &port_label(*p))], get(c))).collect();
+        family_of(name, MetricType::COUNTER, metrics)
+    };
+    let half_open = listeners
+        .iter()
+        .map(|(p, _)| gauge_metric(vec![label("port", &port_label(*p))], snap.listener_half_open.get(p).copied().unwrap_or(0) as f64))
+        .collect();
+    vec![
+        series("tcp_handshake_listener_attempts_total", |c| c.attempts),
+        series("tcp_handshake_listener_synack_total", |c| c.synack),
+        series("tcp_handshake_listener_completed_total", |c| c.completed),
+        series("tcp_handshake_listener_rejected_total", |c| c.rejected),
+        series("tcp_handshake_listener_aborted_total", |c| c.aborted),
+        family_of("tcp_handshake_listener_half_open", MetricType::GAUGE, half_open),
+    ]
+}
+
+/// The kernel's TcpExt counters (absent fields are left out).
+pub fn netstat_families(values: &[Option<u64>]) -> Vec<MetricFamily> {
+    crate::netstat::FIELDS
+        .iter()
+        .zip(values)
+        .filter_map(|((_, name, help), v)| {
+            let mut f = family_of(name, MetricType::COUNTER, vec![counter_metric(vec![], (*v)?)]);
+            f.set_help((*help).to_owned());
+            Some(f)
+        })
+        .collect()
+}
+
+pub fn detector_family(firing: &[(&str, bool)]) -> MetricFamily {
+    let metrics = firing.iter().map(|(c, f)| gauge_metric(vec![label("condition", c)], if *f { 1.0 } else { 0.0 })).collect();
+    family_of("tcp_handshake_detector_firing", MetricType::GAUGE, metrics)
 }
 
 pub fn build_info() -> MetricFamily {

@@ -48,3 +48,20 @@ pub fn by_name(names: &[String]) -> Result<Vec<Interface>> {
     }
     Ok(out)
 }
+
+/// Those of `names` that exist now (for following named interfaces that
+/// come and go).
+pub fn existing(names: &[String]) -> Result<Vec<Interface>> {
+    Ok(all()?.into_iter().map(|(i, _)| i).filter(|i| names.contains(&i.name)).collect())
+}
+
+/// The driver behind an interface, or None for virtual ones without one.
+pub fn driver(name: &str) -> Option<String> {
+    let link = fs::read_link(Path::new("/sys/class/net").join(name).join("device/driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Every interface, up or not.
+pub fn every() -> Result<Vec<(Interface, bool)>> {
+    all()
+}

@@ -1,11 +1,19 @@
 //! The handshake-monitor agent: loads and attaches the kernel programs,
 //! reads their maps and serves what it finds as Prometheus metrics.
 
+pub mod attach;
 pub mod batch;
+pub mod check;
+pub mod cleanup;
 pub mod cli;
+pub mod config;
+pub mod detector;
 pub mod exposition;
 pub mod http;
 pub mod interfaces;
+pub mod listeners;
+pub mod netstat;
 pub mod privileges;
 pub mod probe;
 pub mod run;
+pub mod scan;

@@ -1,20 +1,77 @@
-use std::process::ExitCode;
+use std::{ffi::OsString, process::ExitCode};
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _, error::ErrorKind};
 use handshake_user::cli::{Cli, Command};
 
+/// Prints a clap error as one line (help and version as they are).
+fn clap_exit(err: &clap::Error) -> ExitCode {
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = err.print();
+        return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+    eprintln!("handshake-monitor: error: {first}");
+    ExitCode::from(2)
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    // One line, no backtrace: the cause chain joined with ": ".
+    eprintln!("handshake-monitor: error: {err:#}");
+    ExitCode::FAILURE
+}
+
+/// Parses the command line; for `run --config FILE`, parses again with the
+/// file's values added as flags for the options still at their defaults.
+fn parse(args: &[OsString]) -> Result<Cli, ExitCode> {
+    let command = Cli::command();
+    let matches = command.clone().try_get_matches_from(args).map_err(|e| clap_exit(&e))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| clap_exit(&e))?;
+    let Command::Run(run) = &cli.command else { return Ok(cli) };
+    let Some(path) = &run.config else { return Ok(cli) };
+    let (Some(run_matches), Some(run_command)) = (matches.subcommand_matches("run"), command.find_subcommand("run")) else {
+        return Ok(cli);
+    };
+    let extra = handshake_user::config::flags_for_defaults(path, run_command, run_matches).map_err(|e| fail(&e))?;
+    let at = args.iter().position(|a| a == "run").unwrap_or(1);
+    let mut merged: Vec<OsString> = args[..=at].to_vec();
+    merged.extend(extra);
+    merged.extend_from_slice(&args[at + 1..]);
+    Cli::try_parse_from_args(&merged).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+        fail(&anyhow::anyhow!("config file {}: {first}", path.display()))
+    })
+}
+
+trait TryParse: Sized {
+    fn try_parse_from_args(args: &[OsString]) -> Result<Self, clap::Error>;
+}
+
+impl TryParse for Cli {
+    fn try_parse_from_args(args: &[OsString]) -> Result<Self, clap::Error> {
+        <Self as clap::Parser>::try_parse_from(args)
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match parse(&args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
-        Command::Run(args) => handshake_user::run::run(args),
+        Command::Run(args) => handshake_user::run::run(*args),
+        Command::Check(args) => match handshake_user::check::check(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Cleanup(args) => handshake_user::cleanup::cleanup(&args.pin_path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One line, no backtrace: the cause chain joined with ": ".
-            eprintln!("handshake-monitor: error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => fail(&err),
     }
 }

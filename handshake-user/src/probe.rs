@@ -1,14 +1,20 @@
 //! The loaded kernel programs: load, attach, and read and write the maps.
-use std::os::fd::AsFd as _;
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, IterableMap as _, Map, MapData, PerCpuHashMap, PerCpuValues},
-    programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode},
+    maps::{Array, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{
+        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink, tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
 };
 use handshake_common::{
-    counters::{COUNTERS_LEN, MAX_IFINDEX},
+    counters::{COUNTERS_LEN, COUNTERS_PER_IFACE, Counter, Direction, Family, MAX_IFINDEX, counter_index},
     expire::{EXPIRED, ExpireRequest},
     flow::{FlowKey, FlowState},
     global_names,
@@ -26,6 +32,18 @@ const BPF_NOEXIST: u64 = 1;
 
 /// The compiled kernel programs, built from source by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/handshake"));
+
+/// The maps whose contents outlive an agent when pinned: everything but the
+/// replay clock.
+pub const PINNED_MAPS: &[&str] = &[
+    map_names::FLOWS,
+    map_names::COUNTERS,
+    map_names::LATENCY,
+    map_names::FLOOD_GUARD,
+    map_names::PENDING,
+    map_names::LISTENERS,
+    map_names::IFACES,
+];
 
 /// Load-time settings of the kernel programs.
 #[derive(Debug, Clone, Copy)]
@@ -64,8 +82,27 @@ fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
 impl Probe {
     /// Loads the programs into the kernel (verifying them) without attaching.
     pub fn load(options: &LoadOptions) -> Result<Self> {
+        Self::load_pinned(options, None)
+    }
+
+    /// As [`Probe::load`]; with `pin_dir`, the maps that hold state are
+    /// pinned under `pin_dir/maps`, and reused if already there, so a
+    /// restarted agent continues where the last one stopped.
+    pub fn load_pinned(options: &LoadOptions, pin_dir: Option<&Path>) -> Result<Self> {
         let clock_from_map = u8::from(options.clock_from_map);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&str, PathBuf)> = match pin_dir {
+            Some(dir) => {
+                let maps = dir.join("maps");
+                std::fs::create_dir_all(&maps).with_context(|| format!("cannot create {}", maps.display()))?;
+                PINNED_MAPS.iter().map(|name| (*name, maps.join(name))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .map_max_entries(map_names::FLOWS, options.flow_table_size)
             .override_global(global_names::SYN_INSERT_BUDGET, &options.syn_insert_budget, true)
             .override_global(global_names::SYN_INSERT_WINDOW_NS, &options.syn_insert_window_ns, true)
@@ -81,8 +118,9 @@ impl Probe {
         Ok(probe)
     }
 
-    /// Attaches the ingress (XDP) program to `iface`. Detached when the probe drops.
-    pub fn attach_ingress(&mut self, iface: &Interface, mode: cli::XdpMode) -> Result<()> {
+    /// Attaches the ingress (XDP) program to `iface`; the link detaches when
+    /// dropped, unless pinned.
+    pub fn attach_ingress(&mut self, iface: &Interface, mode: cli::XdpMode) -> Result<XdpLink> {
         let mode = match mode {
             // Flags 0: the kernel picks native where the driver has it,
             // generic otherwise (e.g. on lo).
@@ -90,17 +128,54 @@ impl Probe {
             cli::XdpMode::Driver => XdpMode::Driver,
             cli::XdpMode::Skb => XdpMode::Skb,
         };
-        program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?
-            .attach_to_if_index(iface.index, mode)
-            .with_context(|| format!("cannot attach XDP to {}", iface.name))?;
-        Ok(())
+        let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
+        let id = xdp.attach_to_if_index(iface.index, mode).map_err(|e| {
+            let busy = format!("{e:#}").contains("Device or resource busy") || format!("{e:?}").contains("EBUSY");
+            if busy {
+                anyhow!("cannot attach XDP to {}: another XDP program is attached (a handshake-monitor run with --pin-path? `handshake-monitor cleanup --pin-path DIR` removes it)", iface.name)
+            } else {
+                anyhow::Error::new(e).context(format!("cannot attach XDP to {}", iface.name))
+            }
+        })?;
+        Ok(xdp.take_link(id)?)
     }
 
     /// Attaches the egress (TC, TCX where the kernel has it) program to `iface`.
-    pub fn attach_egress(&mut self, iface: &Interface) -> Result<()> {
-        program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS)?
+    pub fn attach_egress(&mut self, iface: &Interface) -> Result<SchedClassifierLink> {
+        let tc = program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS)?;
+        let id = tc
             .attach(&iface.name, TcAttachType::Egress)
             .with_context(|| format!("cannot attach TC egress to {}", iface.name))?;
+        Ok(tc.take_link(id)?)
+    }
+
+    /// Points an XDP link that outlived its agent (pinned) at this agent's
+    /// program: one atomic swap, no packet unobserved.
+    pub fn adopt_ingress(&mut self, link: FdLink) -> Result<XdpLink> {
+        let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
+        let id = xdp.attach_to_link(XdpLink::try_from(link)?).context("cannot adopt the pinned XDP link")?;
+        Ok(xdp.take_link(id)?)
+    }
+
+    /// As [`Probe::adopt_ingress`], for the egress program's TCX link.
+    pub fn adopt_egress(&mut self, link: FdLink) -> Result<SchedClassifierLink> {
+        let tc = program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS)?;
+        let id = tc
+            .attach_to_link(SchedClassifierLink::try_from(link)?)
+            .context("cannot adopt the pinned TC link")?;
+        Ok(tc.take_link(id)?)
+    }
+
+    /// Zeroes the counters of an interface slot, before it is given to an
+    /// interface (a slot freed by one that vanished keeps its old counts).
+    pub fn zero_iface_slot(&mut self, slot: u32) -> Result<()> {
+        let cpus = self.cpus;
+        let map = self.ebpf.map_mut(map_names::COUNTERS).ok_or_else(|| anyhow!("map COUNTERS missing"))?;
+        let mut counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let first = counter_index(slot, Family::Ipv4, Direction::Inbound, Counter::ALL[0]);
+        for i in first..first + COUNTERS_PER_IFACE {
+            counters.set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        }
         Ok(())
     }
 

@@ -1,73 +1,273 @@
-//! `handshake-monitor run`: check, bind, load, attach, serve, and detach on
-//! SIGINT/SIGTERM.
-use std::sync::{Arc, Mutex};
+//! `handshake-monitor run`: check, bind, load, attach, then serve scrapes
+//! while a background thread scans the flow table, follows interfaces and
+//! listening ports, and runs the detector. SIGINT and SIGTERM stop it;
+//! without --pin-path everything is detached, with it the programs stay.
+use std::{
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, anyhow};
+use handshake_common::counters::{Direction, Family, OTHER_IFACE_SLOT};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{cli::RunArgs, exposition, http, interfaces, privileges, probe::{LoadOptions, Probe}};
+use crate::{
+    attach::Attachments,
+    cli::RunArgs,
+    detector::{Condition, Detector, Signals, Thresholds, Transition, report},
+    exposition, http, interfaces, listeners, netstat, privileges,
+    probe::{LoadOptions, Probe},
+    scan::{RatioWindow, Snapshot, summarize},
+};
+
+/// How often interfaces and listening ports are looked at again.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+const LISTENERS_EVERY: Duration = Duration::from_secs(10);
+
+/// Everything the scanner and the scrape handler share.
+struct Shared {
+    probe: Probe,
+    attachments: Attachments,
+    tracked_ports: Vec<u16>,
+    snapshot: Snapshot,
+    detector: Detector,
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+fn lock(shared: &SharedRef) -> Result<std::sync::MutexGuard<'_, Shared>> {
+    shared.lock().map_err(|_| anyhow!("agent state lock poisoned"))
+}
+
+/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn check_bpffs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create --pin-path {}", dir.display()))?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("--pin-path has a NUL byte")?;
+    // SAFETY: a valid C string and a zeroed statfs to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+        anyhow::bail!("--pin-path {} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)", dir.display());
+    }
+    Ok(())
+}
 
 pub fn run(args: RunArgs) -> Result<()> {
-    anyhow::ensure!(args.telemetry_path.starts_with('/'), "--web.telemetry-path must start with '/': {:?}", args.telemetry_path);
     let explicit = !args.ifaces.is_empty();
     let targets = if explicit { interfaces::by_name(&args.ifaces)? } else { interfaces::up()? };
     anyhow::ensure!(!targets.is_empty(), "no interface is up to watch");
     privileges::check()?;
-
+    if let Some(dir) = &args.pin_path {
+        check_bpffs(dir)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        // Bind before loading anything, so a busy port fails fast and clean.
-        let listener = tokio::net::TcpListener::bind(args.listen_address)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen_address))?;
+    runtime.block_on(serve(args, targets, explicit))
+}
 
-        let options = LoadOptions { flow_table_size: args.flow_table_size, ..LoadOptions::default() };
-        let mut probe = Probe::load(&options)?;
-        let mut watched = Vec::new();
-        for iface in &targets {
-            let attached = probe.attach_ingress(iface, args.xdp_mode).and_then(|()| {
-                // XDP on lo already sees every packet the host sends to
-                // itself; TC egress there would see each a second time.
-                if args.no_egress || iface.loopback { Ok(()) } else { probe.attach_egress(iface) }
-            });
-            match attached {
-                Ok(()) => watched.push(iface.name.clone()),
-                // An interface the operator named must work; one we picked
-                // ourselves may be one XDP cannot serve.
-                Err(err) if explicit => return Err(err),
-                Err(err) => log::warn!("skipping {}: {err:#}", iface.name),
+async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: bool) -> Result<()> {
+    // Bind before loading anything, so a busy port fails fast and clean.
+    let listener = tokio::net::TcpListener::bind(args.listen_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen_address))?;
+
+    let options = LoadOptions { flow_table_size: args.flow_table_size, ..LoadOptions::default() };
+    let pin = args.pin_path.as_deref();
+    let mut probe = Probe::load_pinned(&options, pin)?;
+    let mut attachments = Attachments::new(&probe, pin, args.xdp_mode, !args.no_egress)?;
+    attachments.prune_stale_pins(&interfaces::up().unwrap_or_default());
+    for iface in &targets {
+        match attachments.attach(&mut probe, iface) {
+            Ok(()) => {}
+            // An interface the operator named must work; one we picked
+            // ourselves may be one XDP cannot serve.
+            Err(err) if explicit => return Err(err),
+            Err(err) => log::warn!("skipping {}: {err:#}", iface.name),
+        }
+    }
+    anyhow::ensure!(!attachments.names().is_empty(), "could not attach to any interface");
+    let tracked_ports = if args.listener_ports.is_empty() { listeners::discover() } else { args.listener_ports.clone() };
+    probe.track_listener_ports(&tracked_ports)?;
+    log::info!(
+        "watching {} (egress: {}{}); metrics at http://{}{}",
+        attachments.names().join(", "),
+        if args.no_egress { "off" } else { "on" },
+        pin.map(|p| format!(", pinned in {}", p.display())).unwrap_or_default(),
+        args.listen_address,
+        args.telemetry_path
+    );
+
+    let detector = Detector::new(Thresholds {
+        half_open: args.detector_half_open,
+        completion_ratio: args.detector_completion_ratio,
+        min_syn_rate: args.detector_min_syn_rate,
+        hold: args.detector_for,
+    });
+    let shared: SharedRef =
+        Arc::new(Mutex::new(Shared { probe, attachments, tracked_ports, snapshot: Snapshot::default(), detector }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let scanner = {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&stop);
+        let settings = ScanSettings {
+            interval: args.scan_interval,
+            timeout: args.handshake_timeout,
+            ratio_window: args.ratio_window,
+            ifaces: if explicit { Some(args.ifaces.clone()) } else { None },
+            auto_ports: args.listener_ports.is_empty(),
+        };
+        thread::Builder::new().name("scanner".into()).spawn(move || scanner(&shared, &stop, &settings))?
+    };
+
+    let render: http::Render = {
+        let shared = Arc::clone(&shared);
+        Arc::new(move || render(&shared))
+    };
+    let server = tokio::spawn(http::serve(listener, args.telemetry_path.clone(), render));
+
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping"),
+        _ = term.recv() => log::info!("SIGTERM: stopping"),
+    }
+    server.abort();
+    stop.store(true, Ordering::Relaxed);
+    let _ = scanner.join();
+    if pin.is_some() {
+        log::info!("programs stay attached through the pinned links; a restarted agent adopts them");
+    }
+    // Dropping the shared state drops the links: detached unless pinned.
+    Ok(())
+}
+
+struct ScanSettings {
+    interval: Duration,
+    timeout: Duration,
+    ratio_window: Duration,
+    /// The interfaces the operator named; None: every interface that is up.
+    ifaces: Option<Vec<String>>,
+    auto_ports: bool,
+}
+
+fn scanner(shared: &SharedRef, stop: &AtomicBool, settings: &ScanSettings) {
+    let mut window = RatioWindow::default();
+    let mut last_reconcile = Instant::now();
+    let mut last_ports = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        if started.duration_since(last_reconcile) >= RECONCILE_EVERY {
+            last_reconcile = started;
+            let wanted = match &settings.ifaces {
+                Some(names) => interfaces::existing(names),
+                None => interfaces::up(),
+            };
+            match (wanted, lock(shared)) {
+                (Ok(wanted), Ok(mut s)) => {
+                    let Shared { probe, attachments, .. } = &mut *s;
+                    attachments.reconcile(probe, &wanted);
+                }
+                (Err(e), _) | (_, Err(e)) => log::warn!("interfaces: {e:#}"),
             }
         }
-        anyhow::ensure!(!watched.is_empty(), "could not attach to any interface");
-        log::info!(
-            "watching {} (egress: {}); metrics at http://{}{}",
-            watched.join(", "),
-            if args.no_egress { "off" } else { "on" },
-            args.listen_address,
-            args.telemetry_path
-        );
-
-        let probe = Arc::new(Mutex::new(probe));
-        let render: http::Render = Arc::new(move || {
-            let probe = probe.lock().map_err(|_| anyhow!("probe lock poisoned"))?;
-            let mut families = exposition::counter_families(&probe.counters()?, &[]);
-            families.extend(exposition::latency_families(&probe.latency()?));
-            families.push(exposition::build_info());
-            exposition::encode(&families)
-        });
-        let server = tokio::spawn(http::serve(listener, args.telemetry_path.clone(), render));
-
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => log::info!("SIGINT: detaching and exiting"),
-            _ = term.recv() => log::info!("SIGTERM: detaching and exiting"),
+        if settings.auto_ports && started.duration_since(last_ports) >= LISTENERS_EVERY {
+            last_ports = started;
+            if let Ok(mut s) = lock(shared) {
+                let found = listeners::discover();
+                let new: Vec<u16> = found.into_iter().filter(|p| !s.tracked_ports.contains(p)).collect();
+                if !new.is_empty() && s.probe.track_listener_ports(&new).is_ok() {
+                    s.tracked_ports.extend(new);
+                }
+            }
         }
-        server.abort();
-        // Dropping the probe (with the render closure) detaches the programs.
-        Ok(())
-    })
+        if let Err(e) = scan_once(shared, settings, &mut window, started) {
+            log::warn!("scan: {e:#}");
+        }
+        // Sleep out the interval, waking often enough to stop promptly.
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < settings.interval {
+            thread::sleep(Duration::from_millis(50).min(settings.interval));
+        }
+    }
+}
+
+fn scan_once(shared: &SharedRef, settings: &ScanSettings, window: &mut RatioWindow, started: Instant) -> Result<()> {
+    let (flows, tracked) = {
+        let s = lock(shared)?;
+        (s.probe.flows()?, s.tracked_ports.clone())
+    };
+    let (mut snap, expired) = summarize(&flows, monotonic_ns(), settings.timeout, &tracked);
+    let (counters, labels) = {
+        let mut s = lock(shared)?;
+        for (key, syn_ns) in &expired {
+            if s.probe.expire(key, *syn_ns)? {
+                snap.expired += 1;
+            }
+        }
+        snap.entries -= snap.expired;
+        snap.capacity = s.probe.flow_table_capacity()?;
+        (s.probe.counters()?, s.attachments.labels())
+    };
+    window.push(Instant::now(), counters, settings.ratio_window);
+    let slots = std::iter::once(OTHER_IFACE_SLOT).chain(labels.iter().map(|(s, _)| *s));
+    for slot in slots {
+        for family in Family::ALL {
+            for direction in Direction::ALL {
+                snap.ratios.insert((slot, family as u8, direction as u8), window.ratios((slot, family, direction)));
+            }
+        }
+    }
+    let (attempts, completed) = window.inbound_totals();
+    let span = window.span();
+    let signals = Signals {
+        inbound_half_open: snap
+            .half_open
+            .iter()
+            .filter(|((_, _, d, _), _)| *d == Direction::Inbound as u8)
+            .map(|(_, n)| n)
+            .sum(),
+        syn_rate: if span > 0.0 { attempts as f64 / span } else { 0.0 },
+        completion_ratio: if attempts > 0 { completed as f64 / attempts as f64 } else { f64::NAN },
+    };
+    snap.scan_seconds = started.elapsed().as_secs_f64();
+    let mut s = lock(shared)?;
+    for (condition, transition) in s.detector.evaluate(signals, Instant::now()) {
+        let line = report(condition, transition, &signals, &snap);
+        match transition {
+            Transition::Fired => log::warn!("{line}"),
+            Transition::Resolved => log::info!("{line}"),
+        }
+    }
+    s.snapshot = snap;
+    Ok(())
+}
+
+fn render(shared: &SharedRef) -> Result<String> {
+    let (counters, latency, listeners, labels, snapshot, firing) = {
+        let s = lock(shared)?;
+        let firing: Vec<(&str, bool)> = Condition::ALL.iter().map(|c| (c.label(), s.detector.firing(*c))).collect();
+        (s.probe.counters()?, s.probe.latency()?, s.probe.listeners()?, s.attachments.labels(), s.snapshot.clone(), firing)
+    };
+    let mut families = exposition::counter_families(&counters, &labels);
+    families.extend(exposition::latency_families(&latency));
+    families.extend(exposition::scan_families(&snapshot, &labels));
+    families.extend(exposition::listener_families(&listeners, &snapshot));
+    families.extend(exposition::netstat_families(&netstat::read()));
+    families.push(exposition::detector_family(&firing));
+    families.push(exposition::build_info());
+    exposition::encode(&families)
 }

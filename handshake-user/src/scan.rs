@@ -1,0 +1,218 @@
+//! The background scan: once per --scan-interval, read the flow table in
+//! batches, expire what waited longer than --handshake-timeout, and compute
+//! the gauges the scrape handler serves (half-open counts and ages, per
+//! listener, the ratio window). Scrapes never scan.
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
+
+use handshake_common::{
+    counters::{Counter, Direction, Family, IFACE_SLOTS, counter_index},
+    flow::{FlowKey, FlowState, Stage},
+    listener::OTHER_PORT,
+};
+
+/// Expirations per scan at most: a flood that times out in bulk is worked
+/// off over several scans instead of stalling one.
+pub const MAX_EXPIRE_PER_SCAN: usize = 50_000;
+
+/// (interface slot, family, direction).
+pub type SeriesKey = (u32, Family, Direction);
+
+/// What the last scan found.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Half-open handshakes by (slot, family, direction) and stage.
+    pub half_open: BTreeMap<(u32, u8, u8, u8), u64>,
+    /// Age in seconds of the oldest half-open handshake, by stage.
+    pub oldest_seconds: [f64; 2],
+    pub entries: u64,
+    pub capacity: u32,
+    /// Inbound half-open handshakes per tracked listener port (0: other).
+    pub listener_half_open: BTreeMap<u16, u64>,
+    /// Completion and SYN-ACK ratios over the window, per series; NaN where
+    /// the window saw no attempt.
+    pub ratios: BTreeMap<(u32, u8, u8), (f64, f64)>,
+    /// Inbound half-open by destination port and by source prefix, largest
+    /// first (for the detector's report only: never a label).
+    pub top_ports: Vec<(u16, u64)>,
+    pub top_sources: Vec<(String, u64)>,
+    pub expired: u64,
+    pub scan_seconds: f64,
+}
+
+pub fn stage_index(stage: u8) -> usize {
+    usize::from(stage == Stage::SynReceived as u8)
+}
+
+/// Source prefix of a half-open handshake for the detector: /24 or /64.
+pub fn source_prefix(key: &FlowKey) -> String {
+    if key.family == Family::Ipv6 as u8 {
+        let mut bytes = [0u8; 16];
+        for (i, w) in key.src_addr.iter().enumerate() {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        bytes[8..].fill(0);
+        format!("{}/64", IpAddr::V6(Ipv6Addr::from(bytes)))
+    } else {
+        let mut b = key.src_addr[0].to_ne_bytes();
+        b[3] = 0;
+        format!("{}/24", IpAddr::V4(Ipv4Addr::from(b)))
+    }
+}
+
+fn top<K: Clone + Ord>(counts: HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
+    let mut v: Vec<(K, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
+/// Splits a table read into the live half-open picture and the entries to
+/// expire (oldest first, at most [`MAX_EXPIRE_PER_SCAN`]).
+pub fn summarize(
+    flows: &[(FlowKey, FlowState)],
+    now_ns: u64,
+    timeout: Duration,
+    tracked_ports: &[u16],
+) -> (Snapshot, Vec<(FlowKey, u64)>) {
+    let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    let mut snap = Snapshot { entries: flows.len() as u64, ..Snapshot::default() };
+    let mut expired = Vec::new();
+    let mut ports: HashMap<u16, u64> = HashMap::new();
+    let mut sources: HashMap<String, u64> = HashMap::new();
+    for (key, state) in flows {
+        let age = now_ns.saturating_sub(state.syn_ns);
+        if age >= timeout_ns {
+            expired.push((*key, state.syn_ns, age));
+            continue;
+        }
+        let stage = stage_index(state.stage);
+        *snap.half_open.entry((u32::from(state.iface_slot), key.family, state.direction, state.stage)).or_default() += 1;
+        let secs = age as f64 / 1e9;
+        if secs > snap.oldest_seconds[stage] {
+            snap.oldest_seconds[stage] = secs;
+        }
+        if state.direction == Direction::Inbound as u8 {
+            let port = if tracked_ports.contains(&key.dst_port) { key.dst_port } else { OTHER_PORT };
+            *snap.listener_half_open.entry(port).or_default() += 1;
+            *ports.entry(key.dst_port).or_default() += 1;
+            *sources.entry(source_prefix(key)).or_default() += 1;
+        }
+    }
+    snap.top_ports = top(ports, 5);
+    snap.top_sources = top(sources, 5);
+    expired.sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
+    expired.truncate(MAX_EXPIRE_PER_SCAN);
+    (snap, expired.into_iter().map(|(k, t, _)| (k, t)).collect())
+}
+
+/// Counter samples over the ratio window.
+#[derive(Debug, Default)]
+pub struct RatioWindow {
+    samples: VecDeque<(Instant, Vec<u64>)>,
+}
+
+impl RatioWindow {
+    /// Adds a sample of the `COUNTERS` array and drops those older than
+    /// `window` (keeping one at or before the window's start).
+    pub fn push(&mut self, at: Instant, counters: Vec<u64>, window: Duration) {
+        self.samples.push_back((at, counters));
+        while self.samples.len() > 2 && self.samples.get(1).is_some_and(|(t, _)| at.duration_since(*t) >= window) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Increase of a counter over the window, for one series.
+    fn delta(&self, key: SeriesKey, counter: Counter) -> u64 {
+        let (Some((_, first)), Some((_, last))) = (self.samples.front(), self.samples.back()) else {
+            return 0;
+        };
+        let i = counter_index(key.0, key.1, key.2, counter) as usize;
+        last.get(i).copied().unwrap_or(0).saturating_sub(first.get(i).copied().unwrap_or(0))
+    }
+
+    /// Seconds the window spans now.
+    pub fn span(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((a, _)), Some((b, _))) => b.duration_since(*a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
+    /// (completion ratio, SYN-ACK ratio) of a series; NaN with no attempts.
+    pub fn ratios(&self, key: SeriesKey) -> (f64, f64) {
+        let attempts = self.delta(key, Counter::Attempts);
+        if attempts == 0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let a = attempts as f64;
+        (self.delta(key, Counter::Completed) as f64 / a, self.delta(key, Counter::SynAck) as f64 / a)
+    }
+
+    /// Inbound totals over the window, all interfaces and families:
+    /// (attempts, completed).
+    pub fn inbound_totals(&self) -> (u64, u64) {
+        let mut attempts = 0;
+        let mut completed = 0;
+        for slot in 0..IFACE_SLOTS {
+            for family in Family::ALL {
+                attempts += self.delta((slot, family, Direction::Inbound), Counter::Attempts);
+                completed += self.delta((slot, family, Direction::Inbound), Counter::Completed);
+            }
+        }
+        (attempts, completed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use handshake_common::counters::COUNTERS_LEN;
+
+    use super::*;
+
+    fn flow(src: [u8; 4], port: u16, stage: Stage, syn_ns: u64) -> (FlowKey, FlowState) {
+        (
+            FlowKey { src_addr: [u32::from_ne_bytes(src), 0, 0, 0], dst_addr: [1, 0, 0, 0], src_port: 5, dst_port: port, family: 0, _pad: [0; 3] },
+            FlowState { syn_ns, stage: stage as u8, direction: Direction::Inbound as u8, iface_slot: 2, ..FlowState::default() },
+        )
+    }
+
+    #[test]
+    fn summarize_counts_ages_and_expiries() {
+        let s = 1_000_000_000u64;
+        let flows = vec![
+            flow([10, 0, 0, 1], 80, Stage::SynSent, 95 * s),
+            flow([10, 0, 0, 2], 80, Stage::SynReceived, 90 * s),
+            flow([10, 0, 1, 3], 22, Stage::SynSent, 50 * s), // 50 s old: expired
+        ];
+        let (snap, expired) = summarize(&flows, 100 * s, Duration::from_secs(30), &[80]);
+        assert_eq!(expired, vec![(flows[2].0, 50 * s)]);
+        assert_eq!(snap.entries, 3);
+        assert_eq!(snap.half_open.get(&(2, 0, 0, Stage::SynSent as u8)), Some(&1));
+        assert_eq!(snap.half_open.get(&(2, 0, 0, Stage::SynReceived as u8)), Some(&1));
+        assert_eq!(snap.oldest_seconds, [5.0, 10.0]);
+        assert_eq!(snap.listener_half_open.get(&80), Some(&2));
+        assert_eq!(snap.top_sources, vec![("10.0.0.0/24".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn ratio_window_uses_deltas() {
+        let key = (1, Family::Ipv4, Direction::Inbound);
+        let mut w = RatioWindow::default();
+        let t0 = Instant::now();
+        let mut c = vec![0u64; COUNTERS_LEN as usize];
+        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Attempts) as usize] = 100;
+        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Completed) as usize] = 90;
+        w.push(t0, c.clone(), Duration::from_secs(60));
+        assert!(w.ratios(key).0.is_nan(), "one sample: no window yet");
+        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Attempts) as usize] = 200;
+        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Completed) as usize] = 140;
+        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::SynAck) as usize] = 100;
+        w.push(t0 + Duration::from_secs(10), c, Duration::from_secs(60));
+        assert_eq!(w.ratios(key), (0.5, 1.0));
+        assert_eq!(w.inbound_totals(), (100, 50));
+    }
+}
