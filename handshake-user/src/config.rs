@@ -34,7 +34,7 @@ pub fn flags_for_defaults(path: &Path, run: &Command, matches: &ArgMatches) -> R
             other => scalar(other).map(|v| vec![v]),
         }
         .with_context(|| format!("config file {}: key {key:?}", path.display()))?;
-        let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+        let takes_value = arg.get_action().takes_values();
         for v in values {
             if takes_value {
                 flags.push(OsString::from(format!("--{key}={v}")));

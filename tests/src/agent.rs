@@ -30,28 +30,41 @@ pub struct Agent {
     child: Child,
     ns_name: String,
     pub addr: SocketAddr,
+    log: PathBuf,
 }
 
 impl Agent {
     /// Starts the agent in `ns` with `args` after `run`, and waits until it
     /// serves metrics (it binds first, then attaches, then serves).
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(binary())
-            .arg("run")
-            .args(args)
+        Self::start_with_env(ns, args, &[])
+    }
+
+    /// As [`Agent::start`], with environment variables set.
+    pub fn start_with_env(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(ns, args, env, None)
+    }
+
+    /// As [`Agent::start_with_env`]; `addr`: where it will serve, when the
+    /// flags and environment do not say (a config file does).
+    pub fn start_full(ns: &Netns, args: &[&str], env: &[(&str, &str)], addr: Option<&str>) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.agent.log", ns.name));
+        let file = std::fs::File::create(&log).expect("create agent log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name]).arg(binary()).arg("run").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdin(Stdio::null())
+            .stderr(file)
             .spawn()
             .expect("start handshake-monitor");
-        let addr = args
-            .iter()
-            .position(|a| *a == "--web.listen-address")
-            .and_then(|i| args.get(i + 1))
-            .unwrap_or(&METRICS_ADDR)
-            .parse()
-            .expect("listen address");
-        let mut agent = Self { child, ns_name: ns.name.clone(), addr };
+        // Where it serves: flag, then environment, then `addr`, then default.
+        let flag = args.iter().position(|a| *a == "--web.listen-address").and_then(|i| args.get(i + 1)).copied();
+        let from_env = env.iter().find(|(k, _)| *k == "HANDSHAKE_MONITOR_LISTEN_ADDRESS").map(|(_, v)| *v);
+        let addr: SocketAddr = flag.or(from_env).or(addr).unwrap_or(METRICS_ADDR).parse().expect("listen address");
+        let mut agent = Self { child, ns_name: ns.name.clone(), addr, log };
         agent.wait_ready(ns);
         agent
     }
@@ -61,7 +74,7 @@ impl Agent {
         let addr = self.addr;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("handshake-monitor exited early: {status}");
+                panic!("handshake-monitor exited early: {status}: {}", self.log());
             }
             // A TCP connect alone would succeed as soon as the socket is
             // bound; a full scrape proves the programs are attached.
@@ -78,6 +91,25 @@ impl Agent {
         assert_eq!(ns.name, self.ns_name, "scrape from the agent's namespace");
         let addr = self.addr;
         ns.run(move || scrape(addr, "/metrics")).expect("scrape metrics")
+    }
+
+    /// What the agent logged so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Scrapes until `done` holds for the exposition (the agent's gauges
+    /// follow its background scan), or panics after `within`.
+    pub fn wait_for(&self, ns: &Netns, within: Duration, what: &str, done: impl Fn(&Exposition) -> bool) -> Exposition {
+        let deadline = Instant::now() + within;
+        loop {
+            let e = self.scrape(ns);
+            if done(&e) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last log:\n{}", self.log());
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Sends SIGTERM and waits; returns whether it exited successfully.
@@ -108,4 +140,31 @@ impl Drop for Agent {
             self.terminate();
         }
     }
+}
+
+/// Runs the agent binary with `args` to completion (at most 10 s: bad input
+/// must fail fast, not hang) and returns its output.
+pub fn run_to_exit(prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start handshake-monitor");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("handshake-monitor {args:?} did not exit within 10 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }

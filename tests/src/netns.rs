@@ -101,6 +101,69 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// MAC address of `dev` in `ns`.
+    pub fn mac(ns: &Netns, dev: &str) -> [u8; 6] {
+        let out = Command::new("ip").args(["-n", &ns.name, "-j", "link", "show", dev]).output().expect("ip link show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let at = text.find("\"address\":\"").expect("address in ip -j output") + 11;
+        let hex = &text[at..at + 17];
+        let mut mac = [0u8; 6];
+        for (i, b) in hex.split(':').enumerate() {
+            mac[i] = u8::from_str_radix(b, 16).expect("mac byte");
+        }
+        mac
+    }
+
+    /// Sends raw Ethernet frames out of the client's `c0`, as they are:
+    /// for spoofed sources and hand-made segments. The destination MAC is
+    /// set to the server's `s0`.
+    pub fn inject_from_client(&self, frames: Vec<Vec<u8>>) {
+        let dst = Self::mac(&self.server, SERVER_IF);
+        let src = Self::mac(&self.client, CLIENT_IF);
+        self.client.run(move || {
+            let ifname = std::ffi::CString::new(CLIENT_IF).expect("name");
+            // SAFETY: plain socket calls with valid buffers and lengths.
+            unsafe {
+                let ifindex = libc::if_nametoindex(ifname.as_ptr());
+                assert_ne!(ifindex, 0, "c0 in the client namespace");
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_ifindex = ifindex as i32;
+                addr.sll_halen = 6;
+                addr.sll_addr[..6].copy_from_slice(&dst);
+                for mut frame in frames {
+                    frame[0..6].copy_from_slice(&dst);
+                    frame[6..12].copy_from_slice(&src);
+                    let sent = libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_ll).cast(),
+                        size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+        });
+    }
+
+    /// Makes `addr` (an address no host has) resolvable from the server to
+    /// the client's MAC, so the server's SYN-ACKs to it leave through `s0`
+    /// (and the egress program) and are dropped by the client's kernel,
+    /// which does not own the address: a spoofed client that never answers.
+    pub fn blackhole_via_client(&self, addr: &str) {
+        let mac = Self::mac(&self.client, CLIENT_IF).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        self.server
+            .ip(&["neigh", "replace", addr, "lladdr", &mac, "dev", SERVER_IF, "nud", "permanent"])
+            .expect("static neighbour");
+    }
+}
+
 impl Default for Topology {
     fn default() -> Self {
         Self::new()

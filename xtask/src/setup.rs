@@ -13,7 +13,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages and a command each provides that proves it is there.
-const DEBIAN_TOOLS: &[(&str, &str)] = &[("iproute2", "/usr/sbin/ip"), ("curl", "/usr/bin/curl")];
+const DEBIAN_TOOLS: &[(&str, &str)] = &[
+    ("iproute2", "/usr/sbin/ip"),
+    ("curl", "/usr/bin/curl"),
+    // promtool: the exposition is checked with it.
+    ("prometheus", "/usr/bin/promtool"),
+    // setpriv: the missing-privilege test runs the agent unprivileged.
+    ("util-linux", "/usr/bin/setpriv"),
+];
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const NIGHTLY: &str = "nightly";

@@ -1,0 +1,365 @@
+//! The agent's contract, end to end in namespaces: gauges from the
+//! background scan, timeouts, the detector, per-listener series, restarts
+//! with pinned state, configuration precedence, interfaces that come and go,
+//! and one clear line for every bad input.
+use std::{
+    io::Write as _,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use handshake_tests::{
+    agent::{Agent, run_to_exit},
+    metrics::Exposition,
+    netns::{Netns, SERVER_IF, SERVER_V4, Topology, ip},
+    packet::{Packet, SYN},
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A listener in the server namespace that accepts (and closes) whatever
+/// arrives, until the test ends.
+fn listen(topo: &Topology, port: u16) {
+    let (tx, rx) = mpsc::channel();
+    topo.server.spawn(move || {
+        let listener = TcpListener::bind((SERVER_V4, port)).expect("bind");
+        tx.send(()).expect("ready");
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    rx.recv().expect("listener ready");
+}
+
+fn connect_n(topo: &Topology, port: u16, n: usize) {
+    topo.client.run(move || {
+        for _ in 0..n {
+            let addr: SocketAddr = format!("{SERVER_V4}:{port}").parse().expect("addr");
+            drop(TcpStream::connect(addr).expect("connect"));
+        }
+    });
+}
+
+/// `n` SYNs to `port` from 198.18.0.99 (an address nobody has): the server
+/// answers each with a SYN-ACK that no one will ever acknowledge.
+fn spoofed_syns(topo: &Topology, port: u16, n: u16) {
+    topo.blackhole_via_client("198.18.0.99");
+    let frames = (0..n)
+        .map(|i| {
+            Packet::tcp("198.18.0.99".parse().expect("ip"), 20000 + i, SERVER_V4.parse().expect("ip"), port)
+                .flags(SYN)
+                .seq(7_000_000 + u32::from(i) * 1000)
+                .build()
+        })
+        .collect();
+    topo.inject_from_client(frames);
+}
+
+fn v(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
+    e.sum(name, labels)
+}
+
+/// Spoofed SYNs to an open port are half-open in syn_received until the
+/// timeout, then counted as timeouts{stage="syn_received"} and gone; the
+/// detector fires on the buildup and resolves when it is gone.
+#[test]
+fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
+    let topo = Topology::new();
+    listen(&topo, 8080);
+    let agent = Agent::start(
+        &topo.server,
+        &[
+            "--iface", SERVER_IF, "--handshake-timeout", "3s", "--scan-interval", "200ms",
+            "--listener-ports", "8080", "--detector.half-open-threshold", "10", "--detector.for", "500ms",
+        ],
+    );
+    spoofed_syns(&topo, 8080, 12);
+    let s0 = [("iface", SERVER_IF), ("direction", "inbound"), ("family", "ipv4")];
+    let e = agent.wait_for(&topo.server, WAIT, "12 half-open in syn_received", |e| {
+        v(e, "tcp_handshake_half_open", &[("stage", "syn_received")]) == 12.0
+    });
+    assert_eq!(v(&e, "tcp_handshake_attempts_total", &s0), 12.0);
+    assert_eq!(v(&e, "tcp_handshake_synack_total", &s0), 12.0);
+    assert_eq!(v(&e, "tcp_handshake_half_open", &[("stage", "syn_sent")]), 0.0);
+    assert_eq!(v(&e, "tcp_handshake_flow_table_entries", &[]), 12.0);
+    assert_eq!(v(&e, "tcp_handshake_listener_half_open", &[("port", "8080")]), 12.0);
+    assert!(v(&e, "tcp_handshake_half_open_oldest_seconds", &[("stage", "syn_received")]) > 0.0);
+    agent.wait_for(&topo.server, WAIT, "the detector to fire", |e| {
+        v(e, "tcp_handshake_detector_firing", &[("condition", "half_open_buildup")]) == 1.0
+    });
+    let e = agent.wait_for(&topo.server, WAIT, "12 timeouts", |e| {
+        v(e, "tcp_handshake_timeouts_total", &[("stage", "syn_received")]) == 12.0
+    });
+    assert_eq!(v(&e, "tcp_handshake_timeouts_total", &[("stage", "syn_sent")]), 0.0);
+    assert_eq!(v(&e, "tcp_handshake_half_open", &[]), 0.0);
+    assert_eq!(v(&e, "tcp_handshake_flow_table_entries", &[]), 0.0);
+    assert_eq!(v(&e, "tcp_handshake_completed_total", &[]), 0.0);
+    agent.wait_for(&topo.server, WAIT, "the detector to resolve", |e| {
+        v(e, "tcp_handshake_detector_firing", &[("condition", "half_open_buildup")]) == 0.0
+    });
+    let log = agent.log();
+    let fired: Vec<&str> = log.lines().filter(|l| l.contains("condition=half_open_buildup state=firing")).collect();
+    assert_eq!(fired.len(), 1, "one warning: {log}");
+    assert!(fired[0].contains("top_ports=8080:12") && fired[0].contains("top_sources=198.18.0.0/24:12"), "{}", fired[0]);
+    assert_eq!(log.matches("condition=half_open_buildup state=resolved").count(), 1, "{log}");
+}
+
+/// Per-listener funnels: a tracked port gets its own series, the rest go to
+/// port="other"; and the completion ratio follows the traffic.
+#[test]
+fn listener_funnels_and_ratios() {
+    let topo = Topology::new();
+    listen(&topo, 8080);
+    listen(&topo, 8081);
+    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--listener-ports", "8080", "--scan-interval", "200ms"]);
+    connect_n(&topo, 8080, 6);
+    connect_n(&topo, 8081, 2);
+    topo.client.run(|| assert!(TcpStream::connect((SERVER_V4, 9999)).is_err(), "closed port refuses"));
+    let e = agent.wait_for(&topo.server, WAIT, "8 completed", |e| v(e, "tcp_handshake_listener_completed_total", &[]) == 8.0);
+    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "8080")]), 6.0);
+    assert_eq!(v(&e, "tcp_handshake_listener_completed_total", &[("port", "8080")]), 6.0);
+    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "other")]), 3.0);
+    assert_eq!(v(&e, "tcp_handshake_listener_completed_total", &[("port", "other")]), 2.0);
+    assert_eq!(v(&e, "tcp_handshake_listener_rejected_total", &[("port", "other")]), 1.0);
+    assert_eq!(v(&e, "tcp_handshake_rejected_total", &[("iface", SERVER_IF)]), 1.0);
+    assert!(!e.text.contains("port=\"8081\""), "untracked ports get no series of their own");
+    // 9 attempts, 8 completed, 8 SYN-ACKs within the window.
+    let s0 = [("iface", SERVER_IF), ("direction", "inbound"), ("family", "ipv4")];
+    let e = agent.wait_for(&topo.server, WAIT, "ratios", |e| v(e, "tcp_handshake_completion_ratio", &s0) > 0.0);
+    assert!((v(&e, "tcp_handshake_completion_ratio", &s0) - 8.0 / 9.0).abs() < 1e-9);
+    assert!((v(&e, "tcp_handshake_synack_ratio", &s0) - 8.0 / 9.0).abs() < 1e-9);
+    assert_eq!(v(&e, "tcp_handshake_flow_table_capacity", &[]), 65536.0);
+    assert_eq!(v(&e, "tcp_handshake_detector_firing", &[]), 0.0);
+}
+
+/// A bpffs mounted for one test, unmounted after.
+struct BpfFs(std::path::PathBuf);
+
+impl BpfFs {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("hm-bpffs-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let ok = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount");
+        assert!(ok.success(), "mount bpffs at {}", dir.display());
+        Self(dir)
+    }
+
+    fn pin_path(&self) -> String {
+        self.0.join("hm").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn xdp_attached(ns: &Netns, dev: &str) -> bool {
+    let out = Command::new("ip").args(["-n", &ns.name, "-d", "link", "show", dev]).output().expect("ip link");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+fn tcx_egress_programs(ns: &Netns, dev: &'static str) -> usize {
+    ns.run(move || {
+        aya::programs::SchedClassifier::query_tcx(dev, aya::programs::TcAttachType::Egress).map_or(0, |(_, p)| p.len())
+    })
+}
+
+/// With --pin-path, a stopped agent leaves the programs attached and its
+/// maps pinned: connections made while it is down are counted, and the
+/// restarted agent's counters continue. `cleanup` then removes everything.
+#[test]
+fn restarts_with_pin_path_lose_nothing() {
+    let topo = Topology::new();
+    let bpffs = BpfFs::new("restart");
+    let pin = bpffs.pin_path();
+    listen(&topo, 8080);
+    let args = ["--iface", SERVER_IF, "--pin-path", pin.as_str()];
+    let first = Agent::start(&topo.server, &args);
+    assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[]), 0.0);
+    connect_n(&topo, 8080, 10);
+    assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 10.0);
+    assert!(first.stop(), "clean exit on SIGTERM");
+    assert!(xdp_attached(&topo.server, SERVER_IF), "pinned: XDP stays attached");
+    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1, "pinned: TC egress stays attached");
+    connect_n(&topo, 8080, 7); // nobody running
+    let second = Agent::start(&topo.server, &args);
+    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1, "adopted, not attached twice");
+    let e = second.scrape(&topo.server);
+    assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 17.0, "counted while down, not reset");
+    connect_n(&topo, 8080, 5);
+    let e = second.scrape(&topo.server);
+    assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 22.0);
+    assert_eq!(v(&e, "tcp_handshake_attempts_total", &[("iface", SERVER_IF)]), 22.0);
+    assert!(second.stop());
+    let out = run_to_exit(&[], &["cleanup", "--pin-path", &pin], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!xdp_attached(&topo.server, SERVER_IF), "cleanup detaches XDP");
+    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 0, "cleanup detaches TC");
+}
+
+/// Without --pin-path nothing is left behind.
+#[test]
+fn without_pin_path_exit_detaches_everything() {
+    let topo = Topology::new();
+    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF]);
+    assert!(xdp_attached(&topo.server, SERVER_IF));
+    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1);
+    assert!(agent.stop());
+    assert!(!xdp_attached(&topo.server, SERVER_IF));
+    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 0);
+}
+
+/// Flag beats environment beats config file beats default.
+#[test]
+fn config_file_environment_and_flags_in_that_order() {
+    let ns = Netns::new("config");
+    let path = std::env::temp_dir().join(format!("{}.toml", ns.name));
+    std::fs::write(
+        &path,
+        "\"web.listen-address\" = \"127.0.0.1:9500\"\nlistener-ports = [8080]\nhandshake-timeout = \"45s\"\niface = [\"lo\"]\n",
+    )
+    .expect("write config");
+    let config = path.to_string_lossy().into_owned();
+    // Config alone: address and ports from the file.
+    let agent = Agent::start_full(&ns, &["--config", &config], &[], Some("127.0.0.1:9500"));
+    assert!(agent.scrape(&ns).text.contains("tcp_handshake_listener_attempts_total{port=\"8080\"}"));
+    drop(agent);
+    // The environment beats the file; a flag beats the environment.
+    let agent = Agent::start_full(
+        &ns,
+        &["--config", &config, "--web.listen-address", "127.0.0.1:9600"],
+        &[("HANDSHAKE_MONITOR_LISTENER_PORTS", "9090"), ("HANDSHAKE_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9700")],
+        None,
+    );
+    assert_eq!(agent.addr.port(), 9600);
+    let text = agent.scrape(&ns).text;
+    assert!(text.contains("port=\"9090\"") && !text.contains("port=\"8080\""), "{text}");
+    let _ = std::fs::remove_file(path);
+}
+
+/// In the default mode (every interface that is up), an interface created
+/// while the agent runs is attached and counted under its own name, and one
+/// that is deleted is let go without stopping anything.
+#[test]
+fn interfaces_that_come_and_go_do_not_stop_the_agent() {
+    let topo = Topology::new();
+    let agent = Agent::start(&topo.server, &["--scan-interval", "200ms"]);
+    ip(&["link", "add", "c1", "netns", &topo.client.name, "type", "veth", "peer", "name", "s1", "netns", &topo.server.name])
+        .expect("second veth");
+    topo.client.ip(&["addr", "add", "198.18.1.1/24", "dev", "c1"]).expect("addr");
+    topo.server.ip(&["addr", "add", "198.18.1.2/24", "dev", "s1"]).expect("addr");
+    topo.client.ip(&["link", "set", "c1", "up"]).expect("up");
+    topo.server.ip(&["link", "set", "s1", "up"]).expect("up");
+    agent.wait_for(&topo.server, WAIT, "s1 to be attached", |e| e.text.contains("iface=\"s1\""));
+    let (tx, rx) = mpsc::channel();
+    topo.server.spawn(move || {
+        let l = TcpListener::bind("198.18.1.2:7000").expect("bind");
+        tx.send(()).expect("ready");
+        for _ in 0..4 {
+            drop(l.accept().expect("accept"));
+        }
+    });
+    rx.recv().expect("ready");
+    topo.client.run(|| {
+        for _ in 0..4 {
+            drop(TcpStream::connect("198.18.1.2:7000").expect("connect"));
+        }
+    });
+    agent.wait_for(&topo.server, WAIT, "4 completed on s1", |e| {
+        v(e, "tcp_handshake_completed_total", &[("iface", "s1"), ("direction", "inbound")]) == 4.0
+    });
+    topo.server.ip(&["link", "del", "s1"]).expect("delete s1");
+    agent.wait_for(&topo.server, WAIT, "s1 to be let go", |e| !e.text.contains("iface=\"s1\""));
+    assert!(agent.log().contains("s1 went away"));
+    assert!(agent.stop(), "still running, exits cleanly");
+}
+
+fn one_line_error(out: &std::process::Output, needle: &str) {
+    assert!(!out.status.success(), "must fail: {needle}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("handshake-monitor: error: "), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
+    let tmp = std::env::temp_dir().join(format!("hm-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let file = |name: &str, text: &str| {
+        let p = tmp.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_string_lossy().into_owned()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["run".into(), "--handshake-timeout".into(), "5x".into()], "invalid value '5x' for '--handshake-timeout"),
+        (vec!["run".into(), "--ratio-window".into(), "0s".into()], "must be at least 1ms"),
+        (vec!["run".into(), "--web.telemetry-path".into(), "metrics".into()], "must start with '/'"),
+        (vec!["run".into(), "--web.listen-address".into(), "nowhere".into()], "invalid value 'nowhere'"),
+        (vec!["run".into(), "--xdp-mode".into(), "fast".into()], "invalid value 'fast' for '--xdp-mode"),
+        (vec!["run".into(), "--flow-table-size".into(), "10".into()], "invalid value '10' for '--flow-table-size"),
+        (vec!["run".into(), "--iface".into(), "nope0".into()], "unknown interface \"nope0\""),
+        (vec!["run".into(), "--config".into(), "/nonexistent.toml".into()], "cannot read config file /nonexistent.toml"),
+        (vec!["run".into(), "--config".into(), file("syntax.toml", "iface = [\n")], "malformed config file"),
+        (vec!["run".into(), "--config".into(), file("key.toml", "colour = \"blue\"\n")], "unknown key \"colour\""),
+        (vec!["run".into(), "--config".into(), file("value.toml", "handshake-timeout = \"soon\"\n")], "invalid value 'soon'"),
+        (vec!["run".into(), "--pin-path".into(), tmp.to_string_lossy().into_owned()], "is not on a BPF filesystem"),
+        (vec!["frobnicate".into()], "unrecognized subcommand 'frobnicate'"),
+    ];
+    for (args, needle) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        one_line_error(&run_to_exit(&[], &args, &[]), needle);
+    }
+    // No privilege: the same binary as an unprivileged user.
+    let out = run_to_exit(
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"],
+        &["run", "--iface", "lo"],
+        &[],
+    );
+    one_line_error(&out, "missing privilege: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN");
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+#[test]
+fn version_and_check() {
+    let out = run_to_exit(&[], &["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("handshake-monitor {}", env!("CARGO_PKG_VERSION")));
+    let ns = Netns::new("check");
+    let name = ns.name.clone();
+    let out = run_to_exit(&["ip", "netns", "exec", &name], &["check"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("[ ok ] programs: the verifier accepts them"), "{stdout}");
+    assert!(stdout.contains("[ ok ] interface lo (index 1): loopback"), "{stdout}");
+}
+
+/// The live exposition passes `promtool check metrics`.
+#[test]
+fn exposition_passes_promtool() {
+    let topo = Topology::new();
+    listen(&topo, 8080);
+    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--listener-ports", "8080"]);
+    connect_n(&topo, 8080, 3);
+    let text = agent.scrape(&topo.server).text;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (installed by cargo xtask setup)");
+    promtool.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Scrapes are bounded: the series count does not depend on traffic.
+    let before = text.lines().filter(|l| !l.starts_with('#')).count();
+    spoofed_syns(&topo, 8080, 200);
+    let after = agent.scrape(&topo.server).text.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(before, after, "200 new sources, no new series");
+}
