@@ -25,6 +25,42 @@ pub enum Command {
     Check(CheckArgs),
     /// Detach and delete what `run --pin-path` left pinned.
     Cleanup(CleanupArgs),
+    /// Run a capture (pcap or pcapng) through the same kernel programs and
+    /// report what the monitor would have said about it.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFormat {
+    Table,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The capture: pcap or pcapng; Ethernet, Linux cooked (SLL, SLL2) or raw IP.
+    pub file: PathBuf,
+
+    #[arg(long, value_enum, default_value_t = ReplayFormat::Table)]
+    pub format: ReplayFormat,
+
+    /// Handshakes older than this (in capture time) time out, as live.
+    #[arg(long = "handshake-timeout", default_value = "30s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Ports with their own per-listener rows. Default: the ports that
+    /// received SYNs in the capture, most first (up to 64).
+    #[arg(long = "listener-ports", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    pub listener_ports: Vec<u16>,
+
+    #[arg(long = "flow-table-size", default_value_t = handshake_common::DEFAULT_FLOW_TABLE_SIZE,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub flow_table_size: u32,
+
+    /// Show progress on stderr (default: for large files on a terminal).
+    #[arg(long)]
+    pub progress: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

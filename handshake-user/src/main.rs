@@ -69,6 +69,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Cleanup(args) => handshake_user::cleanup::cleanup(&args.pin_path),
+        Command::Replay(args) => handshake_user::replay::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

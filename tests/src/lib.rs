@@ -6,6 +6,8 @@
 //! deleted when the test ends, even when it fails.
 
 pub mod agent;
+pub mod capture;
+pub mod cases;
 pub mod metrics;
 pub mod netns;
 pub mod packet;

@@ -20,6 +20,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("prometheus", "/usr/bin/promtool"),
     // setpriv: the missing-privilege test runs the agent unprivileged.
     ("util-linux", "/usr/bin/setpriv"),
+    // tcpdump: replay must agree with the live agent on a real capture.
+    ("tcpdump", "/usr/bin/tcpdump"),
 ];
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

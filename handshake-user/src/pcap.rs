@@ -1,0 +1,371 @@
+//! Reading captures: classic pcap (either byte order, µs or ns) and pcapng
+//! (section, interface, enhanced and simple packet blocks), with Ethernet,
+//! Linux cooked (SLL, SLL2) and raw IP link types. Frames come out as
+//! Ethernet frames, the only shape the programs read, with the capture's
+//! direction where it records one.
+use std::{
+    fs::File,
+    io::{self, BufReader, Read},
+    path::Path,
+};
+
+/// Link types we can turn into Ethernet frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkType {
+    Ethernet,
+    LinuxSll,
+    LinuxSll2,
+    /// Raw IPv4 or IPv6 (LINKTYPE_RAW, DLT_RAW, LINKTYPE_IPV4/IPV6).
+    RawIp,
+}
+
+impl LinkType {
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Ethernet),
+            113 => Some(Self::LinuxSll),
+            276 => Some(Self::LinuxSll2),
+            12 | 14 | 101 | 228 | 229 => Some(Self::RawIp),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ethernet => "ethernet",
+            Self::LinuxSll => "linux_sll",
+            Self::LinuxSll2 => "linux_sll2",
+            Self::RawIp => "raw_ip",
+        }
+    }
+}
+
+/// Which way a captured packet went, where the capture says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    Incoming,
+    Outgoing,
+}
+
+/// One captured packet, as an Ethernet frame.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub ts_ns: u64,
+    pub frame: Vec<u8>,
+    pub way: Option<Way>,
+    pub link: LinkType,
+}
+
+#[derive(Debug)]
+pub enum Error {
+    Io(io::Error),
+    /// Not a pcap or pcapng file.
+    NotACapture,
+    UnsupportedLinkType(u32),
+    /// The file ends, or a length field points, past what is there.
+    Truncated { offset: u64 },
+    Corrupt { offset: u64, what: &'static str },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::NotACapture => write!(f, "not a pcap or pcapng file"),
+            Self::UnsupportedLinkType(c) => write!(
+                f,
+                "unsupported link type {c} (supported: Ethernet 1, Linux cooked SLL 113 and SLL2 276, raw IP 12/14/101/228/229)"
+            ),
+            Self::Truncated { offset } => write!(f, "truncated at byte {offset}"),
+            Self::Corrupt { offset, what } => write!(f, "corrupt at byte {offset}: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Largest block or record we accept: no real capture has larger ones, and
+/// a corrupt length must not make us allocate gigabytes.
+const MAX_RECORD: u32 = 16 * 1024 * 1024;
+
+enum Format {
+    Pcap { big_endian: bool, nanos: bool, link: LinkType },
+    PcapNg { big_endian: bool, interfaces: Vec<(LinkType, u64)> },
+}
+
+pub struct Reader {
+    input: BufReader<File>,
+    offset: u64,
+    format: Format,
+    /// Bytes in the file, for progress.
+    pub size: u64,
+}
+
+fn u16_of(b: &[u8], big: bool) -> u16 {
+    let a = [b[0], b[1]];
+    if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
+}
+
+fn u32_of(b: &[u8], big: bool) -> u32 {
+    let a = [b[0], b[1], b[2], b[3]];
+    if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut reader = Self {
+            input: BufReader::with_capacity(1 << 20, file),
+            offset: 0,
+            format: Format::Pcap { big_endian: false, nanos: false, link: LinkType::Ethernet },
+            size,
+        };
+        let mut magic = [0u8; 4];
+        if reader.read_exact_or_eof(&mut magic)? == 0 {
+            return Err(Error::NotACapture);
+        }
+        reader.format = match u32::from_le_bytes(magic) {
+            0xa1b2_c3d4 => reader.pcap_header(false, false)?,
+            0xd4c3_b2a1 => reader.pcap_header(true, false)?,
+            0xa1b2_3c4d => reader.pcap_header(false, true)?,
+            0x4d3c_b2a1 => reader.pcap_header(true, true)?,
+            0x0a0d_0d0a => reader.pcapng_section()?,
+            _ => return Err(Error::NotACapture),
+        };
+        Ok(reader)
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads exactly `buf.len()` bytes; 0 at a clean end of file, Truncated
+    /// at an end in the middle.
+    fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let mut got = 0;
+        while got < buf.len() {
+            let n = self.input.read(&mut buf[got..])?;
+            if n == 0 {
+                return if got == 0 { Ok(0) } else { Err(Error::Truncated { offset: self.offset + got as u64 }) };
+            }
+            got += n;
+        }
+        self.offset += got as u64;
+        Ok(got)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        if self.read_exact_or_eof(buf)? == 0 && !buf.is_empty() {
+            return Err(Error::Truncated { offset: self.offset });
+        }
+        Ok(())
+    }
+
+    fn pcap_header(&mut self, big: bool, nanos: bool) -> Result<Format, Error> {
+        let mut rest = [0u8; 20];
+        self.read_exact(&mut rest)?;
+        // version (4), thiszone (4), sigfigs (4), snaplen (4), network (4);
+        // the network field's top bits may carry FCS information.
+        let code = u32_of(&rest[16..20], big) & 0x0fff_ffff;
+        let link = LinkType::from_code(code).ok_or(Error::UnsupportedLinkType(code))?;
+        Ok(Format::Pcap { big_endian: big, nanos, link })
+    }
+
+    fn pcapng_section(&mut self) -> Result<Format, Error> {
+        let mut head = [0u8; 8];
+        self.read_exact(&mut head)?;
+        let big = match u32::from_le_bytes([head[4], head[5], head[6], head[7]]) {
+            0x1a2b_3c4d => false,
+            0x4d3c_2b1a => true,
+            _ => return Err(Error::Corrupt { offset: self.offset, what: "bad byte-order magic" }),
+        };
+        let total = u32_of(&head[0..4], big);
+        if !(28..=MAX_RECORD).contains(&total) || total % 4 != 0 {
+            return Err(Error::Corrupt { offset: self.offset, what: "bad section header length" });
+        }
+        let mut rest = vec![0u8; total as usize - 12];
+        self.read_exact(&mut rest)?;
+        Ok(Format::PcapNg { big_endian: big, interfaces: Vec::new() })
+    }
+
+    /// The next packet, or None at the end of the capture.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, Error> {
+        loop {
+            let start = self.offset;
+            let raw = match &self.format {
+                Format::Pcap { big_endian, nanos, link } => {
+                    let (big, nanos, link) = (*big_endian, *nanos, *link);
+                    let mut rec = [0u8; 16];
+                    if self.read_exact_or_eof(&mut rec)? == 0 {
+                        return Ok(None);
+                    }
+                    let (secs, frac, caplen) = (u32_of(&rec[0..4], big), u32_of(&rec[4..8], big), u32_of(&rec[8..12], big));
+                    if caplen > MAX_RECORD {
+                        return Err(Error::Corrupt { offset: start, what: "record length" });
+                    }
+                    let mut data = vec![0u8; caplen as usize];
+                    self.read_exact(&mut data)?;
+                    let ts_ns = u64::from(secs) * 1_000_000_000 + u64::from(frac) * if nanos { 1 } else { 1000 };
+                    Some((ts_ns, link, data, None))
+                }
+                Format::PcapNg { .. } => self.pcapng_block(start)?,
+            };
+            match raw {
+                None => {}
+                Some((ts_ns, link, data, way)) => {
+                    let (frame, cooked_way) = to_ethernet(link, &data);
+                    return Ok(Some(Packet { ts_ns, frame, way: way.or(cooked_way), link }));
+                }
+            }
+            if self.offset == start {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads one pcapng block; a packet for packet blocks, None for others
+    /// (and for the end of the file, where the offset does not move).
+    #[expect(clippy::type_complexity, reason = "a private tuple, named at its one use")]
+    fn pcapng_block(&mut self, start: u64) -> Result<Option<(u64, LinkType, Vec<u8>, Option<Way>)>, Error> {
+        let Format::PcapNg { big_endian, .. } = self.format else { return Ok(None) };
+        let big = big_endian;
+        let mut head = [0u8; 8];
+        if self.read_exact_or_eof(&mut head)? == 0 {
+            return Ok(None);
+        }
+        let (kind, total) = (u32_of(&head[0..4], big), u32_of(&head[4..8], big));
+        if kind == 0x0a0d_0d0a {
+            // A new section: may switch byte order; interfaces start over.
+            let order = [head[4], head[5], head[6], head[7]];
+            let mut rest_head = [0u8; 4];
+            self.read_exact(&mut rest_head)?;
+            let big = match u32::from_le_bytes(rest_head) {
+                0x1a2b_3c4d => false,
+                0x4d3c_2b1a => true,
+                _ => return Err(Error::Corrupt { offset: start, what: "bad byte-order magic" }),
+            };
+            let total = u32_of(&order, big);
+            if !(28..=MAX_RECORD).contains(&total) || total % 4 != 0 {
+                return Err(Error::Corrupt { offset: start, what: "bad section header length" });
+            }
+            let mut rest = vec![0u8; total as usize - 12];
+            self.read_exact(&mut rest)?;
+            self.format = Format::PcapNg { big_endian: big, interfaces: Vec::new() };
+            return Ok(None);
+        }
+        if !(12..=MAX_RECORD).contains(&total) || total % 4 != 0 {
+            return Err(Error::Corrupt { offset: start, what: "bad block length" });
+        }
+        let mut body = vec![0u8; total as usize - 8];
+        self.read_exact(&mut body)?;
+        let body = &body[..body.len() - 4]; // trailing length copy
+        let Format::PcapNg { interfaces, .. } = &mut self.format else { return Ok(None) };
+        match kind {
+            // Interface description: link type, and the timestamp unit.
+            1 => {
+                if body.len() < 8 {
+                    return Err(Error::Corrupt { offset: start, what: "short interface block" });
+                }
+                let code = u32::from(u16_of(&body[0..2], big));
+                let link = LinkType::from_code(code).ok_or(Error::UnsupportedLinkType(code))?;
+                let mut units_per_sec = 1_000_000u64;
+                let mut opts = &body[8..];
+                while opts.len() >= 4 {
+                    let (code, len) = (u16_of(&opts[0..2], big), usize::from(u16_of(&opts[2..4], big)));
+                    if code == 0 || opts.len() < 4 + len {
+                        break;
+                    }
+                    if code == 9 && len >= 1 {
+                        let v = opts[4];
+                        units_per_sec = if v & 0x80 == 0 { 10u64.saturating_pow(u32::from(v)) } else { 1u64 << (v & 0x7f).min(63) };
+                    }
+                    opts = &opts[4 + len.div_ceil(4) * 4..];
+                }
+                interfaces.push((link, units_per_sec.max(1)));
+                Ok(None)
+            }
+            // Enhanced packet block.
+            6 => {
+                if body.len() < 20 {
+                    return Err(Error::Corrupt { offset: start, what: "short packet block" });
+                }
+                let iface = u32_of(&body[0..4], big) as usize;
+                let &(link, units) = interfaces.get(iface).ok_or(Error::Corrupt { offset: start, what: "packet names an unknown interface" })?;
+                let ts = (u64::from(u32_of(&body[4..8], big)) << 32) | u64::from(u32_of(&body[8..12], big));
+                let caplen = u32_of(&body[12..16], big) as usize;
+                if 20 + caplen > body.len() {
+                    return Err(Error::Corrupt { offset: start, what: "packet longer than its block" });
+                }
+                let data = body[20..20 + caplen].to_vec();
+                let mut way = None;
+                let mut opts = &body[20 + caplen.div_ceil(4) * 4..];
+                while opts.len() >= 4 {
+                    let (code, len) = (u16_of(&opts[0..2], big), usize::from(u16_of(&opts[2..4], big)));
+                    if code == 0 || opts.len() < 4 + len {
+                        break;
+                    }
+                    if code == 2 && len >= 4 {
+                        way = match u32_of(&opts[4..8], big) & 0x3 {
+                            1 => Some(Way::Incoming),
+                            2 => Some(Way::Outgoing),
+                            _ => None,
+                        };
+                    }
+                    opts = &opts[4 + len.div_ceil(4) * 4..];
+                }
+                let ts_ns = (u128::from(ts) * 1_000_000_000 / u128::from(units)) as u64;
+                Ok(Some((ts_ns, link, data, way)))
+            }
+            // Simple packet block: interface 0, no timestamp.
+            3 => {
+                let &(link, _) = interfaces.first().ok_or(Error::Corrupt { offset: start, what: "packet before any interface" })?;
+                if body.len() < 4 {
+                    return Err(Error::Corrupt { offset: start, what: "short simple packet block" });
+                }
+                let len = (u32_of(&body[0..4], big) as usize).min(body.len() - 4);
+                Ok(Some((0, link, body[4..4 + len].to_vec(), None)))
+            }
+            _ => Ok(None), // statistics, name resolution, custom: not ours
+        }
+    }
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// SLL/SLL2 packet type of a packet this host sent.
+const PACKET_OUTGOING: u8 = 4;
+
+fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The captured bytes as an Ethernet frame, and the direction a cooked
+/// header records. A cooked header that is cut short yields an empty frame.
+pub fn to_ethernet(link: LinkType, data: &[u8]) -> (Vec<u8>, Option<Way>) {
+    let way = |t: u8| Some(if t == PACKET_OUTGOING { Way::Outgoing } else { Way::Incoming });
+    match link {
+        LinkType::Ethernet => (data.to_vec(), None),
+        LinkType::LinuxSll if data.len() >= 16 => {
+            (ethernet(u16::from_be_bytes([data[14], data[15]]), &data[16..]), way(data[1]))
+        }
+        LinkType::LinuxSll2 if data.len() >= 20 => {
+            (ethernet(u16::from_be_bytes([data[0], data[1]]), &data[20..]), way(data[10]))
+        }
+        LinkType::RawIp => {
+            let ethertype = if data.first().is_some_and(|b| b >> 4 == 6) { ETH_P_IPV6 } else { ETH_P_IP };
+            (ethernet(ethertype, data), None)
+        }
+        LinkType::LinuxSll | LinkType::LinuxSll2 => (Vec::new(), None),
+    }
+}

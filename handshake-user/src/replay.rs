@@ -1,0 +1,372 @@
+//! `handshake-monitor replay FILE`: every packet of a capture, in order,
+//! through the same kernel programs that run live (BPF_PROG_TEST_RUN), with
+//! the capture's timestamps as their clock. Packets a cooked or pcapng
+//! capture marks as sent by the host go through the egress program, the
+//! rest through the ingress one (tap mode).
+//!
+//! Timeouts follow the live agent: every second of capture time, handshakes
+//! older than --handshake-timeout are expired; at the end of the capture,
+//! those still open are reported as timeouts by the stage they reached.
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal as _, Write as _},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use aya::programs::{TestRun as _, TestRunOptions};
+use handshake_common::{
+    counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
+    histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
+    listener::ListenerCounters,
+    parse::{Parsed, TCP_ACK, TCP_SYN, parse_ethernet},
+};
+
+use crate::{
+    cli::{ReplayArgs, ReplayFormat},
+    exposition,
+    pcap::{Reader, Way},
+    probe::{LoadOptions, Probe},
+    scan::summarize,
+};
+
+/// BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
+const MIN_FRAME: usize = 14;
+/// The interface slot replayed packets are counted in, labelled "capture".
+const CAPTURE_SLOT: u32 = 1;
+/// Capture time between two expiry scans, as the live agent's default.
+const SCAN_EVERY_NS: u64 = 1_000_000_000;
+/// Most listener ports picked from the capture itself.
+const MAX_LISTENERS_FROM_CAPTURE: usize = 64;
+
+/// What a replay found.
+pub struct Report {
+    pub file: String,
+    pub link: Option<&'static str>,
+    pub frames: u64,
+    /// Frames shorter than an Ethernet header: not run.
+    pub too_short: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub counters: Vec<u64>,
+    pub latency: Vec<u64>,
+    pub listeners: Vec<(u16, ListenerCounters)>,
+    /// Set when the capture could not be read to its end.
+    pub error: Option<String>,
+}
+
+/// Ports that received SYNs, most first: the listeners of a capture.
+fn listeners_in(path: &Path) -> Result<Vec<u16>> {
+    let mut reader = Reader::open(path).map_err(anyhow::Error::new)?;
+    let mut syns: BTreeMap<u16, u64> = BTreeMap::new();
+    while let Ok(Some(p)) = reader.next_packet() {
+        if let Ok(Parsed::Tcp(seg)) = parse_ethernet(&p.frame[..]) {
+            if seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN && p.way != Some(Way::Outgoing) {
+                *syns.entry(seg.dst_port).or_default() += 1;
+            }
+        }
+    }
+    let mut ports: Vec<(u16, u64)> = syns.into_iter().collect();
+    ports.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(ports.into_iter().take(MAX_LISTENERS_FROM_CAPTURE).map(|(p, _)| p).collect())
+}
+
+fn lo_ifindex() -> u32 {
+    std::fs::read_to_string("/sys/class/net/lo/ifindex").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1)
+}
+
+/// Expires handshakes older than `timeout` at capture time `now_ns`
+/// (`timeout` None: all of them).
+fn expire(probe: &mut Probe, now_ns: u64, timeout: Option<Duration>) -> Result<()> {
+    let flows = probe.flows()?;
+    let expired = match timeout {
+        Some(t) => summarize(&flows, now_ns, t, &[]).1,
+        None => flows.iter().map(|(k, s)| (*k, s.syn_ns)).collect(),
+    };
+    for (key, syn_ns) in expired {
+        probe.expire(&key, syn_ns)?;
+    }
+    Ok(())
+}
+
+pub fn replay(args: &ReplayArgs) -> Result<Report> {
+    let path = args.file.as_path();
+    // Open first: an unreadable file is the most likely mistake.
+    let mut reader = Reader::open(path).map_err(anyhow::Error::new).with_context(|| format!("cannot read {}", path.display()))?;
+    crate::privileges::check()?;
+    let options = LoadOptions { flow_table_size: args.flow_table_size, clock_from_map: true, ..LoadOptions::default() };
+    let mut probe = Probe::load(&options)?;
+    // BPF_PROG_TEST_RUN runs the programs on this namespace's loopback.
+    probe.set_iface_slot(lo_ifindex(), CAPTURE_SLOT)?;
+    let ports = if args.listener_ports.is_empty() { listeners_in(path).unwrap_or_default() } else { args.listener_ports.clone() };
+    probe.track_listener_ports(&ports)?;
+
+    let mut report = Report {
+        file: path.display().to_string(),
+        link: None,
+        frames: 0,
+        too_short: 0,
+        first_ns: 0,
+        last_ns: 0,
+        counters: Vec::new(),
+        latency: Vec::new(),
+        listeners: Vec::new(),
+        error: None,
+    };
+    let progress = args.progress || (std::io::stderr().is_terminal() && reader.size > 64 << 20);
+    let mut last_progress = Instant::now();
+    let mut next_scan_ns = 0u64;
+    loop {
+        let packet = match reader.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => {
+                // Keep what was counted so far; say where it stopped.
+                report.error = Some(format!("{}: {e}", path.display()));
+                break;
+            }
+        };
+        report.link.get_or_insert(packet.link.name());
+        if report.frames == 0 {
+            report.first_ns = packet.ts_ns;
+            next_scan_ns = packet.ts_ns.saturating_add(SCAN_EVERY_NS);
+        }
+        report.frames += 1;
+        report.last_ns = report.last_ns.max(packet.ts_ns);
+        if packet.ts_ns >= next_scan_ns {
+            expire(&mut probe, packet.ts_ns, Some(args.handshake_timeout))?;
+            next_scan_ns = packet.ts_ns.saturating_add(SCAN_EVERY_NS);
+        }
+        if packet.frame.len() < MIN_FRAME {
+            report.too_short += 1;
+            continue;
+        }
+        probe.set_replay_clock(packet.ts_ns)?;
+        let options = TestRunOptions { data_in: Some(&packet.frame), ..TestRunOptions::default() };
+        if packet.way == Some(Way::Outgoing) {
+            probe.egress_program()?.test_run(options).context("running the egress program")?;
+        } else {
+            probe.ingress_program()?.test_run(options).context("running the ingress program")?;
+        }
+        if progress && last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            let pct = reader.offset() as f64 * 100.0 / reader.size.max(1) as f64;
+            eprint!("\rreplaying {}: {pct:5.1} % ({} frames)", path.display(), report.frames);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if progress {
+        eprintln!("\rreplaying {}: 100.0 % ({} frames)", path.display(), report.frames);
+    }
+    // Whatever is still open at the end of the capture timed out.
+    expire(&mut probe, u64::MAX, None)?;
+    report.counters = probe.counters()?;
+    report.latency = probe.latency()?;
+    report.listeners = probe.listeners()?;
+    Ok(report)
+}
+
+impl Report {
+    /// A counter summed over families, for one direction.
+    pub fn get(&self, direction: Direction, counter: Counter) -> u64 {
+        Family::ALL
+            .iter()
+            .map(|f| self.counters.get(counter_index(CAPTURE_SLOT, *f, direction, counter) as usize).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// A latency quantile in seconds, interpolated within its log2 bucket as
+    /// Prometheus' histogram_quantile does; None without samples.
+    pub fn quantile(&self, direction: Direction, leg: Leg, q: f64) -> Option<f64> {
+        let base = base_index(direction, leg) as usize;
+        let counts: Vec<u64> = (0..BUCKETS as usize).map(|b| self.latency.get(base + b).copied().unwrap_or(0)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut cumulative = 0u64;
+        for (b, n) in counts.iter().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            if (cumulative + n) as f64 >= rank {
+                let b = b as u32;
+                if b >= FINITE_BUCKETS {
+                    return Some(upper_bound_seconds(FINITE_BUCKETS - 1));
+                }
+                let lower = if b == 0 { 0.0 } else { upper_bound_seconds(b - 1) };
+                let upper = upper_bound_seconds(b);
+                return Some(lower + (upper - lower) * (rank - cumulative as f64) / *n as f64);
+            }
+            cumulative += n;
+        }
+        None
+    }
+
+    pub fn mean(&self, direction: Direction, leg: Leg) -> Option<f64> {
+        let base = base_index(direction, leg) as usize;
+        let total: u64 = (0..BUCKETS as usize).map(|b| self.latency.get(base + b).copied().unwrap_or(0)).sum();
+        let sum = self.latency.get(sum_index(direction, leg) as usize).copied().unwrap_or(0);
+        (total > 0).then(|| sum as f64 * 1e-9 / total as f64)
+    }
+}
+
+/// Rows of the funnel: (name in the table and JSON, counter).
+pub const FUNNEL: &[(&str, Counter)] = &[
+    ("syn_packets", Counter::SynPackets),
+    ("attempts", Counter::Attempts),
+    ("synack", Counter::SynAck),
+    ("completed", Counter::Completed),
+    ("rejected", Counter::Rejected),
+    ("aborted", Counter::Aborted),
+    ("timeouts_syn_sent", Counter::TimeoutSynSent),
+    ("timeouts_syn_received", Counter::TimeoutSynReceived),
+    ("retransmits_syn", Counter::RetransmitSyn),
+    ("retransmits_synack", Counter::RetransmitSynAck),
+    ("invalid_synack_bad_ack", Counter::InvalidSynAckAck),
+    ("invalid_synack_changed_isn", Counter::InvalidSynAckSeq),
+    ("invalid_ack_bad_seq", Counter::InvalidAckSeq),
+    ("invalid_ack_bad_ack", Counter::InvalidAckAck),
+    ("invalid_rst_out_of_window", Counter::InvalidRst),
+    ("unsolicited_synack", Counter::Unsolicited),
+    ("superseded_syn_sent", Counter::SupersededSynSent),
+    ("superseded_syn_received", Counter::SupersededSynReceived),
+    ("syn_untracked", Counter::SynUntracked),
+    ("duplicate_observations", Counter::DuplicateObservation),
+];
+
+fn parse_error_totals(r: &Report) -> Vec<(&'static str, u64)> {
+    handshake_common::parse::ParseError::ALL
+        .iter()
+        .map(|e| (e.label(), Direction::ALL.iter().map(|d| r.get(*d, e.counter())).sum()))
+        .collect()
+}
+
+fn fmt_seconds(s: Option<f64>) -> String {
+    match s {
+        None => "-".to_owned(),
+        Some(s) if s < 1e-3 => format!("{:.1}µs", s * 1e6),
+        Some(s) if s < 1.0 => format!("{:.2}ms", s * 1e3),
+        Some(s) => format!("{s:.3}s"),
+    }
+}
+
+fn json_num(s: Option<f64>) -> String {
+    s.map_or_else(|| "null".to_owned(), |v| format!("{v:e}"))
+}
+
+pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
+    let span = r.last_ns.saturating_sub(r.first_ns) as f64 / 1e9;
+    Ok(match format {
+        ReplayFormat::Table => {
+            let mut out = String::new();
+            out.push_str(&format!(
+                "capture   {} ({}), {} frames over {span:.3} s{}\n\n",
+                r.file,
+                r.link.unwrap_or("empty"),
+                r.frames,
+                if r.too_short > 0 { format!(", {} too short to run", r.too_short) } else { String::new() }
+            ));
+            out.push_str(&format!("{:<28}{:>12}{:>12}\n", "", "inbound", "outbound"));
+            for (name, c) in FUNNEL {
+                let (i, o) = (r.get(Direction::Inbound, *c), r.get(Direction::Outbound, *c));
+                if i + o > 0 || matches!(name, &"attempts" | &"synack" | &"completed" | &"rejected" | &"aborted") {
+                    out.push_str(&format!("{name:<28}{i:>12}{o:>12}\n"));
+                }
+            }
+            out.push_str("\nlatency                          p50         p90         p99        mean\n");
+            for (name, leg) in [("syn -> synack", Leg::SynToSynAck), ("synack -> ack", Leg::SynAckToAck)] {
+                for d in Direction::ALL {
+                    if r.mean(d, leg).is_none() {
+                        continue;
+                    }
+                    out.push_str(&format!(
+                        "{:<28}{:>12}{:>12}{:>12}{:>12}\n",
+                        format!("{name} ({})", d.label()),
+                        fmt_seconds(r.quantile(d, leg, 0.5)),
+                        fmt_seconds(r.quantile(d, leg, 0.9)),
+                        fmt_seconds(r.quantile(d, leg, 0.99)),
+                        fmt_seconds(r.mean(d, leg)),
+                    ));
+                }
+            }
+            let errors: Vec<_> = parse_error_totals(r).into_iter().filter(|(_, n)| *n > 0).collect();
+            if !errors.is_empty() {
+                out.push_str("\nparse errors\n");
+                for (name, n) in errors {
+                    out.push_str(&format!("  {name:<26}{n:>12}\n"));
+                }
+            }
+            out.push_str(&format!("\n{:<8}{:>10}{:>10}{:>10}{:>10}{:>10}\n", "port", "attempts", "synack", "completed", "rejected", "aborted"));
+            for (port, c) in r.listeners.iter().filter(|(_, c)| c.attempts > 0) {
+                let name = if *port == 0 { "other".to_owned() } else { port.to_string() };
+                out.push_str(&format!("{name:<8}{:>10}{:>10}{:>10}{:>10}{:>10}\n", c.attempts, c.synack, c.completed, c.rejected, c.aborted));
+            }
+            out
+        }
+        ReplayFormat::Json => {
+            let direction = |d: Direction| {
+                let fields: Vec<String> = FUNNEL.iter().map(|(n, c)| format!("\"{n}\":{}", r.get(d, *c))).collect();
+                let lat: Vec<String> = [("synack", Leg::SynToSynAck), ("ack", Leg::SynAckToAck)]
+                    .iter()
+                    .map(|(n, leg)| {
+                        format!(
+                            "\"{n}\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"mean\":{}}}",
+                            json_num(r.quantile(d, *leg, 0.5)),
+                            json_num(r.quantile(d, *leg, 0.9)),
+                            json_num(r.quantile(d, *leg, 0.99)),
+                            json_num(r.mean(d, *leg))
+                        )
+                    })
+                    .collect();
+                format!("{{{},\"latency_seconds\":{{{}}}}}", fields.join(","), lat.join(","))
+            };
+            let errors: Vec<String> = parse_error_totals(r).iter().map(|(n, v)| format!("\"{n}\":{v}")).collect();
+            let listeners: Vec<String> = r
+                .listeners
+                .iter()
+                .map(|(p, c)| {
+                    let name = if *p == 0 { "other".to_owned() } else { p.to_string() };
+                    format!(
+                        "\"{name}\":{{\"attempts\":{},\"synack\":{},\"completed\":{},\"rejected\":{},\"aborted\":{}}}",
+                        c.attempts, c.synack, c.completed, c.rejected, c.aborted
+                    )
+                })
+                .collect();
+            let file = r.file.replace('\\', "\\\\").replace('"', "\\\"");
+            format!(
+                "{{\"file\":\"{file}\",\"link_type\":{},\"frames\":{},\"too_short\":{},\"duration_seconds\":{span},\"complete\":{},\"inbound\":{},\"outbound\":{},\"parse_errors\":{{{}}},\"listeners\":{{{}}}}}\n",
+                r.link.map_or_else(|| "null".to_owned(), |l| format!("\"{l}\"")),
+                r.frames,
+                r.too_short,
+                r.error.is_none(),
+                direction(Direction::Inbound),
+                direction(Direction::Outbound),
+                errors.join(","),
+                listeners.join(",")
+            )
+        }
+        ReplayFormat::Prometheus => {
+            let labels = [(CAPTURE_SLOT, "capture".to_owned())];
+            let mut families = exposition::counter_families(&r.counters, &labels);
+            families.extend(exposition::latency_families(&r.latency));
+            families.extend(exposition::listener_families(&r.listeners, &crate::scan::Snapshot::default()));
+            families.push(exposition::build_info());
+            exposition::encode(&families)?
+        }
+    })
+}
+
+/// Runs a replay and prints its report; fails (after printing what was
+/// counted) when the capture could not be read to its end.
+pub fn run(args: &ReplayArgs) -> Result<()> {
+    let report = replay(args)?;
+    debug_assert_eq!(report.counters.len(), COUNTERS_LEN as usize);
+    print!("{}", render(&report, args.format)?);
+    match report.error {
+        Some(e) => Err(anyhow::anyhow!("{e} (counts above are up to there)")),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,294 @@
+//! `handshake-monitor replay`: captures the tests write (every case of the
+//! kernel table, each capture format) and captures tcpdump takes of real
+//! connections, where replay must agree with the live agent.
+use std::{
+    io::{BufRead as _, BufReader},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use handshake_common::counters::{Counter, Direction};
+use handshake_tests::{
+    agent::{Agent, run_to_exit},
+    capture::{Format, Record, Way, write},
+    cases::{In, InRaw, Out, Step, X, Y, ack, cases, client, client6, handshake, syn, synack},
+    netns::{SERVER_IF, SERVER_V4, Topology},
+    packet::{ACK, Packet, RST},
+};
+use handshake_user::replay::FUNNEL;
+use serde_json::Value;
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("hm-replay-{}-{name}", std::process::id()))
+}
+
+/// Steps as capture records, 1 ms apart from `start_ns`.
+fn records(steps: &[Step], start_ns: u64) -> Vec<Record> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (frame, way) = match s {
+                In(p) => (p.build(), Way::In),
+                InRaw(b) => (b.clone(), Way::In),
+                Out(p) => (p.build(), Way::Out),
+            };
+            Record { ts_ns: start_ns + i as u64 * 1_000_000, frame, way }
+        })
+        .collect()
+}
+
+fn replay_json(path: &std::path::Path, extra: &[&str]) -> (Value, std::process::Output) {
+    let file = path.to_string_lossy().into_owned();
+    let mut args = vec!["replay", file.as_str(), "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = run_to_exit(&[], &args, &[]);
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("replay printed no JSON ({e}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    (json, out)
+}
+
+fn n(json: &Value, direction: &str, key: &str) -> u64 {
+    json[direction][key].as_u64().unwrap_or_else(|| panic!("{direction}.{key} in {json}"))
+}
+
+fn key_of(counter: Counter) -> Option<&'static str> {
+    FUNNEL.iter().find(|(_, c)| *c == counter).map(|(n, _)| *n)
+}
+
+/// Every case of the kernel table, written to a pcapng capture (with
+/// directions) and replayed, gives the kernel table's counts; what the
+/// table leaves in the flow table is reported as timeouts at the end.
+#[test]
+fn every_kernel_case_replays_to_the_same_counts() {
+    let mut failures = Vec::new();
+    for (i, case) in cases().into_iter().enumerate() {
+        let path = tmp(&format!("case{i}.pcapng"));
+        write(&path, Format::PcapNg, &records(&case.steps, 1_700_000_000_000_000_000));
+        let (json, out) = replay_json(&path, &[]);
+        let _ = std::fs::remove_file(&path);
+        if !out.status.success() {
+            failures.push(format!("{}: exit {}: {}", case.name, out.status, String::from_utf8_lossy(&out.stderr)));
+            continue;
+        }
+        for (d, dname) in [(Direction::Inbound, "inbound"), (Direction::Outbound, "outbound")] {
+            for (key, counter) in FUNNEL {
+                let expected: u64 = case.expect.iter().filter(|(_, ed, c, _)| *ed == d && c == counter).map(|e| e.3).sum();
+                let got = n(&json, dname, key);
+                let is_timeout = matches!(counter, Counter::TimeoutSynSent | Counter::TimeoutSynReceived);
+                if !is_timeout && got != expected {
+                    failures.push(format!("{}: {dname}.{key} = {got}, expected {expected}", case.name));
+                }
+            }
+        }
+        let timeouts: u64 = ["inbound", "outbound"]
+            .iter()
+            .map(|d| n(&json, d, "timeouts_syn_sent") + n(&json, d, "timeouts_syn_received"))
+            .sum();
+        if timeouts != case.flows as u64 {
+            failures.push(format!("{}: {timeouts} timeouts at the end, {} flows were left open", case.name, case.flows));
+        }
+        for (_, _, counter, count) in &case.expect {
+            if let Some(reason) = counter.name().strip_prefix("parse_") {
+                let got = json["parse_errors"][reason].as_u64().unwrap_or(0);
+                if got != *count {
+                    failures.push(format!("{}: parse_errors.{reason} = {got}, expected {count}", case.name));
+                }
+            } else if key_of(*counter).is_none() && *counter != Counter::Fragments {
+                failures.push(format!("{}: {counter:?} is not in the replay report", case.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The same traffic in every capture format gives the same funnel.
+#[test]
+fn every_capture_format_reads_the_same() {
+    let c = client();
+    let mut steps = handshake(&c);
+    steps.extend(handshake(&client6()));
+    let refused = Packet::tcp(c.src, 41000, c.dst, 81);
+    steps.extend([In(syn(&refused, X)), Out(refused.reply().flags(RST | ACK).ack(X + 1))]);
+    let recs = records(&steps, 1_600_000_000_123_456_000);
+    for format in [Format::PcapEthernet, Format::PcapEthernetNanosBigEndian, Format::PcapRawIp, Format::PcapSll2, Format::PcapNg] {
+        let path = tmp(&format!("{format:?}"));
+        write(&path, format, &recs);
+        let (json, out) = replay_json(&path, &[]);
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "{format:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(json["frames"], 8, "{format:?}");
+        for (key, want) in [("attempts", 3), ("synack", 2), ("completed", 2), ("rejected", 1)] {
+            assert_eq!(n(&json, "inbound", key), want, "{format:?} {key}");
+        }
+        assert_eq!(json["listeners"]["80"]["completed"], 1, "{format:?}");
+        assert_eq!(json["listeners"]["443"]["completed"], 1, "{format:?}");
+        assert_eq!(json["listeners"]["81"]["rejected"], 1, "{format:?}");
+        assert!((json["duration_seconds"].as_f64().unwrap_or(0.0) - 0.007).abs() < 1e-9, "{format:?}: {}", json["duration_seconds"]);
+    }
+}
+
+/// The capture's clock drives latencies and timeouts: a final ACK 40 s
+/// after the SYN-ACK completes nothing with a 30 s timeout, and completes
+/// the handshake with a 60 s one.
+#[test]
+fn capture_time_drives_latency_and_timeouts() {
+    let c = client();
+    let t0 = 1_700_000_000_000_000_000u64;
+    let fast = vec![
+        Record { ts_ns: t0, frame: syn(&c, X).build(), way: Way::In },
+        Record { ts_ns: t0 + 2_000_000, frame: synack(&c, Y, X + 1).build(), way: Way::Out },
+        Record { ts_ns: t0 + 9_000_000, frame: ack(&c, X + 1, Y + 1).build(), way: Way::In },
+    ];
+    let path = tmp("latency.pcapng");
+    write(&path, Format::PcapNg, &fast);
+    let (json, _) = replay_json(&path, &[]);
+    let lat = &json["inbound"]["latency_seconds"];
+    assert!((lat["synack"]["mean"].as_f64().unwrap_or(0.0) - 0.002).abs() < 1e-12, "{lat}");
+    assert!((lat["ack"]["mean"].as_f64().unwrap_or(0.0) - 0.007).abs() < 1e-12, "{lat}");
+
+    let slow = vec![
+        Record { ts_ns: t0, frame: syn(&c, X).build(), way: Way::In },
+        Record { ts_ns: t0 + 1_000_000, frame: synack(&c, Y, X + 1).build(), way: Way::Out },
+        Record { ts_ns: t0 + 40_000_000_000, frame: ack(&c, X + 1, Y + 1).build(), way: Way::In },
+    ];
+    write(&path, Format::PcapNg, &slow);
+    let (json, _) = replay_json(&path, &[]);
+    assert_eq!((n(&json, "inbound", "completed"), n(&json, "inbound", "timeouts_syn_received")), (0, 1));
+    let (json, _) = replay_json(&path, &["--handshake-timeout", "60s"]);
+    assert_eq!((n(&json, "inbound", "completed"), n(&json, "inbound", "timeouts_syn_received")), (1, 0));
+    let _ = std::fs::remove_file(&path);
+}
+
+fn one_line(out: &std::process::Output, needle: &str) {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?}: {stderr}");
+}
+
+/// Broken input: a clear line, a non-zero exit, and for a file cut short,
+/// the counts up to the cut.
+#[test]
+fn truncated_corrupt_and_unsupported_captures() {
+    let mut steps = handshake(&client());
+    steps.extend(handshake(&client6()));
+    let bytes = handshake_tests::capture::encode(Format::PcapEthernet, &records(&steps, 1_000_000_000));
+    let path = tmp("cut.pcap");
+    // Cut in the middle of the last record: the first handshake and two
+    // segments of the second are read.
+    std::fs::write(&path, &bytes[..bytes.len() - 10]).expect("write");
+    let (json, out) = replay_json(&path, &[]);
+    one_line(&out, "truncated at byte");
+    assert_eq!(json["complete"], false);
+    assert_eq!(json["frames"], 5);
+    assert_eq!(n(&json, "inbound", "completed"), 1);
+    assert_eq!(n(&json, "inbound", "timeouts_syn_received"), 1, "the cut handshake is reported open");
+    let file = path.to_string_lossy().into_owned();
+    // An 802.11 capture.
+    let mut wifi = bytes[..24].to_vec();
+    wifi[20..24].copy_from_slice(&105u32.to_le_bytes());
+    std::fs::write(&path, &wifi).expect("write");
+    one_line(&run_to_exit(&[], &["replay", &file], &[]), "unsupported link type 105");
+    std::fs::write(&path, b"GIF89a, not a capture").expect("write");
+    one_line(&run_to_exit(&[], &["replay", &file], &[]), "not a pcap or pcapng file");
+    // A record claiming 1 GiB.
+    let mut huge = bytes[..24].to_vec();
+    huge.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0x40]);
+    std::fs::write(&path, &huge).expect("write");
+    one_line(&run_to_exit(&[], &["replay", &file], &[]), "corrupt at byte 24: record length");
+    let _ = std::fs::remove_file(&path);
+    one_line(&run_to_exit(&[], &["replay", "/nonexistent.pcap"], &[]), "cannot read /nonexistent.pcap");
+}
+
+/// --format prometheus is the live exposition's format and passes promtool.
+#[test]
+fn prometheus_format_passes_promtool() {
+    let path = tmp("prom.pcapng");
+    write(&path, Format::PcapNg, &records(&handshake(&client()), 5_000_000_000));
+    let file = path.to_string_lossy().into_owned();
+    let out = run_to_exit(&[], &["replay", &file, "--format", "prometheus"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("tcp_handshake_completed_total{direction=\"inbound\",family=\"ipv4\",iface=\"capture\"} 1\n"), "{text}");
+    std::fs::write(format!("{file}.prom"), &text).expect("write");
+    let check = Command::new("sh").arg("-c").arg(format!("promtool check metrics < {file}.prom")).status();
+    assert!(check.expect("promtool").success());
+    let _ = std::fs::remove_file(format!("{file}.prom"));
+    let table = run_to_exit(&[], &["replay", &file], &[]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("completed") && table.contains("80 "), "{table}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// tcpdump in the server namespace records real traffic while the live
+/// agent watches it; replaying the capture gives the agent's numbers.
+#[test]
+fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
+    let topo = Topology::new();
+    let pcap = tmp("live.pcap");
+    let mut tcpdump = Command::new("ip")
+        .args(["netns", "exec", &topo.server.name, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-Z", "root", "-w"])
+        .arg(&pcap)
+        .arg("tcp and not port 9437")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tcpdump (installed by cargo xtask setup)");
+    // tcpdump says "listening on" once its capture is open.
+    let mut stderr = BufReader::new(tcpdump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("tcpdump output") > 0, "tcpdump exited before capturing");
+    }
+    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--handshake-timeout", "60s"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    topo.server.spawn(move || {
+        let l = std::net::TcpListener::bind((SERVER_V4, 8080)).expect("bind");
+        tx.send(()).expect("ready");
+        for _ in 0..12 {
+            drop(l.accept().expect("accept"));
+        }
+    });
+    rx.recv().expect("ready");
+    topo.client.run(|| {
+        for _ in 0..12 {
+            drop(TcpStream::connect((SERVER_V4, 8080)).expect("connect"));
+        }
+        for _ in 0..3 {
+            assert!(TcpStream::connect((SERVER_V4, 9)).is_err());
+        }
+    });
+    let live = agent.scrape(&topo.server);
+    // Let tcpdump write what it has (its file stops growing), then SIGINT
+    // makes it close the file.
+    let mut size = 0;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = std::fs::metadata(&pcap).map_or(0, |m| m.len());
+        if now == size && now > 24 {
+            break;
+        }
+        size = now;
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
+    tcpdump.wait().expect("tcpdump exit");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("tcpdump stats");
+    let (json, out) = replay_json(&pcap, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json["link_type"], "linux_sll2", "tcpdump said: {rest}");
+    let s0 = [("iface", SERVER_IF), ("direction", "inbound")];
+    for (metric, key, want) in [
+        ("tcp_handshake_attempts_total", "attempts", 15.0),
+        ("tcp_handshake_synack_total", "synack", 12.0),
+        ("tcp_handshake_completed_total", "completed", 12.0),
+        ("tcp_handshake_rejected_total", "rejected", 3.0),
+    ] {
+        assert_eq!(live.sum(metric, &s0), want, "live {metric}");
+        assert_eq!(n(&json, "inbound", key) as f64, want, "replay {key}");
+    }
+    let _ = std::fs::remove_file(&pcap);
+}
