@@ -125,6 +125,9 @@ counters! {
     TimeoutSynSent = "timeout_syn_sent",
     /// Handshakes that expired in syn_received (no final ACK in time).
     TimeoutSynReceived = "timeout_syn_received",
+    /// Handshake segments of an attempt already counted as a timeout: the
+    /// peers' retransmissions after we gave up on it.
+    LateSegment = "late_segment",
     /// A tracked attempt in syn_sent replaced by a SYN with a new ISN (port reuse).
     SupersededSynSent = "superseded_syn_sent",
     /// A tracked attempt in syn_received replaced by a SYN with a new ISN.

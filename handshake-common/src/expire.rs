@@ -10,19 +10,30 @@
 
 use crate::flow::FlowKey;
 
+/// How long a timed-out handshake lingers as a tombstone
+/// ([`crate::flow::Stage::Expired`]) after its timeout: longer than Linux
+/// keeps retrying a SYN (127 s with tcp_syn_retries = 6, from the first
+/// SYN), so a retransmission is never taken for a new attempt.
+pub const TOMBSTONE_LINGER_NS: u64 = 130_000_000_000;
+
 /// What the agent asks of `handshake_expire`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct ExpireRequest {
     pub key: FlowKey,
-    /// The attempt to expire, by its SYN time: if the entry now holds a newer
-    /// attempt (port reuse since the scan), it is left alone.
+    /// The attempt to act on, by its SYN time: if the entry now holds a
+    /// newer attempt (port reuse since the scan), it is left alone.
     pub syn_ns: u64,
+    /// 0: expire a handshake in progress (count the timeout, leave a
+    /// tombstone); 1: forget a tombstone.
+    pub forget: u8,
+    pub _pad: [u8; 7],
 }
 
-/// `handshake_expire`'s return value: the entry was freed and counted.
+/// `handshake_expire`'s return value: done (expired and counted, or forgotten).
 pub const EXPIRED: u32 = 1;
-/// `handshake_expire`'s return value: gone already, or a newer attempt.
+/// `handshake_expire`'s return value: nothing to do (gone, a newer attempt,
+/// or not in the stage the request expects).
 pub const NOT_EXPIRED: u32 = 0;
 
 impl ExpireRequest {

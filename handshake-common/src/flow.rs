@@ -40,6 +40,10 @@ pub enum Stage {
     SynSent = 1,
     /// Valid SYN-ACK seen, waiting for the final ACK.
     SynReceived = 2,
+    /// Timed out and counted: a tombstone, kept a while so that the peers'
+    /// late retransmissions are recognised as such (not as new attempts or
+    /// backscatter), then forgotten by the agent.
+    Expired = 3,
 }
 
 impl Stage {
@@ -47,6 +51,7 @@ impl Stage {
         match v {
             1 => Some(Self::SynSent),
             2 => Some(Self::SynReceived),
+            3 => Some(Self::Expired),
             _ => None,
         }
     }
@@ -55,6 +60,7 @@ impl Stage {
         match self {
             Self::SynSent => "syn_sent",
             Self::SynReceived => "syn_received",
+            Self::Expired => "expired",
         }
     }
 }

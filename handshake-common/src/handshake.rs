@@ -53,6 +53,9 @@ pub enum SynDecision {
     /// A new ISN on a live key (port reuse): the old attempt, at this stage,
     /// is given up and a new one starts.
     Supersede(Stage),
+    /// The same ISN as an attempt already counted as a timeout: the client
+    /// is still retrying it.
+    Late,
 }
 
 #[inline(always)]
@@ -63,6 +66,10 @@ pub fn on_syn(existing: Option<&FlowState>, isn: u32, hook: Hook) -> SynDecision
     let Some(stage) = Stage::from_u8(state.stage) else {
         return SynDecision::NewAttempt;
     };
+    if stage == Stage::Expired {
+        // A new ISN on a tombstone starts afresh; the old attempt is counted.
+        return if state.client_isn == isn { SynDecision::Late } else { SynDecision::NewAttempt };
+    }
     if state.client_isn != isn {
         SynDecision::Supersede(stage)
     } else if state.syn_hook == hook {
@@ -83,6 +90,8 @@ pub enum SynAckDecision {
     InvalidAck,
     /// A second SYN-ACK with another server ISN.
     InvalidSeq,
+    /// For an attempt already counted as a timeout.
+    Late,
 }
 
 /// Whether `ack` acknowledges the SYN: x+1, or x+1+len when the SYN carried
@@ -95,6 +104,9 @@ pub const fn acks_syn(state: &FlowState, ack: u32) -> bool {
 
 #[inline(always)]
 pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook) -> SynAckDecision {
+    if state.stage == Stage::Expired as u8 {
+        return SynAckDecision::Late;
+    }
     if !acks_syn(state, ack) {
         return SynAckDecision::InvalidAck;
     }
@@ -144,6 +156,8 @@ pub enum RstDecision {
     Aborted,
     /// Sequence numbers that the peer's TCP would not accept.
     Invalid,
+    /// For an attempt already counted as a timeout.
+    Late,
 }
 
 /// A RST is judged the way the receiving TCP would (RFC 9293 3.10.7): in
@@ -151,6 +165,9 @@ pub enum RstDecision {
 /// its sequence number must be the next one expected from its sender.
 #[inline(always)]
 pub fn on_rst(state: &FlowState, from_initiator: bool, seq: u32, ack: u32, flags: u8) -> RstDecision {
+    if state.stage == Stage::Expired as u8 {
+        return RstDecision::Late;
+    }
     let syn_received = state.stage == Stage::SynReceived as u8;
     if from_initiator {
         // The client's next sequence number is x+1 (after Fast Open data,

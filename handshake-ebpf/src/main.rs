@@ -69,22 +69,34 @@ pub fn handshake_egress(ctx: TcContext) -> i32 {
 }
 
 /// Never attached. The agent runs it with BPF_PROG_TEST_RUN, the "packet"
-/// being an `ExpireRequest`, to free one handshake that timed out and count
-/// it, all inside the kernel (see `handshake_common::expire`).
+/// being an `ExpireRequest`: to expire one handshake that timed out (count
+/// it, leave a tombstone) or to forget a tombstone, all inside the kernel
+/// (see `handshake_common::expire`).
 #[xdp]
 pub fn handshake_expire(ctx: XdpContext) -> u32 {
     let frame = Frame { start: ctx.data(), end: ctx.data_end() };
     let Some(request) = frame.read::<ExpireRequest>(0) else {
         return NOT_EXPIRED;
     };
-    // SAFETY: copied out at once.
-    let Some(state) = (unsafe { FLOWS.get(&request.key) }).copied() else {
+    let Some(ptr) = FLOWS.get_ptr_mut(&request.key) else {
         return NOT_EXPIRED;
     };
-    if state.syn_ns != request.syn_ns || !remove_flow(&request.key) {
+    // SAFETY: a live map value; only the agent runs this program, one
+    // request at a time.
+    let state = unsafe { &mut *ptr };
+    if state.syn_ns != request.syn_ns {
         return NOT_EXPIRED;
     }
-    let counter = if state.stage == Stage::SynReceived as u8 {
+    let expired = state.stage == Stage::Expired as u8;
+    if request.forget != 0 {
+        return if expired && remove_flow(&request.key) { EXPIRED } else { NOT_EXPIRED };
+    }
+    if expired {
+        return NOT_EXPIRED;
+    }
+    let was_received = state.stage == Stage::SynReceived as u8;
+    state.stage = Stage::Expired as u8;
+    let counter = if was_received {
         pending_leave(&request.key);
         Counter::TimeoutSynReceived
     } else {
@@ -153,13 +165,22 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     match decision {
         SynDecision::Retransmit => count(slot, seg.family, direction, Counter::RetransmitSyn),
         SynDecision::Duplicate => count(slot, seg.family, direction, Counter::DuplicateObservation),
+        SynDecision::Late => {
+            let old = existing.map_or(slot, |s| u32::from(s.iface_slot));
+            count(old, seg.family, direction, Counter::LateSegment);
+        }
         SynDecision::NewAttempt | SynDecision::Supersede(_) => {
             if let (SynDecision::Supersede(stage), Some(old)) = (decision, existing) {
+                // (on_syn never supersedes a tombstone: a new ISN on one is a
+                // plain new attempt.)
                 let superseded = match stage {
-                    Stage::SynSent => Counter::SupersededSynSent,
-                    Stage::SynReceived => Counter::SupersededSynReceived,
+                    Stage::SynSent => Some(Counter::SupersededSynSent),
+                    Stage::SynReceived => Some(Counter::SupersededSynReceived),
+                    Stage::Expired => None,
                 };
-                count(u32::from(old.iface_slot), seg.family, Direction::from_u8(old.direction), superseded);
+                if let Some(counter) = superseded {
+                    count(u32::from(old.iface_slot), seg.family, Direction::from_u8(old.direction), counter);
+                }
                 if stage == Stage::SynReceived {
                     pending_leave(&key);
                 }
@@ -216,6 +237,7 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
         SynAckDecision::Duplicate => count(flow_slot, seg.family, direction, Counter::DuplicateObservation),
         SynAckDecision::InvalidAck => count(flow_slot, seg.family, direction, Counter::InvalidSynAckAck),
         SynAckDecision::InvalidSeq => count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq),
+        SynAckDecision::Late => count(flow_slot, seg.family, direction, Counter::LateSegment),
     }
 }
 
@@ -274,6 +296,10 @@ fn on_rst_segment(seg: &TcpSegment) {
         RstDecision::Aborted => (Counter::Aborted, Funnel::Aborted),
         RstDecision::Invalid => {
             count(flow_slot, seg.family, direction, Counter::InvalidRst);
+            return;
+        }
+        RstDecision::Late => {
+            count(flow_slot, seg.family, direction, Counter::LateSegment);
             return;
         }
     };

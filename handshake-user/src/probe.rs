@@ -223,10 +223,21 @@ impl Probe {
         Ok(map_data(&self.ebpf, map_names::FLOWS)?.info()?.max_entries())
     }
 
-    /// Frees the handshake `key` if it still holds the attempt started at
-    /// `syn_ns`, counting it as a timeout; true if it did.
+    /// Counts the handshake `key` as a timeout and leaves a tombstone, if it
+    /// still holds the attempt started at `syn_ns` and is in progress; true
+    /// if it did.
     pub fn expire(&mut self, key: &FlowKey, syn_ns: u64) -> Result<bool> {
-        let request = ExpireRequest { key: *key, syn_ns }.to_bytes();
+        self.run_expire(ExpireRequest { key: *key, syn_ns, ..ExpireRequest::default() })
+    }
+
+    /// Deletes the tombstone `key` (of the attempt started at `syn_ns`);
+    /// true if it did.
+    pub fn forget(&mut self, key: &FlowKey, syn_ns: u64) -> Result<bool> {
+        self.run_expire(ExpireRequest { key: *key, syn_ns, forget: 1, ..ExpireRequest::default() })
+    }
+
+    fn run_expire(&mut self, request: ExpireRequest) -> Result<bool> {
+        let request = request.to_bytes();
         let options = TestRunOptions { data_in: Some(&request), ..TestRunOptions::default() };
         let result = program::<Xdp>(&mut self.ebpf, EXPIRE)?.test_run(options).context("running the expire program")?;
         Ok(result.return_value == EXPIRED)

@@ -19,6 +19,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use handshake_common::{
     counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
     histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
+    flow::Stage,
     listener::ListenerCounters,
     parse::{Parsed, TCP_ACK, TCP_SYN, parse_ethernet},
 };
@@ -76,16 +77,23 @@ fn lo_ifindex() -> u32 {
     std::fs::read_to_string("/sys/class/net/lo/ifindex").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1)
 }
 
-/// Expires handshakes older than `timeout` at capture time `now_ns`
-/// (`timeout` None: all of them).
+/// Expires handshakes older than `timeout` at capture time `now_ns`, and
+/// forgets old tombstones, as the live agent's scan does; with `timeout`
+/// None, expires every handshake still in progress (the end of a capture).
 fn expire(probe: &mut Probe, now_ns: u64, timeout: Option<Duration>) -> Result<()> {
     let flows = probe.flows()?;
-    let expired = match timeout {
+    let chores = match timeout {
         Some(t) => summarize(&flows, now_ns, t, &[]).1,
-        None => flows.iter().map(|(k, s)| (*k, s.syn_ns)).collect(),
+        None => crate::scan::Chores {
+            expire: flows.iter().filter(|(_, s)| s.stage != Stage::Expired as u8).map(|(k, s)| (*k, s.syn_ns)).collect(),
+            forget: Vec::new(),
+        },
     };
-    for (key, syn_ns) in expired {
+    for (key, syn_ns) in chores.expire {
         probe.expire(&key, syn_ns)?;
+    }
+    for (key, syn_ns) in chores.forget {
+        probe.forget(&key, syn_ns)?;
     }
     Ok(())
 }
@@ -231,6 +239,7 @@ pub const FUNNEL: &[(&str, Counter)] = &[
     ("invalid_ack_bad_ack", Counter::InvalidAckAck),
     ("invalid_rst_out_of_window", Counter::InvalidRst),
     ("unsolicited_synack", Counter::Unsolicited),
+    ("late_segments", Counter::LateSegment),
     ("superseded_syn_sent", Counter::SupersededSynSent),
     ("superseded_syn_received", Counter::SupersededSynReceived),
     ("syn_untracked", Counter::SynUntracked),

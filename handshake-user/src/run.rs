@@ -210,15 +210,19 @@ fn scan_once(shared: &SharedRef, settings: &ScanSettings, window: &mut RatioWind
         let s = lock(shared)?;
         (s.probe.flows()?, s.tracked_ports.clone())
     };
-    let (mut snap, expired) = summarize(&flows, monotonic_ns(), settings.timeout, &tracked);
+    let (mut snap, chores) = summarize(&flows, monotonic_ns(), settings.timeout, &tracked);
     let (counters, labels) = {
         let mut s = lock(shared)?;
-        for (key, syn_ns) in &expired {
+        for (key, syn_ns) in &chores.expire {
             if s.probe.expire(key, *syn_ns)? {
                 snap.expired += 1;
             }
         }
-        snap.entries -= snap.expired;
+        for (key, syn_ns) in &chores.forget {
+            if s.probe.forget(key, *syn_ns)? {
+                snap.entries -= 1;
+            }
+        }
         snap.capacity = s.probe.flow_table_capacity()?;
         (s.probe.counters()?, s.attachments.labels())
     };

@@ -10,6 +10,7 @@ use std::{
 
 use handshake_common::{
     counters::{Counter, Direction, Family, IFACE_SLOTS, counter_index},
+    expire::TOMBSTONE_LINGER_NS,
     flow::{FlowKey, FlowState, Stage},
     listener::OTHER_PORT,
 };
@@ -70,21 +71,32 @@ fn top<K: Clone + Ord>(counts: HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
     v
 }
 
-/// Splits a table read into the live half-open picture and the entries to
-/// expire (oldest first, at most [`MAX_EXPIRE_PER_SCAN`]).
-pub fn summarize(
-    flows: &[(FlowKey, FlowState)],
-    now_ns: u64,
-    timeout: Duration,
-    tracked_ports: &[u16],
-) -> (Snapshot, Vec<(FlowKey, u64)>) {
+/// What a scan found to do: handshakes to expire (oldest first) and
+/// tombstones to forget, each at most [`MAX_EXPIRE_PER_SCAN`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Chores {
+    pub expire: Vec<(FlowKey, u64)>,
+    pub forget: Vec<(FlowKey, u64)>,
+}
+
+/// Splits a table read into the live half-open picture and the chores.
+/// Tombstones (timed out, kept for late retransmissions) are not half-open;
+/// they are forgotten once [`TOMBSTONE_LINGER_NS`] past their timeout.
+pub fn summarize(flows: &[(FlowKey, FlowState)], now_ns: u64, timeout: Duration, tracked_ports: &[u16]) -> (Snapshot, Chores) {
     let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
     let mut snap = Snapshot { entries: flows.len() as u64, ..Snapshot::default() };
     let mut expired = Vec::new();
+    let mut chores = Chores::default();
     let mut ports: HashMap<u16, u64> = HashMap::new();
     let mut sources: HashMap<String, u64> = HashMap::new();
     for (key, state) in flows {
         let age = now_ns.saturating_sub(state.syn_ns);
+        if state.stage == Stage::Expired as u8 {
+            if age >= timeout_ns.saturating_add(TOMBSTONE_LINGER_NS) && chores.forget.len() < MAX_EXPIRE_PER_SCAN {
+                chores.forget.push((*key, state.syn_ns));
+            }
+            continue;
+        }
         if age >= timeout_ns {
             expired.push((*key, state.syn_ns, age));
             continue;
@@ -106,7 +118,8 @@ pub fn summarize(
     snap.top_sources = top(sources, 5);
     expired.sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
     expired.truncate(MAX_EXPIRE_PER_SCAN);
-    (snap, expired.into_iter().map(|(k, t, _)| (k, t)).collect())
+    chores.expire = expired.into_iter().map(|(k, t, _)| (k, t)).collect();
+    (snap, chores)
 }
 
 /// Counter samples over the ratio window.
@@ -187,10 +200,14 @@ mod tests {
             flow([10, 0, 0, 1], 80, Stage::SynSent, 95 * s),
             flow([10, 0, 0, 2], 80, Stage::SynReceived, 90 * s),
             flow([10, 0, 1, 3], 22, Stage::SynSent, 50 * s), // 50 s old: expired
+            flow([10, 0, 1, 4], 22, Stage::Expired, 40 * s), // a tombstone, lingering
         ];
-        let (snap, expired) = summarize(&flows, 100 * s, Duration::from_secs(30), &[80]);
-        assert_eq!(expired, vec![(flows[2].0, 50 * s)]);
-        assert_eq!(snap.entries, 3);
+        let (snap, chores) = summarize(&flows, 100 * s, Duration::from_secs(30), &[80]);
+        assert_eq!(chores, Chores { expire: vec![(flows[2].0, 50 * s)], forget: vec![] });
+        assert_eq!(snap.entries, 4);
+        // 30 s timeout + 130 s linger after its SYN, the tombstone goes.
+        let (_, chores) = summarize(&flows, 200 * s, Duration::from_secs(30), &[80]);
+        assert_eq!(chores.forget, vec![(flows[3].0, 40 * s)]);
         assert_eq!(snap.half_open.get(&(2, 0, 0, Stage::SynSent as u8)), Some(&1));
         assert_eq!(snap.half_open.get(&(2, 0, 0, Stage::SynReceived as u8)), Some(&1));
         assert_eq!(snap.oldest_seconds, [5.0, 10.0]);

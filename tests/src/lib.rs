@@ -11,4 +11,5 @@ pub mod cases;
 pub mod metrics;
 pub mod netns;
 pub mod packet;
+pub mod prometheus;
 pub mod tester;

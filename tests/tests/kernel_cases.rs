@@ -281,11 +281,14 @@ fn real_clients_survive_a_random_source_flood() {
     assert_eq!(completed, 0, "with no budget the flood evicts the real clients' entries");
 }
 
-/// The agent's timeout path: handshakes stuck in each stage are freed and
-/// counted by stage, the pending filter drops back, and a request naming an
-/// older attempt than the one in the table changes nothing.
+/// The agent's timeout path: handshakes stuck in each stage are counted by
+/// stage and become tombstones, the pending filter drops back, and a request
+/// naming another attempt than the one in the table changes nothing. The
+/// peers' late retransmissions then count as late segments, not as new
+/// attempts or backscatter; a new ISN starts a new attempt; forgetting
+/// removes the tombstone.
 #[test]
-fn expire_frees_and_counts_by_stage() {
+fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     let mut tester = Tester::new();
     let stuck_syn = Packet::tcp(v4(1), 1111, v4(2), 80);
     let stuck_synack = Packet::tcp(v4(1), 2222, v4(2), 80);
@@ -295,17 +298,43 @@ fn expire_frees_and_counts_by_stage() {
     assert_eq!(tester.probe().pending_total().expect("pending"), 1);
     for (key, state) in &flows {
         assert!(!tester.expire(key, state.syn_ns + 1), "another attempt's time: left alone");
+        assert!(!tester.probe().forget(key, state.syn_ns).expect("forget"), "not a tombstone yet");
     }
-    assert_eq!(tester.flows().len(), 2);
     for (key, state) in &flows {
         assert!(tester.expire(key, state.syn_ns));
-        assert!(!tester.expire(key, state.syn_ns), "already gone");
+        assert!(!tester.expire(key, state.syn_ns), "counted once");
     }
     let counters = tester.counters();
     assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynSent), 1);
     assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynReceived), 1);
-    assert!(tester.flows().is_empty());
     assert_eq!(tester.probe().pending_total().expect("pending"), 0);
+    assert!(tester.flows().iter().all(|(_, s)| s.stage == Stage::Expired as u8), "two tombstones");
+    // The client retries its SYN, the server its SYN-ACK, a RST arrives:
+    // late, all of them. The final ACK finds nothing to complete.
+    run(
+        &mut tester,
+        &[
+            In(syn(&stuck_syn, X)),
+            Out(synack(&stuck_synack, Y, X + 1)),
+            In(ack(&stuck_synack, X + 1, Y + 1)),
+            In(stuck_syn.clone().flags(RST).seq(X + 1)),
+        ],
+    )
+    .expect("run");
+    let counters = tester.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::LateSegment), 3, "{:?}", counters.nonzero());
+    assert_eq!(counters.get(V4, INBOUND, C::Attempts), 2, "no new attempt");
+    assert_eq!(counters.get(V4, INBOUND, C::Completed), 0);
+    assert_eq!(counters.get(V4, INBOUND, C::Unsolicited) + counters.get(V4, Direction::Outbound, C::Unsolicited), 0);
+    // Port reuse after the timeout: a new attempt, not charged to the budget.
+    let x2 = X + 500_000;
+    run(&mut tester, &[In(syn(&stuck_syn, x2)), Out(synack(&stuck_syn, Y, x2 + 1)), In(ack(&stuck_syn, x2 + 1, Y + 1))]).expect("run");
+    assert_eq!(tester.counters().get(V4, INBOUND, C::Attempts), 3);
+    assert_eq!(tester.counters().get(V4, INBOUND, C::Completed), 1);
+    // Forgetting the remaining tombstone empties the table.
+    let (key, state) = tester.flows()[0];
+    assert!(tester.probe().forget(&key, state.syn_ns).expect("forget"));
+    assert!(tester.flows().is_empty());
 }
 
 /// The batched flow-table read the agent uses agrees with a one-by-one walk,

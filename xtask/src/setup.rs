@@ -22,6 +22,10 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/setpriv"),
     // tcpdump: replay must agree with the live agent on a real capture.
     ("tcpdump", "/usr/bin/tcpdump"),
+    // hping3: the random-source SYN flood of the end-to-end scenario.
+    ("hping3", "/usr/sbin/hping3"),
+    // nft: the scenario's clients whose final ACKs are dropped.
+    ("nftables", "/usr/sbin/nft"),
 ];
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

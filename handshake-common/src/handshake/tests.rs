@@ -2,7 +2,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::parse::{TCP_FIN, TCP_PSH};
+use crate::parse::{TCP_FIN, TCP_PSH, TCP_RST};
 
 const INGRESS: Hook = Hook::new(2, false);
 const EGRESS: Hook = Hook::new(2, true);
@@ -126,4 +126,19 @@ proptest! {
         let d = on_syn(Some(&s), x, Hook::new(ifindex, egress));
         prop_assert!(matches!(d, SynDecision::Retransmit | SynDecision::Duplicate));
     }
+}
+
+fn expired(x: u32, y: u32) -> FlowState {
+    FlowState { stage: Stage::Expired as u8, ..syn_received(x, y) }
+}
+
+#[test]
+fn tombstones_make_late_segments_late() {
+    let t = expired(10, 20);
+    assert_eq!(on_syn(Some(&t), 10, INGRESS), SynDecision::Late, "the client still retrying");
+    assert_eq!(on_syn(Some(&t), 99, INGRESS), SynDecision::NewAttempt, "port reuse after a timeout");
+    assert_eq!(on_synack(&t, 20, 11, EGRESS), SynAckDecision::Late, "the server still retrying");
+    assert_eq!(on_ack(&t, 11, 21), AckDecision::Ignore, "too late to complete");
+    assert_eq!(on_rst(&t, true, 11, 0, TCP_RST), RstDecision::Late);
+    assert_eq!(on_rst(&t, false, 21, 0, TCP_RST), RstDecision::Late);
 }
