@@ -8,7 +8,10 @@ use std::{
     process::{Command, Stdio},
 };
 
-use handshake_common::counters::{Counter, Direction};
+use handshake_common::{
+    counters::{Counter, Direction},
+    parse::{Parsed, TCP_ACK, TCP_RST, TCP_SYN, parse_ethernet},
+};
 use handshake_tests::{
     agent::{Agent, run_to_exit},
     capture::{Format, Record, Way, write},
@@ -228,7 +231,7 @@ fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
     let topo = Topology::new();
     let pcap = tmp("live.pcap");
     let mut tcpdump = Command::new("ip")
-        .args(["netns", "exec", &topo.server.name, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-Z", "root", "-w"])
+        .args(["netns", "exec", &topo.server.name, "tcpdump", "-i", "any", "-U", "-Z", "root", "-w"])
         .arg(&pcap)
         .arg("tcp and not port 9437")
         .stderr(Stdio::piped())
@@ -261,13 +264,25 @@ fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
         }
     });
     let live = agent.scrape(&topo.server);
-    // Let tcpdump write what it has (its file stops growing), then SIGINT
-    // makes it close the file.
+    // tcpdump may lag behind under load: stop it only once the capture
+    // holds every SYN and RST sent, and has stopped growing.
+    let counts = |path: &std::path::Path| {
+        let (mut syns, mut rsts) = (0, 0);
+        if let Ok(mut reader) = handshake_user::pcap::Reader::open(path) {
+            while let Ok(Some(p)) = reader.next_packet() {
+                if let Ok(Parsed::Tcp(seg)) = parse_ethernet(&p.frame[..]) {
+                    syns += usize::from(seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN);
+                    rsts += usize::from(seg.flags & TCP_RST != 0);
+                }
+            }
+        }
+        (syns, rsts)
+    };
     let mut size = 0;
-    for _ in 0..50 {
+    for _ in 0..100 {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let now = std::fs::metadata(&pcap).map_or(0, |m| m.len());
-        if now == size && now > 24 {
+        if now == size && counts(&pcap) == (15, 3) {
             break;
         }
         size = now;
