@@ -26,6 +26,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("hping3", "/usr/sbin/hping3"),
     // nft: the scenario's clients whose final ACKs are dropped.
     ("nftables", "/usr/sbin/nft"),
+    // systemd-analyze: the systemd unit is verified with it.
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -42,7 +44,18 @@ pub fn ensure() -> Result<()> {
         apt_install(&missing)?;
     }
     ensure_bpf_linker()?;
+    ensure_kubernetes_validate()?;
     Ok(())
+}
+
+/// kubernetes-validate (PyPI): the DaemonSet is checked against the
+/// Kubernetes schema it ships, offline.
+fn ensure_kubernetes_validate() -> Result<()> {
+    if quiet(Command::new("python3").args(["-m", "kubernetes_validate", "--version"])) {
+        return Ok(());
+    }
+    say("installing kubernetes-validate (PyPI)");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]), "pip install kubernetes-validate")
 }
 
 fn is_root() -> bool {
