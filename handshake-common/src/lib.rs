@@ -39,6 +39,9 @@ pub mod program_names {
     /// Never attached: run by the agent with BPF_PROG_TEST_RUN to expire one
     /// handshake (see [`crate::expire`]).
     pub const EXPIRE: &str = "handshake_expire";
+    /// Empty programs, the benchmarks' baselines; never attached by the agent.
+    pub const BASELINE_XDP: &str = "baseline_xdp";
+    pub const BASELINE_TC: &str = "baseline_tc";
 }
 
 /// Names of the load-time constants in the object.

@@ -68,6 +68,19 @@ pub fn handshake_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// An empty XDP program: what the benchmarks measure ours against, in the
+/// same run (`cargo xtask bench`). Never attached by the agent.
+#[xdp]
+pub fn baseline_xdp(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The egress program's baseline, as [`baseline_xdp`].
+#[classifier]
+pub fn baseline_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
 /// Never attached. The agent runs it with BPF_PROG_TEST_RUN, the "packet"
 /// being an `ExpireRequest`: to expire one handshake that timed out (count
 /// it, leave a tombstone) or to forget a tombstone, all inside the kernel

@@ -41,6 +41,7 @@ pub fn check(args: &CheckArgs) -> Result<bool> {
             "loopback: XDP in generic (skb) mode, sees every local packet once; no egress program needed".to_owned()
         } else {
             match driver.as_deref() {
+                Some("veth") => "driver veth: XDP in generic (skb) mode, cheaper than native for a host's own traffic; TC egress".to_owned(),
                 Some(d) if NATIVE_XDP_DRIVERS.contains(&d) => format!("driver {d}: native XDP expected; TC egress"),
                 Some(d) => format!("driver {d}: XDP in generic (skb) mode (slower, still exact); TC egress"),
                 None => "virtual: XDP in generic (skb) mode unless it is a veth; TC egress".to_owned(),

@@ -55,10 +55,56 @@ pub fn existing(names: &[String]) -> Result<Vec<Interface>> {
     Ok(all()?.into_iter().map(|(i, _)| i).filter(|i| names.contains(&i.name)).collect())
 }
 
-/// The driver behind an interface, or None for virtual ones without one.
+/// The driver behind an interface, as `ethtool -i` names it (`veth`,
+/// `virtio_net`, `mlx5_core`, ...): the ETHTOOL_GDRVINFO ioctl, which virtual
+/// devices answer too. None if the device does not say.
 pub fn driver(name: &str) -> Option<String> {
-    let link = fs::read_link(Path::new("/sys/class/net").join(name).join("device/driver")).ok()?;
-    Some(link.file_name()?.to_string_lossy().into_owned())
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut DrvInfo,
+        _pad: [u8; 16],
+    }
+    if name.len() >= 16 {
+        return None;
+    }
+    // SAFETY: a zeroed plain-data struct; the ioctl writes at most its size,
+    // and every pointer passed lives across the call.
+    unsafe {
+        let mut info: DrvInfo = std::mem::zeroed();
+        info.cmd = ETHTOOL_GDRVINFO;
+        let mut req = IfReq { name: [0; 16], data: &mut info, _pad: [0; 16] };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(fd, SIOCETHTOOL as _, &mut req);
+        libc::close(fd);
+        if rc != 0 {
+            return None;
+        }
+        let end = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+        let driver = String::from_utf8_lossy(&info.driver[..end]).into_owned();
+        (!driver.is_empty()).then_some(driver)
+    }
 }
 
 /// Every interface, up or not.

@@ -122,8 +122,12 @@ impl Probe {
     /// dropped, unless pinned.
     pub fn attach_ingress(&mut self, iface: &Interface, mode: cli::XdpMode) -> Result<XdpLink> {
         let mode = match mode {
-            // Flags 0: the kernel picks native where the driver has it,
-            // generic otherwise (e.g. on lo).
+            // veth has native XDP, but for the traffic a host sends through
+            // it (skbs, not redirected frames) every packet must be turned
+            // into an XDP buffer: generic mode is cheaper there (B3 in
+            // BENCHMARKS.md). Elsewhere flags 0: the kernel picks native
+            // where the driver has it, generic otherwise (e.g. on lo).
+            cli::XdpMode::Auto if crate::interfaces::driver(&iface.name).as_deref() == Some("veth") => XdpMode::Skb,
             cli::XdpMode::Auto => XdpMode::Default,
             cli::XdpMode::Driver => XdpMode::Driver,
             cli::XdpMode::Skb => XdpMode::Skb,
@@ -321,6 +325,29 @@ impl Probe {
             total = total.wrapping_add(u64::from_ne_bytes(v.try_into().unwrap_or_default()));
         })?;
         Ok(total)
+    }
+
+    /// The empty baseline XDP program (loaded on first use), for benchmarks.
+    pub fn baseline_xdp(&mut self) -> Result<&mut Xdp> {
+        let xdp = program::<Xdp>(&mut self.ebpf, handshake_common::program_names::BASELINE_XDP)?;
+        if xdp.fd().is_err() {
+            xdp.load()?;
+        }
+        Ok(xdp)
+    }
+
+    /// The empty baseline TC program (loaded on first use), for benchmarks.
+    pub fn baseline_tc(&mut self) -> Result<&mut SchedClassifier> {
+        let tc = program::<SchedClassifier>(&mut self.ebpf, handshake_common::program_names::BASELINE_TC)?;
+        if tc.fd().is_err() {
+            tc.load()?;
+        }
+        Ok(tc)
+    }
+
+    /// Mutable access to the object, for tools (benchmarks fill maps).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// The ingress program, e.g. to drive it with BPF_PROG_TEST_RUN.

@@ -85,16 +85,38 @@ pub struct Topology {
 
 impl Topology {
     pub fn new() -> Self {
+        Self::build(true)
+    }
+
+    /// IPv4 only, IPv6 off before the link comes up: no router
+    /// solicitations or MLD reports, so every frame on the wire is one the
+    /// test sent.
+    pub fn ipv4_only() -> Self {
+        Self::build(false)
+    }
+
+    fn build(v6: bool) -> Self {
         let client = Netns::new("client");
         let server = Netns::new("server");
+        if !v6 {
+            for ns in [&client, &server] {
+                for conf in ["all", "default"] {
+                    let key = format!("net.ipv6.conf.{conf}.disable_ipv6=1");
+                    let ok = Command::new("ip").args(["netns", "exec", &ns.name, "sysctl", "-qw", &key]).status().is_ok_and(|s| s.success());
+                    assert!(ok, "sysctl {key}");
+                }
+            }
+        }
         // Created directly inside the namespaces: the names never exist in
         // the root namespace, so parallel tests cannot collide.
         ip(&["link", "add", CLIENT_IF, "netns", &client.name, "type", "veth", "peer", "name", SERVER_IF, "netns", &server.name])
             .expect("create veth pair");
-        for (ns, dev, v4, v6) in [(&client, CLIENT_IF, CLIENT_V4, CLIENT_V6), (&server, SERVER_IF, SERVER_V4, SERVER_V6)] {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]).expect("add IPv4 address");
-            // nodad: usable at once, no 2 s wait for duplicate detection.
-            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]).expect("add IPv6 address");
+        for (ns, dev, addr4, addr6) in [(&client, CLIENT_IF, CLIENT_V4, CLIENT_V6), (&server, SERVER_IF, SERVER_V4, SERVER_V6)] {
+            ns.ip(&["addr", "add", &format!("{addr4}/24"), "dev", dev]).expect("add IPv4 address");
+            if v6 {
+                // nodad: usable at once, no 2 s wait for duplicate detection.
+                ns.ip(&["addr", "add", &format!("{addr6}/64"), "dev", dev, "nodad"]).expect("add IPv6 address");
+            }
             ns.ip(&["link", "set", dev, "up"]).expect("link up");
         }
         Self { client, server }
@@ -121,6 +143,17 @@ impl Topology {
     pub fn inject_from_client(&self, frames: Vec<Vec<u8>>) {
         let dst = Self::mac(&self.server, SERVER_IF);
         let src = Self::mac(&self.client, CLIENT_IF);
+        self.inject(frames, Some((dst, src)));
+    }
+
+    /// As [`Topology::inject_from_client`], with the frames' own MAC
+    /// addresses left as they are.
+    pub fn inject_from_client_as_is(&self, frames: Vec<Vec<u8>>) {
+        self.inject(frames, None);
+    }
+
+    fn inject(&self, frames: Vec<Vec<u8>>, macs: Option<([u8; 6], [u8; 6])>) {
+        let dst = macs.map_or([0; 6], |m| m.0);
         self.client.run(move || {
             let ifname = std::ffi::CString::new(CLIENT_IF).expect("name");
             // SAFETY: plain socket calls with valid buffers and lengths.
@@ -135,8 +168,10 @@ impl Topology {
                 addr.sll_halen = 6;
                 addr.sll_addr[..6].copy_from_slice(&dst);
                 for mut frame in frames {
-                    frame[0..6].copy_from_slice(&dst);
-                    frame[6..12].copy_from_slice(&src);
+                    if let Some((dst, src)) = macs {
+                        frame[0..6].copy_from_slice(&dst);
+                        frame[6..12].copy_from_slice(&src);
+                    }
                     let sent = libc::sendto(
                         fd,
                         frame.as_ptr().cast(),

@@ -33,6 +33,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure against baselines in the same run; print a table and rewrite
+    /// BENCHMARKS.md.
+    Bench {
+        /// Fewer and shorter runs (under two minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only these benchmarks (B1 .. B6); the report is then not written.
+        only: Vec<String>,
+    },
     /// Fuzz the parser and the handshake decisions (cargo fuzz, libFuzzer).
     Fuzz {
         /// How long to run.
@@ -61,6 +70,25 @@ fn run(task: Task) -> Result<()> {
             let status = Command::new(&bin).arg("run").args(&args).status().with_context(|| format!("cannot start {}", bin.display()))?;
             if !status.success() {
                 bail!("handshake-monitor exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Bench { quick, only } => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "--package", "handshake-user", "--package", "handshake-tests", "--bin", "handshake-monitor", "--bin", "handshake-bench"])?;
+            let release = workspace_root().join("target/release");
+            let mut cmd = Command::new(release.join("handshake-bench"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            let status = cmd
+                .args(&only)
+                .env("HANDSHAKE_MONITOR_BIN", release.join("handshake-monitor"))
+                .current_dir(workspace_root())
+                .status()
+                .context("cannot run the benchmarks")?;
+            if !status.success() {
+                bail!("benchmarks failed ({status})");
             }
             Ok(())
         }

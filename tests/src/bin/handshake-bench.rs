@@ -1,0 +1,795 @@
+//! `cargo xtask bench [--quick]`: what handshake-monitor costs, each figure
+//! a ratio or a difference against a baseline measured in the same run,
+//! the median of interleaved runs. Prints a table and rewrites BENCHMARKS.md.
+//!
+//! B1 per packet (BPF_PROG_TEST_RUN) · B2 line rate on veth · B3 what users
+//! pick instead (connections/s) · B4 flood survival · B5 the agent (scan,
+//! CPU, memory, scrape latency) · B6 conservation (sent = counted).
+//!
+//! Traffic follows DEVELOPERS.md's network safety rules: namespaces made
+//! here, 198.18.0.0/15, no default route, deleted at the end.
+use std::{
+    fmt::Write as _,
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::HashMap,
+    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+};
+use handshake_common::{
+    flow::{FlowKey, FlowState, Stage},
+    map_names,
+};
+use handshake_tests::{
+    agent::{Agent, binary},
+    cases::{ack, syn, synack},
+    metrics::Exposition,
+    netns::{CLIENT_IF, Netns, SERVER_IF, SERVER_V4, Topology},
+    packet::{ACK, PSH, Packet},
+    tester::Tester,
+};
+use handshake_user::probe::LoadOptions;
+
+struct Settings {
+    quick: bool,
+    runs: usize,
+    repeat: u32,
+    distinct: usize,
+    seconds: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// One result row.
+struct Row {
+    bench: &'static str,
+    case: String,
+    baseline: String,
+    ours: String,
+    figure: String,
+    goal: String,
+    verdict: &'static str,
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "-",
+    }
+}
+
+fn v4(last: u8) -> IpAddr {
+    IpAddr::from([198, 18, 0, last])
+}
+
+fn client() -> Packet {
+    Packet::tcp(v4(1), 40000, v4(2), 80)
+}
+
+fn data_segment(p: &Packet) -> Vec<u8> {
+    p.clone().flags(ACK | PSH).seq(5).ack(6).payload(100).build()
+}
+
+fn distinct_clients(n: usize, v6: bool, qinq: bool) -> Vec<Packet> {
+    (0..n)
+        .map(|i| {
+            let (a, b) = ((i >> 8) as u8, i as u8);
+            let mut p = if v6 {
+                Packet::tcp(IpAddr::from([0x2001, 2, 0, 0, 0, 0, a.into(), b.into()]), 1024 + (i % 50000) as u16, IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]), 443)
+            } else {
+                Packet::tcp(IpAddr::from([198, 19, a, b]), 1024 + (i % 50000) as u16, v4(2), 80)
+            };
+            if qinq {
+                p = p.qinq(10, 20);
+            }
+            p
+        })
+        .collect()
+}
+
+fn xdp_ns(prog: &mut Xdp, frame: &[u8], repeat: u32) -> f64 {
+    let r = prog.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() }).expect("test run");
+    r.duration.as_nanos() as f64
+}
+
+fn tc_ns(prog: &mut SchedClassifier, frame: &[u8], repeat: u32) -> f64 {
+    let r = prog.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() }).expect("test run");
+    r.duration.as_nanos() as f64
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn unlimited(flow_table_size: u32) -> LoadOptions {
+    LoadOptions { flow_table_size, syn_insert_budget: u64::MAX, ..LoadOptions::default() }
+}
+
+/// B1: ns per packet over the empty program, for one case. `measure(ours)`
+/// returns ns per packet for one run of ours (true) or the baseline.
+fn b1_case(s: &Settings, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, mut measure: impl FnMut(bool) -> f64) {
+    let (mut b, mut o, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..s.runs {
+        let bv = measure(false);
+        let ov = measure(true);
+        b.push(bv);
+        o.push(ov);
+        d.push(ov - bv);
+    }
+    let (bm, om, dm) = (median(&mut b), median(&mut o), median(&mut d));
+    rows.push(Row {
+        bench: "B1",
+        case: case.to_owned(),
+        baseline: format!("{bm:.1} ns"),
+        ours: format!("{om:.1} ns"),
+        figure: format!("+{dm:.1} ns ({:.2}x)", om / bm),
+        goal: goal_ns.map_or("-".to_owned(), |g| format!("<= +{g:.0} ns")),
+        verdict: verdict(goal_ns.map(|g| dm <= g)),
+    });
+    eprintln!("  B1 {case}: +{dm:.1} ns");
+}
+
+fn b1(s: &Settings, rows: &mut Vec<Row>) {
+    eprintln!("B1 per packet (BPF_PROG_TEST_RUN, repeat {}, {} distinct flows)", s.repeat, s.distinct);
+    let mut t = Tester::with(&unlimited(1 << 20));
+    // Repeat cases: the same frame `repeat` times in the kernel.
+    let mut arp = data_segment(&client());
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let v6 = Packet::tcp(IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 1]), 40000, IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]), 443);
+    let repeat_cases: Vec<(&str, Vec<u8>, Option<f64>, bool)> = vec![
+        ("non-IP frame (ARP)", arp, None, false),
+        ("TCP data segment, IPv4", data_segment(&client()), Some(10.0), false),
+        ("TCP data segment, IPv6", data_segment(&v6), Some(10.0), false),
+        ("TCP data segment, 802.1Q", data_segment(&client().vlan(100)), Some(10.0), false),
+        ("TCP data segment, egress (TC)", data_segment(&client().reply()), Some(10.0), true),
+        ("retransmitted SYN (flow lookup)", syn(&client(), 1).build(), None, false),
+    ];
+    // Prime the retransmit case: the first SYN inserts, the rest look up.
+    t.ingress(&syn(&client(), 1).build());
+    let r = s.repeat;
+    for (name, frame, goal, egress) in repeat_cases {
+        b1_case(s, rows, name, goal, |ours| {
+            let p = t.probe();
+            match (egress, ours) {
+                (false, false) => xdp_ns(p.baseline_xdp().expect("xdp"), &frame, r),
+                (false, true) => xdp_ns(p.ingress_program().expect("xdp"), &frame, r),
+                (true, false) => tc_ns(p.baseline_tc().expect("tc"), &frame, r),
+                (true, true) => tc_ns(p.egress_program().expect("tc"), &frame, r),
+            }
+        });
+    }
+    // Distinct cases: every frame a different flow, run once each, the
+    // kernel's per-run time averaged; a fresh table per run.
+    let n = s.distinct;
+    let new_flow = |name: &str, clients: Vec<Packet>, table: u32, prefill: usize, rows: &mut Vec<Row>, goal: f64| {
+        let frames: Vec<Vec<u8>> = clients.iter().map(|c| syn(c, 7).build()).collect();
+        let fill: Vec<Vec<u8>> = distinct_clients(prefill, false, false).iter().map(|c| syn(&c.clone().vlan(999), 3).build()).collect();
+        b1_case(s, rows, name, Some(goal), |ours| {
+            let mut t = Tester::with(&unlimited(table));
+            if !ours {
+                let p = t.probe().baseline_xdp().expect("xdp");
+                return mean(&frames.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>());
+            }
+            for f in &fill {
+                t.ingress(f);
+            }
+            let p = t.probe().ingress_program().expect("xdp");
+            mean(&frames.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>())
+        });
+    };
+    new_flow("SYN, new flow, IPv4", distinct_clients(n, false, false), 1 << 20, 0, rows, 250.0);
+    new_flow("SYN, new flow, IPv6", distinct_clients(n, true, false), 1 << 20, 0, rows, 250.0);
+    new_flow("SYN, new flow, QinQ", distinct_clients(n, false, true), 1 << 20, 0, rows, 250.0);
+    new_flow("SYN into a full table (evicts)", distinct_clients(n, false, false), 16384, 16384 * 2, rows, 400.0);
+    // SYN-ACK (egress) and completing ACK (ingress) on prepared flows.
+    let clients = distinct_clients(n, false, false);
+    let synacks: Vec<Vec<u8>> = clients.iter().map(|c| synack(c, 9, 8).build()).collect();
+    let acks: Vec<Vec<u8>> = clients.iter().map(|c| ack(c, 8, 10).build()).collect();
+    let prepared = |stage: u8| {
+        let mut t = Tester::with(&unlimited(1 << 20));
+        for c in &clients {
+            t.ingress(&syn(c, 7).build());
+            if stage == 2 {
+                t.egress(&synack(c, 9, 8).build());
+            }
+        }
+        t
+    };
+    b1_case(s, rows, "SYN-ACK, egress (TC)", None, |ours| {
+        if !ours {
+            let mut t = Tester::new();
+            let p = t.probe().baseline_tc().expect("tc");
+            return mean(&synacks.iter().map(|f| tc_ns(p, f, 1)).collect::<Vec<_>>());
+        }
+        let mut t = prepared(1);
+        let p = t.probe().egress_program().expect("tc");
+        mean(&synacks.iter().map(|f| tc_ns(p, f, 1)).collect::<Vec<_>>())
+    });
+    b1_case(s, rows, "completing ACK", None, |ours| {
+        if !ours {
+            let mut t = Tester::new();
+            let p = t.probe().baseline_xdp().expect("xdp");
+            return mean(&acks.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>());
+        }
+        let mut t = prepared(2);
+        let p = t.probe().ingress_program().expect("xdp");
+        mean(&acks.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>())
+    });
+}
+
+/// Runs `f` in `ns`'s thread with the programs loaded and attached to `dev`
+/// (ours, or the empty baseline), until the returned sender is dropped.
+fn attach_in(ns: &Netns, dev: &'static str, ours: bool) -> mpsc::Sender<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    ns.spawn(move || {
+        let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
+        let iface = handshake_user::interfaces::by_name(&[dev.to_owned()]).ok().and_then(|v| v.into_iter().next());
+        let index = {
+            let name = std::ffi::CString::new(dev).expect("name");
+            // SAFETY: a valid C string.
+            unsafe { libc::if_nametoindex(name.as_ptr()) }
+        };
+        let iface = iface.unwrap_or(handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false });
+        let iface = handshake_user::interfaces::Interface { index, ..iface };
+        let _links = if ours {
+            // B2 measures native XDP on veth, for both programs.
+            let x = probe.attach_ingress(&iface, handshake_user::cli::XdpMode::Driver).expect("attach xdp");
+            let t = probe.attach_egress(&iface).expect("attach tc");
+            (Some(x), Some(t))
+        } else {
+            let prog = probe.baseline_xdp().expect("baseline");
+            prog.attach_to_if_index(index, aya::programs::XdpMode::Driver).expect("attach baseline");
+            (None, None)
+        };
+        ready_tx.send(()).expect("ready");
+        let _ = stop_rx.recv();
+        drop(_links);
+        drop(probe);
+    });
+    ready_rx.recv().expect("attached");
+    stop_tx
+}
+
+/// (rx_packets, rx_dropped) of `dev` in `ns`.
+fn rx_stats(ns: &Netns, dev: &str) -> (u64, u64) {
+    let out = Command::new("ip").args(["-n", &ns.name, "-j", "-s", "link", "show", dev]).output().expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rx = &text[text.find("\"rx\":{").expect("rx stats")..];
+    let field = |k: &str| -> u64 {
+        let at = rx.find(&format!("\"{k}\":")).expect("field") + k.len() + 3;
+        rx[at..].split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    (field("packets"), field("dropped"))
+}
+
+/// Sends `frames` (cycled) out of the client's c0 with sendmmsg for
+/// `seconds`; returns how many were sent.
+fn blast(topo: &Topology, frames: Arc<Vec<Vec<u8>>>, seconds: f64) -> u64 {
+    topo.client.run(move || {
+        let ifname = std::ffi::CString::new(CLIENT_IF).expect("name");
+        // SAFETY: socket calls with valid buffers; the iovecs and headers
+        // point into `frames`, which outlives the calls.
+        unsafe {
+            let ifindex = libc::if_nametoindex(ifname.as_ptr());
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = ifindex as i32;
+            assert_eq!(libc::bind(fd, (&addr as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32), 0);
+            // Bypass the qdisc: measure the receiver, not the sender's queue.
+            let one: i32 = 1;
+            libc::setsockopt(fd, libc::SOL_PACKET, 20 /* PACKET_QDISC_BYPASS */, (&one as *const i32).cast(), 4);
+            const BATCH: usize = 64;
+            let mut iovs: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
+            let mut msgs: Vec<libc::mmsghdr> = iovs
+                .iter_mut()
+                .map(|iov| {
+                    let mut m: libc::mmsghdr = std::mem::zeroed();
+                    m.msg_hdr.msg_iov = iov;
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+            let mut sent = 0u64;
+            let mut at = 0usize;
+            while Instant::now() < deadline {
+                let n = BATCH.min(msgs.len() - at);
+                let r = libc::sendmmsg(fd, msgs.as_mut_ptr().add(at), n as u32, 0);
+                if r > 0 {
+                    sent += r as u64;
+                }
+                at = (at + n) % msgs.len();
+            }
+            libc::close(fd);
+            sent
+        }
+    })
+}
+
+fn quiet_topology() -> Topology {
+    Topology::ipv4_only()
+}
+
+/// Frames addressed to a MAC that is not the server's: the stack drops
+/// them right after XDP, so the receiver's cost is XDP's.
+fn otherhost(mut frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    for f in &mut frames {
+        f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    }
+    frames
+}
+
+fn b2(s: &Settings, rows: &mut Vec<Row>) {
+    eprintln!("B2 line rate on veth (native XDP), {} x {:.0} s per program", s.runs, s.seconds);
+    let established = Arc::new(otherhost((0..256).map(|i| data_segment(&Packet::tcp(v4(1), 40000 + i, v4(2), 80))).collect()));
+    let flood = Arc::new(otherhost(distinct_clients(65536, false, false).iter().map(|c| syn(c, 1).build()).collect()));
+    for (name, frames, goal) in [("established traffic", established, 0.90), ("random-source SYN flood", flood, 0.75)] {
+        let topo = quiet_topology();
+        let (mut base, mut ours, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..s.runs {
+            let mut pps = [0.0; 2];
+            for (i, is_ours) in [false, true].into_iter().enumerate() {
+                let stop = attach_in(&topo.server, SERVER_IF, is_ours);
+                let (rx0, drop0) = rx_stats(&topo.server, SERVER_IF);
+                let t0 = Instant::now();
+                blast(&topo, Arc::clone(&frames), s.seconds);
+                let elapsed = t0.elapsed().as_secs_f64();
+                thread::sleep(Duration::from_millis(100));
+                let (rx1, drop1) = rx_stats(&topo.server, SERVER_IF);
+                drop(stop);
+                pps[i] = (rx1 - rx0).saturating_sub(drop1 - drop0) as f64 / elapsed;
+            }
+            base.push(pps[0]);
+            ours.push(pps[1]);
+            ratio.push(pps[1] / pps[0]);
+        }
+        let r = median(&mut ratio);
+        rows.push(Row {
+            bench: "B2",
+            case: name.to_owned(),
+            baseline: format!("{:.0} kpps", median(&mut base) / 1e3),
+            ours: format!("{:.0} kpps", median(&mut ours) / 1e3),
+            figure: format!("{r:.3}x"),
+            goal: format!(">= {goal:.2}x"),
+            verdict: verdict(Some(r >= goal)),
+        });
+        eprintln!("  B2 {name}: {r:.3}x");
+    }
+}
+
+/// Connections per second from one client thread, for `seconds`.
+fn connect_rate(topo: &Topology, seconds: f64) -> f64 {
+    let target: SocketAddr = format!("{SERVER_V4}:7000").parse().expect("addr");
+    topo.client.run(move || {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            let s = TcpStream::connect(target).expect("connect");
+            // An abortive close: no TIME_WAIT to run out of ports.
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: setting SO_LINGER on our own socket.
+            unsafe {
+                libc::setsockopt(std::os::fd::AsRawFd::as_raw_fd(&s), libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), size_of::<libc::linger>() as u32);
+            }
+            drop(s);
+            n += 1;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+fn b3(s: &Settings, rows: &mut Vec<Row>) {
+    eprintln!("B3 connections/s through the normal stack: none, ours, tcpdump, nf_conntrack");
+    let topo = Topology::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        let (tx, rx) = mpsc::channel();
+        topo.server.spawn(move || {
+            let l = TcpListener::bind((SERVER_V4, 7000)).expect("bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            tx.send(()).expect("ready");
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => thread::sleep(Duration::from_micros(50)),
+                }
+            }
+        });
+        rx.recv().expect("ready");
+    }
+    let configs = ["no monitor", "handshake-monitor", "tcpdump (SYN filter)", "nf_conntrack", "handshake-monitor, generic XDP"];
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for _ in 0..s.runs {
+        for (i, config) in configs.iter().enumerate() {
+            let mut agent: Option<Agent> = None;
+            let mut child: Option<Child> = None;
+            match i {
+                1 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF])),
+                4 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF, "--xdp-mode", "skb"])),
+                2 => {
+                    let mut c = Command::new("ip")
+                        .args(["netns", "exec", &topo.server.name, "tcpdump", "-i", SERVER_IF, "-w", "/dev/null", "tcp[tcpflags] & tcp-syn != 0"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .expect("tcpdump");
+                    let mut buf = [0u8; 256];
+                    let _ = c.stderr.as_mut().expect("stderr").read(&mut buf);
+                    child = Some(c);
+                }
+                3 => {
+                    let rules = "table inet hm_ct {\n chain in {\n  type filter hook input priority 0;\n  ct state established,related accept\n }\n}\n";
+                    let mut c = Command::new("ip").args(["netns", "exec", &topo.server.name, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn().expect("nft");
+                    c.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("rules");
+                    assert!(c.wait().expect("nft").success(), "conntrack rules");
+                }
+                _ => {}
+            }
+            results[i].push(connect_rate(&topo, s.seconds));
+            drop(agent);
+            if let Some(mut c) = child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            if i == 3 {
+                let _ = Command::new("ip").args(["netns", "exec", &topo.server.name, "nft", "delete", "table", "inet", "hm_ct"]).status();
+            }
+            let _ = config;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let none = median(&mut results[0].clone());
+    let ours = median(&mut results[1].clone());
+    for (i, config) in configs.iter().enumerate().skip(1) {
+        let mut ratios: Vec<f64> = results[i].iter().zip(&results[0]).map(|(x, b)| x / b).collect();
+        let r = median(&mut ratios);
+        let (goal, ok) = if i == 1 || i == 4 {
+            (">= 0.90x".to_owned(), Some(r >= 0.90))
+        } else {
+            ("ours ahead".to_owned(), Some(ours >= median(&mut results[i].clone())))
+        };
+        rows.push(Row {
+            bench: "B3",
+            case: (*config).to_owned(),
+            baseline: format!("{none:.0} conn/s"),
+            ours: format!("{:.0} conn/s", median(&mut results[i].clone())),
+            figure: format!("{r:.3}x"),
+            goal,
+            verdict: verdict(ok),
+        });
+        eprintln!("  B3 {config}: {r:.3}x of no monitor");
+    }
+}
+
+fn b4(s: &Settings, rows: &mut Vec<Row>) {
+    eprintln!("B4 flood survival (BPF_PROG_TEST_RUN): real handshakes while 10x the table's capacity in random-source SYNs arrives");
+    let capacity = 16384usize;
+    let flood: Vec<Vec<u8>> = distinct_clients(capacity * 10, false, false).iter().map(|c| syn(&c.clone().vlan(7), 1).build()).collect();
+    let real: Vec<Packet> = (0..200u16).map(|i| Packet::tcp(v4(1), 20000 + i, v4(2), 80)).collect();
+    // A server answers a SYN at once; the client's final ACK comes one
+    // round trip later, during which `wait` flood SYNs arrive.
+    for (wait_label, wait) in [("a quarter of the table", capacity / 4), ("the whole table", capacity), ("twice the table", 2 * capacity)] {
+        for (label, options) in [
+            ("default insert budget", LoadOptions { flow_table_size: capacity as u32, ..LoadOptions::default() }),
+            ("no insert budget", unlimited(capacity as u32)),
+        ] {
+            let mut fractions = Vec::new();
+            for _ in 0..s.runs {
+                let mut t = Tester::with(&options);
+                let every = flood.len() / real.len();
+                let mut open: std::collections::VecDeque<(usize, &Packet)> = std::collections::VecDeque::new();
+                for (i, f) in flood.iter().enumerate() {
+                    if i % every == 0 && i / every < real.len() {
+                        let c = &real[i / every];
+                        t.ingress(&syn(c, 5).build());
+                        t.egress(&synack(c, 9, 6).build());
+                        open.push_back((i, c));
+                    }
+                    t.ingress(f);
+                    while open.front().is_some_and(|(at, _)| i - at >= wait) {
+                        let (_, c) = open.pop_front().expect("open");
+                        t.ingress(&ack(c, 6, 10).build());
+                    }
+                }
+                for (_, c) in open {
+                    t.ingress(&ack(c, 6, 10).build());
+                }
+                let c = t.counters();
+                let completed = c.get(handshake_common::counters::Family::Ipv4, handshake_common::counters::Direction::Inbound, handshake_common::counters::Counter::Completed);
+                fractions.push(completed as f64 / real.len() as f64);
+            }
+            let f = median(&mut fractions);
+            let graded = label.starts_with("default");
+            rows.push(Row {
+                bench: "B4",
+                case: format!("{label}, final ACK after {wait_label} in flood SYNs"),
+                baseline: "-".to_owned(),
+                ours: format!("{:.1} % completed", f * 100.0),
+                figure: format!("{:.1} %", f * 100.0),
+                goal: if graded { ">= 99 %".to_owned() } else { "(contrast)".to_owned() },
+                verdict: if graded { verdict(Some(f >= 0.99)) } else { "-" },
+            });
+            eprintln!("  B4 {label}, wait {wait}: {:.1} %", f * 100.0);
+        }
+    }
+}
+
+fn fill_flows(t: &mut Tester, n: usize) {
+    let map = t.probe().ebpf_mut().map_mut(map_names::FLOWS).expect("FLOWS");
+    let mut flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(map).expect("FLOWS type");
+    let now = handshake_user::run::monotonic_ns();
+    for i in 0..n as u32 {
+        let key = FlowKey { src_addr: [i, 1, 0, 0], dst_addr: [7, 0, 0, 0], src_port: (i % 60000) as u16, dst_port: 80, family: 0, _pad: [0; 3] };
+        let state = FlowState { syn_ns: now, client_isn: i, stage: Stage::SynSent as u8, ..FlowState::default() };
+        flows.insert(key, state, 0).expect("insert");
+    }
+}
+
+fn proc_stat(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    // utime, stime are fields 14 and 15 (1-based), i.e. 11 and 12 after ')'.
+    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |k: &str| status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    (ticks as f64 / 100.0, kb("VmRSS:"), kb("VmHWM:"))
+}
+
+fn agent_pid(ns: &Netns) -> u32 {
+    let out = Command::new("ip").args(["netns", "pids", &ns.name]).output().expect("ip netns pids");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == binary() || e.ends_with("handshake-monitor")))
+        .expect("agent pid")
+}
+
+fn b5(s: &Settings, rows: &mut Vec<Row>) {
+    eprintln!("B5 the agent: flow-table scans, CPU, memory, scrape latency");
+    let sizes: &[usize] = if s.quick { &[65536, 262_144] } else { &[65536, 262_144, 1 << 20] };
+    for &n in sizes {
+        let mut t = Tester::with(&unlimited(n as u32));
+        fill_flows(&mut t, n);
+        let (mut batched, mut single, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..s.runs {
+            let t0 = Instant::now();
+            let a = t.probe().flows().expect("batched").len();
+            let b_time = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let b = t.flows().len();
+            let s_time = t1.elapsed().as_secs_f64();
+            assert_eq!((a, b), (n, n));
+            batched.push(b_time);
+            single.push(s_time);
+            ratio.push(s_time / b_time);
+        }
+        let r = median(&mut ratio);
+        rows.push(Row {
+            bench: "B5",
+            case: format!("flow-table scan, {} entries", n),
+            baseline: format!("{:.0} ms one at a time", median(&mut single) * 1e3),
+            ours: format!("{:.0} ms batched", median(&mut batched) * 1e3),
+            figure: format!("{r:.1}x faster"),
+            goal: ">= 5x".to_owned(),
+            verdict: verdict(Some(r >= 5.0)),
+        });
+        eprintln!("  B5 scan {n}: {r:.1}x");
+    }
+    // The running agent at a full table, against itself at an empty one.
+    let n = if s.quick { 262_144 } else { 1 << 20 };
+    let bpffs = std::env::temp_dir().join(format!("hm-bench-bpffs-{}", std::process::id()));
+    std::fs::create_dir_all(&bpffs).expect("dir");
+    assert!(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs).status().expect("mount").success());
+    let pin = bpffs.join("hm");
+    let ns = Netns::new("bench-agent");
+    let size = n.to_string();
+    let pin_s = pin.display().to_string();
+    let measure = |agent: &Agent| {
+        let pid = agent_pid(&ns);
+        let (cpu0, _, _) = proc_stat(pid);
+        let t0 = Instant::now();
+        let mut lat = Vec::new();
+        let mut series = 0;
+        for _ in 0..100 {
+            let a = Instant::now();
+            let e: Exposition = agent.scrape(&ns);
+            lat.push(a.elapsed().as_secs_f64());
+            series = e.text.lines().filter(|l| !l.starts_with('#')).count();
+            thread::sleep(Duration::from_millis(40));
+        }
+        let (cpu1, rss, hwm) = proc_stat(pid);
+        lat.sort_by(f64::total_cmp);
+        let p99 = lat[lat.len() * 99 / 100 - 1];
+        ((cpu1 - cpu0) / t0.elapsed().as_secs_f64(), rss, hwm, p99, series)
+    };
+    let args = ["--iface", "lo", "--flow-table-size", size.as_str(), "--pin-path", pin_s.as_str(), "--handshake-timeout", "300s"];
+    let agent = Agent::start(&ns, &args);
+    let empty = measure(&agent);
+    // Fill the pinned table behind the running agent.
+    {
+        let data = aya::maps::MapData::from_pin(pin.join("maps").join(map_names::FLOWS)).expect("pinned FLOWS");
+        let mut map = aya::maps::Map::LruHashMap(data);
+        let mut flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(&mut map).expect("FLOWS");
+        let now = handshake_user::run::monotonic_ns();
+        for i in 0..n as u32 {
+            let key = FlowKey { src_addr: [i, 2, 0, 0], dst_addr: [7, 0, 0, 0], src_port: (i % 60000) as u16, dst_port: 80, family: 0, _pad: [0; 3] };
+            flows.insert(key, FlowState { syn_ns: now, stage: Stage::SynSent as u8, ..FlowState::default() }, 0).expect("insert");
+        }
+    }
+    thread::sleep(Duration::from_secs(2));
+    let full = measure(&agent);
+    drop(agent);
+    let _ = Command::new(binary()).args(["cleanup", "--pin-path", &pin_s]).output();
+    let _ = Command::new("umount").arg(&bpffs).status();
+    let _ = std::fs::remove_dir(&bpffs);
+    rows.push(Row {
+        bench: "B5",
+        case: format!("agent CPU, {n} half-open entries"),
+        baseline: format!("{:.1} % of a core (empty table)", empty.0 * 100.0),
+        ours: format!("{:.1} % of a core", full.0 * 100.0),
+        figure: format!("+{:.1} points", (full.0 - empty.0) * 100.0),
+        goal: "-".to_owned(),
+        verdict: "-",
+    });
+    rows.push(Row {
+        bench: "B5",
+        case: format!("agent RSS, {n} half-open entries"),
+        baseline: format!("{} MiB (empty table)", empty.1 / 1024),
+        ours: format!("{} MiB (peak {} MiB)", full.1 / 1024, full.2 / 1024),
+        figure: format!("+{} MiB", (full.1.saturating_sub(empty.1)) / 1024),
+        goal: "-".to_owned(),
+        verdict: "-",
+    });
+    rows.push(Row {
+        bench: "B5",
+        case: "/metrics p99 latency, full vs empty table".to_owned(),
+        baseline: format!("{:.2} ms", empty.3 * 1e3),
+        ours: format!("{:.2} ms", full.3 * 1e3),
+        figure: format!("{:.2}x", full.3 / empty.3),
+        goal: "bounded".to_owned(),
+        verdict: "-",
+    });
+    rows.push(Row {
+        bench: "B5",
+        case: "/metrics series, full vs empty table".to_owned(),
+        baseline: format!("{}", empty.4),
+        ours: format!("{}", full.4),
+        figure: if empty.4 == full.4 { "same".to_owned() } else { format!("{:+}", full.4 as i64 - empty.4 as i64) },
+        goal: "independent of flows".to_owned(),
+        verdict: verdict(Some(empty.4 == full.4)),
+    });
+}
+
+fn b6(s: &Settings, rows: &mut Vec<Row>) {
+    eprintln!("B6 conservation: packets sent = packets counted");
+    let topo = quiet_topology();
+    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF]);
+    let per_kind = if s.quick { 20_000 } else { 100_000 };
+    let mut arp = data_segment(&client());
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let syns: Vec<Vec<u8>> = distinct_clients(per_kind, false, false).iter().map(|c| syn(c, 1).build()).collect();
+    let data: Vec<Vec<u8>> = (0..per_kind).map(|i| data_segment(&Packet::tcp(v4(1), 1024 + (i % 50000) as u16, v4(2), 80))).collect();
+    let other: Vec<Vec<u8>> = (0..per_kind).map(|_| arp.clone()).collect();
+    let before = agent.scrape(&topo.server);
+    let mut frames = syns;
+    frames.extend(data);
+    frames.extend(other);
+    let total = frames.len() as u64;
+    topo.inject_from_client_as_is(otherhost(frames));
+    let l = [("iface", SERVER_IF), ("hook", "ingress")];
+    let after = agent.wait_for(&topo.server, Duration::from_secs(30), "every frame counted", |e| {
+        e.sum("tcp_handshake_packets_total", &l) - before.sum("tcp_handshake_packets_total", &l) >= total as f64
+    });
+    let counted = after.sum("tcp_handshake_packets_total", &l) - before.sum("tcp_handshake_packets_total", &l);
+    let syn_counted = after.sum("tcp_handshake_syn_packets_total", &[("iface", SERVER_IF)]) - before.sum("tcp_handshake_syn_packets_total", &[("iface", SERVER_IF)]);
+    rows.push(Row {
+        bench: "B6",
+        case: format!("{total} frames sent (1/3 SYN, 1/3 data, 1/3 ARP)"),
+        baseline: format!("{total} sent"),
+        ours: format!("{counted:.0} counted, {syn_counted:.0} SYNs"),
+        figure: format!("{:+.0}", counted - total as f64),
+        goal: "exact".to_owned(),
+        verdict: verdict(Some(counted == total as f64 && syn_counted == per_kind as f64)),
+    });
+    eprintln!("  B6 sent {total}, counted {counted}, SYNs {syn_counted}");
+    if counted != total as f64 {
+        for l in after.text.lines().filter(|l| l.starts_with("tcp_handshake_packets_total") || l.starts_with("tcp_handshake_parse_errors_total") || l.starts_with("tcp_handshake_syn_packets_total")) {
+            if !l.ends_with(" 0") {
+                eprintln!("    {l}");
+            }
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_owned();
+    let cores = thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cpu}, {cores} cores, {mem} GiB; Linux {kernel}")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<String> = args.iter().skip(1).filter(|a| a.starts_with('B')).cloned().collect();
+    let s = if quick {
+        Settings { quick, runs: 5, repeat: 200_000, distinct: 10_000, seconds: 1.0 }
+    } else {
+        Settings { quick, runs: 7, repeat: 1_000_000, distinct: 50_000, seconds: 3.0 }
+    };
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let want = |b: &str| only.is_empty() || only.iter().any(|o| o == b);
+    if want("B1") {
+        b1(&s, &mut rows);
+    }
+    if want("B2") {
+        b2(&s, &mut rows);
+    }
+    if want("B3") {
+        b3(&s, &mut rows);
+    }
+    if want("B4") {
+        b4(&s, &mut rows);
+    }
+    if want("B5") {
+        b5(&s, &mut rows);
+    }
+    if want("B6") {
+        b6(&s, &mut rows);
+    }
+    let mut table = String::from("| bench | case | baseline | ours | figure | goal | |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+    for r in &rows {
+        let _ = writeln!(table, "| {} | {} | {} | {} | {} | {} | {} |", r.bench, r.case, r.baseline, r.ours, r.figure, r.goal, r.verdict);
+    }
+    println!("{table}");
+    let mode = if quick { "`cargo xtask bench --quick`" } else { "`cargo xtask bench`" };
+    let report = format!(
+        "# Benchmarks\n\nLast run: {mode}, {:.0} s, on {}.\n\n{table}\n{}",
+        started.elapsed().as_secs_f64(),
+        machine(),
+        include_str!("../../../docs/benchmark-method.md")
+    );
+    if only.is_empty() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md");
+        std::fs::write(path, report).expect("write BENCHMARKS.md");
+        eprintln!("wrote BENCHMARKS.md");
+    }
+}
