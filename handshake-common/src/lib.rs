@@ -28,6 +28,7 @@ pub mod map_names {
     pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
     pub const PENDING: &str = "PENDING";
     pub const LISTENERS: &str = "LISTENERS";
+    pub const LISTENER_SLOTS: &str = "LISTENER_SLOTS";
     pub const IFACES: &str = "IFACES";
     pub const REPLAY_CLOCK: &str = "REPLAY_CLOCK";
 }

@@ -2,14 +2,18 @@
 //! server port, for inbound handshakes.
 //!
 //! The agent chooses the ports (the host's listening sockets, or the ones an
-//! operator names) by inserting zeroed entries; the kernel never inserts, it
-//! only counts into an existing entry, or into [`OTHER_PORT`]'s. So the map,
-//! and the label cardinality, stay bounded however many ports a scan hits.
+//! operator names) and gives each a slot: `LISTENER_SLOTS[port] = slot`.
+//! The kernel counts into `LISTENERS[slot]`, slot 0 for every port without
+//! one. Both are arrays: a lookup is an inlined bounds check and a load, no
+//! hashing on the handshake path; and the series count stays bounded
+//! however many ports a scan hits.
 
-/// The key under which every port the agent did not choose is counted.
+/// Reported as the port of slot 0: every port the agent did not choose.
 pub const OTHER_PORT: u16 = 0;
-/// Capacity of the `LISTENERS` map, [`OTHER_PORT`] included.
+/// Slots of the `LISTENERS` array, slot 0 ("other") included.
 pub const MAX_LISTENERS: u32 = 1024;
+/// Entries of the `LISTENER_SLOTS` array: one per port.
+pub const PORTS: u32 = 65536;
 
 /// One listener's funnel. Per CPU in the map; the agent sums.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

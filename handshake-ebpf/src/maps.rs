@@ -5,7 +5,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuArray},
 };
 use handshake_common::{
     DEFAULT_FLOW_TABLE_SIZE,
@@ -13,7 +13,7 @@ use handshake_common::{
     flow::{FlowKey, FlowState},
     handshake::FloodGuard,
     histogram::{LATENCY_LEN, Leg, base_index, bucket_for_ns, sum_index},
-    listener::{ListenerCounters, MAX_LISTENERS, OTHER_PORT},
+    listener::{ListenerCounters, MAX_LISTENERS, PORTS},
     pending::{PENDING_SLOTS, pending_slot},
 };
 
@@ -39,10 +39,14 @@ pub static FLOOD_GUARD: PerCpuArray<FloodGuard> = PerCpuArray::with_max_entries(
 #[map]
 pub static PENDING: Array<u64> = Array::with_max_entries(PENDING_SLOTS, 0);
 
-/// Per-listener funnels, keyed by local server port; the agent inserts the
-/// keys, the kernel only counts (see `handshake_common::listener`).
+/// Local server port -> listener slot; the agent fills it (see
+/// `handshake_common::listener`).
 #[map]
-pub static LISTENERS: PerCpuHashMap<u16, ListenerCounters> = PerCpuHashMap::with_max_entries(MAX_LISTENERS, 0);
+pub static LISTENER_SLOTS: Array<u32> = Array::with_max_entries(PORTS, 0);
+
+/// Per-listener funnels by slot, per CPU; slot 0 is every other port.
+#[map]
+pub static LISTENERS: PerCpuArray<ListenerCounters> = PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
 
 /// ifindex -> interface slot of the `COUNTERS` array; the agent fills it.
 /// An array, not a hash: the lookup is an inlined bounds check and load.
@@ -185,12 +189,9 @@ pub enum Funnel {
 /// Counts an inbound handshake event for local server port `port`.
 #[inline(always)]
 pub fn count_listener(port: u16, step: Funnel) {
-    let entry = match LISTENERS.get_ptr_mut(port) {
-        Some(p) => p,
-        None => match LISTENERS.get_ptr_mut(OTHER_PORT) {
-            Some(p) => p,
-            None => return,
-        },
+    let slot = LISTENER_SLOTS.get(u32::from(port)).copied().unwrap_or(0);
+    let Some(entry) = LISTENERS.get_ptr_mut(slot) else {
+        return;
     };
     // SAFETY: this CPU's copy of a per-CPU value.
     let c = unsafe { &mut *entry };

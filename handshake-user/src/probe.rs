@@ -7,7 +7,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
         SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink, tc::SchedClassifierLink,
         xdp::XdpLink,
@@ -19,16 +19,13 @@ use handshake_common::{
     flow::{FlowKey, FlowState},
     global_names,
     histogram::LATENCY_LEN,
-    listener::{ListenerCounters, OTHER_PORT},
+    listener::{ListenerCounters, MAX_LISTENERS, OTHER_PORT, PORTS},
     map_names,
     pending::PENDING_SLOTS,
     program_names::{EXPIRE, TC_EGRESS, XDP_INGRESS},
 };
 
 use crate::{batch, cli, interfaces::Interface};
-
-/// `BPF_NOEXIST` for map updates: fail rather than replace.
-const BPF_NOEXIST: u64 = 1;
 
 /// The compiled kernel programs, built from source by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/handshake"));
@@ -42,6 +39,7 @@ pub const PINNED_MAPS: &[&str] = &[
     map_names::FLOOD_GUARD,
     map_names::PENDING,
     map_names::LISTENERS,
+    map_names::LISTENER_SLOTS,
     map_names::IFACES,
 ];
 
@@ -113,9 +111,7 @@ impl Probe {
         program::<SchedClassifier>(&mut ebpf, TC_EGRESS)?.load().context("the kernel rejected the TC program")?;
         program::<Xdp>(&mut ebpf, EXPIRE)?.load().context("the kernel rejected the expire program")?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let mut probe = Self { ebpf, cpus };
-        probe.track_listener_ports(&[OTHER_PORT])?;
-        Ok(probe)
+        Ok(Self { ebpf, cpus })
     }
 
     /// Attaches the ingress (XDP) program to `iface`; the link detaches when
@@ -279,38 +275,64 @@ impl Probe {
         Ok(())
     }
 
-    /// Gives each of `ports` its own funnel in the `LISTENERS` map (zeroed;
-    /// ports already tracked keep their counts). Inbound handshakes to any
-    /// other port are counted under [`OTHER_PORT`].
-    pub fn track_listener_ports(&mut self, ports: &[u16]) -> Result<()> {
-        let cpus = self.cpus;
-        let map = self.ebpf.map_mut(map_names::LISTENERS).ok_or_else(|| anyhow!("map LISTENERS missing"))?;
-        let mut listeners: PerCpuHashMap<_, u16, ListenerCounters> = PerCpuHashMap::try_from(map)?;
-        for port in ports {
-            let zeroed = PerCpuValues::try_from(vec![ListenerCounters::default(); cpus])?;
-            // BPF_NOEXIST: keep the counts of a port already tracked.
-            match listeners.insert(port, zeroed, BPF_NOEXIST) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot track listener port {port}")),
+    /// (port, slot) of every port with a listener slot of its own.
+    fn listener_slots(&self) -> Result<Vec<(u16, u32)>> {
+        let map = map_data(&self.ebpf, map_names::LISTENER_SLOTS)?;
+        let mut out = Vec::new();
+        batch::lookup_all(map.fd().as_fd(), 4, 4, PORTS, |k, v| {
+            let slot = u32::from_ne_bytes(v.try_into().unwrap_or_default());
+            if slot != 0 {
+                out.push((u32::from_ne_bytes(k.try_into().unwrap_or_default()) as u16, slot));
             }
+        })?;
+        Ok(out)
+    }
+
+    /// Gives each of `ports` its own funnel (a zeroed slot; ports already
+    /// tracked keep theirs and their counts). Inbound handshakes to any other
+    /// port are counted under [`OTHER_PORT`]; past [`MAX_LISTENERS`] - 1
+    /// ports, new ones are too.
+    pub fn track_listener_ports(&mut self, ports: &[u16]) -> Result<()> {
+        let current = self.listener_slots()?;
+        let mut used: std::collections::BTreeSet<u32> = current.iter().map(|(_, s)| *s).collect();
+        let cpus = self.cpus;
+        for port in ports.iter().copied().filter(|p| *p != OTHER_PORT) {
+            if current.iter().any(|(p, _)| *p == port) {
+                continue;
+            }
+            let Some(slot) = (1..MAX_LISTENERS).find(|s| !used.contains(s)) else {
+                log::warn!("listener port {port}: all {MAX_LISTENERS} slots are taken: counted as port=\"other\"");
+                continue;
+            };
+            used.insert(slot);
+            let map = self.ebpf.map_mut(map_names::LISTENERS).ok_or_else(|| anyhow!("map LISTENERS missing"))?;
+            let mut funnels: PerCpuArray<_, ListenerCounters> = PerCpuArray::try_from(map)?;
+            funnels.set(slot, PerCpuValues::try_from(vec![ListenerCounters::default(); cpus])?, 0)?;
+            let map = self.ebpf.map_mut(map_names::LISTENER_SLOTS).ok_or_else(|| anyhow!("map LISTENER_SLOTS missing"))?;
+            let mut slots: Array<_, u32> = Array::try_from(map)?;
+            slots.set(u32::from(port), slot, 0).with_context(|| format!("cannot track listener port {port}"))?;
         }
         Ok(())
     }
 
-    /// Each tracked port's funnel, summed over CPUs, sorted by port.
+    /// Each tracked port's funnel, summed over CPUs, sorted by port; port 0
+    /// is every other port.
     pub fn listeners(&self) -> Result<Vec<(u16, ListenerCounters)>> {
-        let map = self.ebpf.map(map_names::LISTENERS).ok_or_else(|| anyhow!("map LISTENERS missing"))?;
-        let listeners: PerCpuHashMap<_, u16, ListenerCounters> = PerCpuHashMap::try_from(map)?;
-        let mut out = Vec::new();
-        for entry in listeners.iter() {
-            let (port, per_cpu) = entry?;
-            let mut total = ListenerCounters::default();
-            for c in per_cpu.iter() {
-                total += *c;
+        let mut ports = self.listener_slots()?;
+        ports.push((OTHER_PORT, 0));
+        let map = map_data(&self.ebpf, map_names::LISTENERS)?;
+        let row = size_of::<ListenerCounters>().div_ceil(8) * 8;
+        let mut by_slot = vec![ListenerCounters::default(); MAX_LISTENERS as usize];
+        batch::lookup_all(map.fd().as_fd(), 4, row * self.cpus, MAX_LISTENERS, |k, v| {
+            let slot = u32::from_ne_bytes(k.try_into().unwrap_or_default()) as usize;
+            if let Some(total) = by_slot.get_mut(slot) {
+                for cpu in v.chunks_exact(row) {
+                    // SAFETY: the kernel wrote a `#[repr(C)]` Pod value per CPU.
+                    *total += unsafe { cpu.as_ptr().cast::<ListenerCounters>().read_unaligned() };
+                }
             }
-            out.push((port, total));
-        }
+        })?;
+        let mut out: Vec<(u16, ListenerCounters)> = ports.into_iter().map(|(p, s)| (p, by_slot[s as usize])).collect();
         out.sort_by_key(|(p, _)| *p);
         Ok(out)
     }
