@@ -54,6 +54,29 @@ impl Netns {
         })
     }
 
+    /// Listens on `addr` in this namespace and accepts (and closes) exactly
+    /// `n` connections; returns once listening, with a handle that yields
+    /// how many were accepted.
+    pub fn accept_n(&self, addr: std::net::SocketAddr, n: usize) -> thread::JoinHandle<usize> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = self.spawn(move || {
+            let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            tx.send(()).expect("ready");
+            (0..n).map(|_| drop(listener.accept().expect("accept"))).count()
+        });
+        rx.recv().expect("listener ready");
+        handle
+    }
+
+    /// Opens (and closes) `n` connections to `addr` from this namespace.
+    pub fn connect_n(&self, addr: std::net::SocketAddr, n: usize) {
+        self.run(move || {
+            for _ in 0..n {
+                drop(std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}")));
+            }
+        });
+    }
+
     /// Runs `f` inside this namespace and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         self.spawn(f).join().unwrap_or_else(|e| std::panic::resume_unwind(e))

@@ -34,12 +34,7 @@ fn listen(topo: &Topology, port: u16) {
 }
 
 fn connect_n(topo: &Topology, port: u16, n: usize) {
-    topo.client.run(move || {
-        for _ in 0..n {
-            let addr: SocketAddr = format!("{SERVER_V4}:{port}").parse().expect("addr");
-            drop(TcpStream::connect(addr).expect("connect"));
-        }
-    });
+    topo.client.connect_n(SocketAddr::new(SERVER_V4.parse().expect("ip"), port), n);
 }
 
 /// `n` SYNs to `port` from 198.18.0.99 (an address nobody has): the server
@@ -257,20 +252,10 @@ fn interfaces_that_come_and_go_do_not_stop_the_agent() {
     topo.client.ip(&["link", "set", "c1", "up"]).expect("up");
     topo.server.ip(&["link", "set", "s1", "up"]).expect("up");
     agent.wait_for(&topo.server, WAIT, "s1 to be attached", |e| e.text.contains("iface=\"s1\""));
-    let (tx, rx) = mpsc::channel();
-    topo.server.spawn(move || {
-        let l = TcpListener::bind("198.18.1.2:7000").expect("bind");
-        tx.send(()).expect("ready");
-        for _ in 0..4 {
-            drop(l.accept().expect("accept"));
-        }
-    });
-    rx.recv().expect("ready");
-    topo.client.run(|| {
-        for _ in 0..4 {
-            drop(TcpStream::connect("198.18.1.2:7000").expect("connect"));
-        }
-    });
+    let target: SocketAddr = "198.18.1.2:7000".parse().expect("addr");
+    let server = topo.server.accept_n(target, 4);
+    topo.client.connect_n(target, 4);
+    assert_eq!(server.join().expect("server"), 4);
     agent.wait_for(&topo.server, WAIT, "4 completed on s1", |e| {
         v(e, "tcp_handshake_completed_total", &[("iface", "s1"), ("direction", "inbound")]) == 4.0
     });

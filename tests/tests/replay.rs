@@ -246,19 +246,11 @@ fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
         assert!(stderr.read_line(&mut line).expect("tcpdump output") > 0, "tcpdump exited before capturing");
     }
     let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--handshake-timeout", "60s"]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    topo.server.spawn(move || {
-        let l = std::net::TcpListener::bind((SERVER_V4, 8080)).expect("bind");
-        tx.send(()).expect("ready");
-        for _ in 0..12 {
-            drop(l.accept().expect("accept"));
-        }
-    });
-    rx.recv().expect("ready");
+    let target = std::net::SocketAddr::new(SERVER_V4.parse().expect("ip"), 8080);
+    let server = topo.server.accept_n(target, 12);
+    topo.client.connect_n(target, 12);
+    assert_eq!(server.join().expect("server"), 12);
     topo.client.run(|| {
-        for _ in 0..12 {
-            drop(TcpStream::connect((SERVER_V4, 8080)).expect("connect"));
-        }
         for _ in 0..3 {
             assert!(TcpStream::connect((SERVER_V4, 9)).is_err());
         }
