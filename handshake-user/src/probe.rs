@@ -68,6 +68,28 @@ impl Default for LoadOptions {
 pub struct Probe {
     ebpf: Ebpf,
     cpus: usize,
+    /// (port, slot) of the tracked listener ports: kept here so a scrape
+    /// does not read the 65536-entry port array.
+    listener_slots: Vec<(u16, u32)>,
+}
+
+/// A second handle on the flow table, for reading it in batches without
+/// holding whatever guards the [`Probe`].
+pub struct FlowReader {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl FlowReader {
+    /// Streams every entry to `each`.
+    pub fn for_each(&self, mut each: impl FnMut(&FlowKey, &FlowState)) -> Result<()> {
+        batch::lookup_all(self.fd.as_fd(), size_of::<FlowKey>(), size_of::<FlowState>(), 4096, |k, v| {
+            // SAFETY: the kernel wrote exactly these `#[repr(C)]` Pod types.
+            let key = unsafe { k.as_ptr().cast::<FlowKey>().read_unaligned() };
+            let state = unsafe { v.as_ptr().cast::<FlowState>().read_unaligned() };
+            each(&key, &state);
+        })
+        .context("scanning the flow table")
+    }
 }
 
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
@@ -111,7 +133,10 @@ impl Probe {
         program::<SchedClassifier>(&mut ebpf, TC_EGRESS)?.load().context("the kernel rejected the TC program")?;
         program::<Xdp>(&mut ebpf, EXPIRE)?.load().context("the kernel rejected the expire program")?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        Ok(Self { ebpf, cpus })
+        let mut probe = Self { ebpf, cpus, listener_slots: Vec::new() };
+        // Pinned maps may already have ports from an earlier agent.
+        probe.listener_slots = probe.read_listener_slots()?;
+        Ok(probe)
     }
 
     /// Attaches the ingress (XDP) program to `iface`; the link detaches when
@@ -206,15 +231,8 @@ impl Probe {
 
     /// Every handshake in progress, read in batches.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>> {
-        let map = map_data(&self.ebpf, map_names::FLOWS)?;
         let mut out = Vec::new();
-        batch::lookup_all(map.fd().as_fd(), size_of::<FlowKey>(), size_of::<FlowState>(), 4096, |k, v| {
-            // SAFETY: the kernel wrote exactly these `#[repr(C)]` Pod types.
-            let key = unsafe { k.as_ptr().cast::<FlowKey>().read_unaligned() };
-            let state = unsafe { v.as_ptr().cast::<FlowState>().read_unaligned() };
-            out.push((key, state));
-        })
-        .context("scanning the flow table")?;
+        self.flow_reader()?.for_each(|k, s| out.push((*k, *s)))?;
         Ok(out)
     }
 
@@ -275,8 +293,14 @@ impl Probe {
         Ok(())
     }
 
-    /// (port, slot) of every port with a listener slot of its own.
-    fn listener_slots(&self) -> Result<Vec<(u16, u32)>> {
+    /// A handle for scanning the flow table on another thread.
+    pub fn flow_reader(&self) -> Result<FlowReader> {
+        let fd = map_data(&self.ebpf, map_names::FLOWS)?.fd().as_fd().try_clone_to_owned()?;
+        Ok(FlowReader { fd })
+    }
+
+    /// (port, slot) of every port with a listener slot of its own, from the map.
+    fn read_listener_slots(&self) -> Result<Vec<(u16, u32)>> {
         let map = map_data(&self.ebpf, map_names::LISTENER_SLOTS)?;
         let mut out = Vec::new();
         batch::lookup_all(map.fd().as_fd(), 4, 4, PORTS, |k, v| {
@@ -293,7 +317,7 @@ impl Probe {
     /// port are counted under [`OTHER_PORT`]; past [`MAX_LISTENERS`] - 1
     /// ports, new ones are too.
     pub fn track_listener_ports(&mut self, ports: &[u16]) -> Result<()> {
-        let current = self.listener_slots()?;
+        let current = self.listener_slots.clone();
         let mut used: std::collections::BTreeSet<u32> = current.iter().map(|(_, s)| *s).collect();
         let cpus = self.cpus;
         for port in ports.iter().copied().filter(|p| *p != OTHER_PORT) {
@@ -311,6 +335,7 @@ impl Probe {
             let map = self.ebpf.map_mut(map_names::LISTENER_SLOTS).ok_or_else(|| anyhow!("map LISTENER_SLOTS missing"))?;
             let mut slots: Array<_, u32> = Array::try_from(map)?;
             slots.set(u32::from(port), slot, 0).with_context(|| format!("cannot track listener port {port}"))?;
+            self.listener_slots.push((port, slot));
         }
         Ok(())
     }
@@ -318,7 +343,7 @@ impl Probe {
     /// Each tracked port's funnel, summed over CPUs, sorted by port; port 0
     /// is every other port.
     pub fn listeners(&self) -> Result<Vec<(u16, ListenerCounters)>> {
-        let mut ports = self.listener_slots()?;
+        let mut ports = self.listener_slots.clone();
         ports.push((OTHER_PORT, 0));
         let map = map_data(&self.ebpf, map_names::LISTENERS)?;
         let row = size_of::<ListenerCounters>().div_ceil(8) * 8;

@@ -21,8 +21,8 @@ use crate::{
     cli::RunArgs,
     detector::{Condition, Detector, Signals, Thresholds, Transition, report},
     exposition, http, interfaces, listeners, netstat, privileges,
-    probe::{LoadOptions, Probe},
-    scan::{RatioWindow, Snapshot, summarize},
+    probe::{FlowReader, LoadOptions, Probe},
+    scan::{RatioWindow, Snapshot, Summarizer},
 };
 
 /// How often interfaces and listening ports are looked at again.
@@ -132,7 +132,8 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
             ifaces: if explicit { Some(args.ifaces.clone()) } else { None },
             auto_ports: args.listener_ports.is_empty(),
         };
-        thread::Builder::new().name("scanner".into()).spawn(move || scanner(&shared, &stop, &settings))?
+        let reader = lock(&shared)?.probe.flow_reader()?;
+        thread::Builder::new().name("scanner".into()).spawn(move || scanner(&shared, &reader, &stop, &settings))?
     };
 
     let render: http::Render = {
@@ -165,7 +166,7 @@ struct ScanSettings {
     auto_ports: bool,
 }
 
-fn scanner(shared: &SharedRef, stop: &AtomicBool, settings: &ScanSettings) {
+fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings: &ScanSettings) {
     let mut window = RatioWindow::default();
     let mut last_reconcile = Instant::now();
     let mut last_ports = Instant::now();
@@ -195,7 +196,7 @@ fn scanner(shared: &SharedRef, stop: &AtomicBool, settings: &ScanSettings) {
                 }
             }
         }
-        if let Err(e) = scan_once(shared, settings, &mut window, started) {
+        if let Err(e) = scan_once(shared, reader, settings, &mut window, started) {
             log::warn!("scan: {e:#}");
         }
         // Sleep out the interval, waking often enough to stop promptly.
@@ -205,24 +206,32 @@ fn scanner(shared: &SharedRef, stop: &AtomicBool, settings: &ScanSettings) {
     }
 }
 
-fn scan_once(shared: &SharedRef, settings: &ScanSettings, window: &mut RatioWindow, started: Instant) -> Result<()> {
-    let (flows, tracked) = {
-        let s = lock(shared)?;
-        (s.probe.flows()?, s.tracked_ports.clone())
-    };
-    let (mut snap, chores) = summarize(&flows, monotonic_ns(), settings.timeout, &tracked);
-    let (counters, labels) = {
+fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, window: &mut RatioWindow, started: Instant) -> Result<()> {
+    let tracked = lock(shared)?.tracked_ports.clone();
+    // The table is read without the lock: scrapes never wait for a scan.
+    let mut summary = Summarizer::new(monotonic_ns(), settings.timeout, &tracked);
+    reader.for_each(|k, st| summary.add(k, st))?;
+    let (mut snap, chores) = summary.finish();
+    // Expire and forget in chunks, taking the lock per chunk: a mass
+    // timeout after a flood does not hold scrapes up.
+    for chunk in chores.expire.chunks(512) {
         let mut s = lock(shared)?;
-        for (key, syn_ns) in &chores.expire {
+        for (key, syn_ns) in chunk {
             if s.probe.expire(key, *syn_ns)? {
                 snap.expired += 1;
             }
         }
-        for (key, syn_ns) in &chores.forget {
+    }
+    for chunk in chores.forget.chunks(512) {
+        let mut s = lock(shared)?;
+        for (key, syn_ns) in chunk {
             if s.probe.forget(key, *syn_ns)? {
                 snap.entries -= 1;
             }
         }
+    }
+    let (counters, labels) = {
+        let s = lock(shared)?;
         snap.capacity = s.probe.flow_table_capacity()?;
         (s.probe.counters()?, s.attachments.labels())
     };

@@ -4,7 +4,7 @@
 //! listener, the ratio window). Scrapes never scan.
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -48,20 +48,33 @@ pub fn stage_index(stage: u8) -> usize {
     usize::from(stage == Stage::SynReceived as u8)
 }
 
+/// A source prefix (/24 or /64) as a compact key: family and masked bytes.
+type Prefix = (u8, [u8; 16]);
+
+fn prefix_of(key: &FlowKey) -> Prefix {
+    let mut bytes = [0u8; 16];
+    for (i, w) in key.src_addr.iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    if key.family == Family::Ipv6 as u8 {
+        bytes[8..].fill(0);
+    } else {
+        bytes[3..].fill(0);
+    }
+    (key.family, bytes)
+}
+
+fn prefix_text((family, b): Prefix) -> String {
+    if family == Family::Ipv6 as u8 {
+        format!("{}/64", Ipv6Addr::from(b))
+    } else {
+        format!("{}/24", Ipv4Addr::new(b[0], b[1], b[2], 0))
+    }
+}
+
 /// Source prefix of a half-open handshake for the detector: /24 or /64.
 pub fn source_prefix(key: &FlowKey) -> String {
-    if key.family == Family::Ipv6 as u8 {
-        let mut bytes = [0u8; 16];
-        for (i, w) in key.src_addr.iter().enumerate() {
-            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        bytes[8..].fill(0);
-        format!("{}/64", IpAddr::V6(Ipv6Addr::from(bytes)))
-    } else {
-        let mut b = key.src_addr[0].to_ne_bytes();
-        b[3] = 0;
-        format!("{}/24", IpAddr::V4(Ipv4Addr::from(b)))
-    }
+    prefix_text(prefix_of(key))
 }
 
 fn top<K: Clone + Ord>(counts: HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
@@ -79,47 +92,81 @@ pub struct Chores {
     pub forget: Vec<(FlowKey, u64)>,
 }
 
-/// Splits a table read into the live half-open picture and the chores.
-/// Tombstones (timed out, kept for late retransmissions) are not half-open;
-/// they are forgotten once [`TOMBSTONE_LINGER_NS`] past their timeout.
-pub fn summarize(flows: &[(FlowKey, FlowState)], now_ns: u64, timeout: Duration, tracked_ports: &[u16]) -> (Snapshot, Chores) {
-    let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-    let mut snap = Snapshot { entries: flows.len() as u64, ..Snapshot::default() };
-    let mut expired = Vec::new();
-    let mut chores = Chores::default();
-    let mut ports: HashMap<u16, u64> = HashMap::new();
-    let mut sources: HashMap<String, u64> = HashMap::new();
-    for (key, state) in flows {
-        let age = now_ns.saturating_sub(state.syn_ns);
-        if state.stage == Stage::Expired as u8 {
-            if age >= timeout_ns.saturating_add(TOMBSTONE_LINGER_NS) && chores.forget.len() < MAX_EXPIRE_PER_SCAN {
-                chores.forget.push((*key, state.syn_ns));
-            }
-            continue;
-        }
-        if age >= timeout_ns {
-            expired.push((*key, state.syn_ns, age));
-            continue;
-        }
-        let stage = stage_index(state.stage);
-        *snap.half_open.entry((u32::from(state.iface_slot), key.family, state.direction, state.stage)).or_default() += 1;
-        let secs = age as f64 / 1e9;
-        if secs > snap.oldest_seconds[stage] {
-            snap.oldest_seconds[stage] = secs;
-        }
-        if state.direction == Direction::Inbound as u8 {
-            let port = if tracked_ports.contains(&key.dst_port) { key.dst_port } else { OTHER_PORT };
-            *snap.listener_half_open.entry(port).or_default() += 1;
-            *ports.entry(key.dst_port).or_default() += 1;
-            *sources.entry(source_prefix(key)).or_default() += 1;
+/// Builds the live half-open picture and the chores from flow-table
+/// entries streamed into it, one at a time: a scan of a million entries
+/// keeps no copy of the table.
+pub struct Summarizer<'a> {
+    now_ns: u64,
+    timeout_ns: u64,
+    tracked_ports: &'a [u16],
+    snap: Snapshot,
+    expired: Vec<(FlowKey, u64, u64)>,
+    chores: Chores,
+    ports: HashMap<u16, u64>,
+    sources: HashMap<Prefix, u64>,
+}
+
+impl<'a> Summarizer<'a> {
+    pub fn new(now_ns: u64, timeout: Duration, tracked_ports: &'a [u16]) -> Self {
+        Self {
+            now_ns,
+            timeout_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            tracked_ports,
+            snap: Snapshot::default(),
+            expired: Vec::new(),
+            chores: Chores::default(),
+            ports: HashMap::new(),
+            sources: HashMap::new(),
         }
     }
-    snap.top_ports = top(ports, 5);
-    snap.top_sources = top(sources, 5);
-    expired.sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
-    expired.truncate(MAX_EXPIRE_PER_SCAN);
-    chores.expire = expired.into_iter().map(|(k, t, _)| (k, t)).collect();
-    (snap, chores)
+
+    /// Tombstones (timed out, kept for late retransmissions) are not
+    /// half-open; they are forgotten once [`TOMBSTONE_LINGER_NS`] past their
+    /// timeout.
+    pub fn add(&mut self, key: &FlowKey, state: &FlowState) {
+        self.snap.entries += 1;
+        let age = self.now_ns.saturating_sub(state.syn_ns);
+        if state.stage == Stage::Expired as u8 {
+            if age >= self.timeout_ns.saturating_add(TOMBSTONE_LINGER_NS) && self.chores.forget.len() < MAX_EXPIRE_PER_SCAN {
+                self.chores.forget.push((*key, state.syn_ns));
+            }
+            return;
+        }
+        if age >= self.timeout_ns {
+            self.expired.push((*key, state.syn_ns, age));
+            return;
+        }
+        let stage = stage_index(state.stage);
+        *self.snap.half_open.entry((u32::from(state.iface_slot), key.family, state.direction, state.stage)).or_default() += 1;
+        let secs = age as f64 / 1e9;
+        if secs > self.snap.oldest_seconds[stage] {
+            self.snap.oldest_seconds[stage] = secs;
+        }
+        if state.direction == Direction::Inbound as u8 {
+            let port = if self.tracked_ports.contains(&key.dst_port) { key.dst_port } else { OTHER_PORT };
+            *self.snap.listener_half_open.entry(port).or_default() += 1;
+            *self.ports.entry(key.dst_port).or_default() += 1;
+            *self.sources.entry(prefix_of(key)).or_default() += 1;
+        }
+    }
+
+    pub fn finish(mut self) -> (Snapshot, Chores) {
+        self.snap.top_ports = top(self.ports, 5);
+        self.snap.top_sources = top(self.sources, 5).into_iter().map(|(p, n)| (prefix_text(p), n)).collect();
+        self.expired.sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
+        self.expired.truncate(MAX_EXPIRE_PER_SCAN);
+        self.chores.expire = self.expired.into_iter().map(|(k, t, _)| (k, t)).collect();
+        (self.snap, self.chores)
+    }
+}
+
+/// [`Summarizer`] over a table read already in memory.
+pub fn summarize(flows: &[(FlowKey, FlowState)], now_ns: u64, timeout: Duration, tracked_ports: &[u16]) -> (Snapshot, Chores) {
+    let mut s = Summarizer::new(now_ns, timeout, tracked_ports);
+    for (k, st) in flows {
+        s.add(k, st);
+    }
+    s.finish()
 }
 
 /// Counter samples over the ratio window.
