@@ -65,7 +65,8 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum XdpMode {
-    /// Native where the driver supports it, generic (skb) otherwise.
+    /// Native where the driver supports it, generic (skb) otherwise, and on
+    /// veth (where generic is cheaper for a host's own traffic).
     Auto,
     /// Native (driver) mode only.
     Driver,

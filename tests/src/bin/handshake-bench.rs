@@ -423,8 +423,11 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
     }
     let configs = ["no monitor", "handshake-monitor", "tcpdump (SYN filter)", "nf_conntrack", "handshake-monitor, generic XDP"];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    for _ in 0..s.runs {
-        for (i, config) in configs.iter().enumerate() {
+    for run in 0..s.runs {
+        // Rotate the order each round: no configuration always goes first.
+        for k in 0..configs.len() {
+            let i = (k + run) % configs.len();
+            let config = &configs[i];
             let mut agent: Option<Agent> = None;
             let mut child: Option<Child> = None;
             match i {
