@@ -59,7 +59,8 @@ pub fn existing(names: &[String]) -> Result<Vec<Interface>> {
 /// `virtio_net`, `mlx5_core`, ...): the ETHTOOL_GDRVINFO ioctl, which virtual
 /// devices answer too. None if the device does not say.
 pub fn driver(name: &str) -> Option<String> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    // The request argument's type differs between libcs (c_ulong on glibc).
+    const SIOCETHTOOL: libc::Ioctl = 0x8946;
     const ETHTOOL_GDRVINFO: u32 = 0x3;
     #[repr(C)]
     struct DrvInfo {
@@ -96,7 +97,7 @@ pub fn driver(name: &str) -> Option<String> {
         if fd < 0 {
             return None;
         }
-        let rc = libc::ioctl(fd, SIOCETHTOOL as _, &mut req);
+        let rc = libc::ioctl(fd, SIOCETHTOOL, &mut req);
         libc::close(fd);
         if rc != 0 {
             return None;

@@ -187,7 +187,7 @@ impl Reader {
             _ => return Err(Error::Corrupt { offset: self.offset, what: "bad byte-order magic" }),
         };
         let total = u32_of(&head[0..4], big);
-        if !(28..=MAX_RECORD).contains(&total) || total % 4 != 0 {
+        if !(28..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
             return Err(Error::Corrupt { offset: self.offset, what: "bad section header length" });
         }
         let mut rest = vec![0u8; total as usize - 12];
@@ -252,7 +252,7 @@ impl Reader {
                 _ => return Err(Error::Corrupt { offset: start, what: "bad byte-order magic" }),
             };
             let total = u32_of(&order, big);
-            if !(28..=MAX_RECORD).contains(&total) || total % 4 != 0 {
+            if !(28..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
                 return Err(Error::Corrupt { offset: start, what: "bad section header length" });
             }
             let mut rest = vec![0u8; total as usize - 12];
@@ -260,7 +260,7 @@ impl Reader {
             self.format = Format::PcapNg { big_endian: big, interfaces: Vec::new() };
             return Ok(None);
         }
-        if !(12..=MAX_RECORD).contains(&total) || total % 4 != 0 {
+        if !(12..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
             return Err(Error::Corrupt { offset: start, what: "bad block length" });
         }
         let mut body = vec![0u8; total as usize - 8];

@@ -62,10 +62,11 @@ fn listeners_in(path: &Path) -> Result<Vec<u16>> {
     let mut reader = Reader::open(path).map_err(anyhow::Error::new)?;
     let mut syns: BTreeMap<u16, u64> = BTreeMap::new();
     while let Ok(Some(p)) = reader.next_packet() {
-        if let Ok(Parsed::Tcp(seg)) = parse_ethernet(&p.frame[..]) {
-            if seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN && p.way != Some(Way::Outgoing) {
-                *syns.entry(seg.dst_port).or_default() += 1;
-            }
+        if let Ok(Parsed::Tcp(seg)) = parse_ethernet(&p.frame[..])
+            && seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+            && p.way != Some(Way::Outgoing)
+        {
+            *syns.entry(seg.dst_port).or_default() += 1;
         }
     }
     let mut ports: Vec<(u16, u64)> = syns.into_iter().collect();

@@ -160,7 +160,7 @@ impl Packet {
     /// (4 or 16 bytes each).
     fn tcp_segment(&self, src: &[u8], dst: &[u8]) -> Vec<u8> {
         let mut options = self.tcp_options.clone();
-        while options.len() % 4 != 0 {
+        while !options.len().is_multiple_of(4) {
             options.push(0);
         }
         let doff = self.data_offset.unwrap_or((5 + options.len() / 4) as u8);
@@ -224,7 +224,7 @@ impl Packet {
     fn ipv4(&self, s: Ipv4Addr, d: Ipv4Addr) -> Vec<u8> {
         let tcp = self.tcp_segment(&s.octets(), &d.octets());
         let mut options = self.ipv4_options.clone();
-        while options.len() % 4 != 0 {
+        while !options.len().is_multiple_of(4) {
             options.push(0);
         }
         let ihl = 5 + options.len() / 4;
