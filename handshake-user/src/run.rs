@@ -13,7 +13,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use handshake_common::counters::{Direction, Family, OTHER_IFACE_SLOT};
+use handshake_common::{
+    counters::{Direction, Family, OTHER_IFACE_SLOT},
+    flow::FlowKey,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -212,24 +215,6 @@ fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, w
     let mut summary = Summarizer::new(monotonic_ns(), settings.timeout, &tracked);
     reader.for_each(|k, st| summary.add(k, st))?;
     let (mut snap, chores) = summary.finish();
-    // Expire and forget in chunks, taking the lock per chunk: a mass
-    // timeout after a flood does not hold scrapes up.
-    for chunk in chores.expire.chunks(512) {
-        let mut s = lock(shared)?;
-        for (key, syn_ns) in chunk {
-            if s.probe.expire(key, *syn_ns)? {
-                snap.expired += 1;
-            }
-        }
-    }
-    for chunk in chores.forget.chunks(512) {
-        let mut s = lock(shared)?;
-        for (key, syn_ns) in chunk {
-            if s.probe.forget(key, *syn_ns)? {
-                snap.entries -= 1;
-            }
-        }
-    }
     let (counters, labels) = {
         let s = lock(shared)?;
         snap.capacity = s.probe.flow_table_capacity()?;
@@ -256,16 +241,37 @@ fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, w
         syn_rate: if span > 0.0 { attempts as f64 / span } else { 0.0 },
         completion_ratio: if attempts > 0 { completed as f64 / attempts as f64 } else { f64::NAN },
     };
-    snap.scan_seconds = started.elapsed().as_secs_f64();
-    let mut s = lock(shared)?;
-    for (condition, transition) in s.detector.evaluate(signals, Instant::now()) {
-        let line = report(condition, transition, &signals, &snap);
-        match transition {
-            Transition::Fired => log::warn!("{line}"),
-            Transition::Resolved => log::info!("{line}"),
+    // The new snapshot already leaves out what is about to expire: publish
+    // it under the same lock as the expirations that move the timeout
+    // counters, so no scrape sees a handshake both half-open and timed out.
+    // A mass timeout is worked off in chunks (scrapes get in between) and
+    // published with the last one.
+    let chunks: Vec<&[(FlowKey, u64)]> = if chores.expire.is_empty() { vec![&[]] } else { chores.expire.chunks(512).collect() };
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mut s = lock(shared)?;
+        for (key, syn_ns) in chunk {
+            if s.probe.expire(key, *syn_ns)? {
+                snap.expired += 1;
+            }
+        }
+        if i == last {
+            for (key, syn_ns) in &chores.forget {
+                if s.probe.forget(key, *syn_ns)? {
+                    snap.entries -= 1;
+                }
+            }
+            snap.scan_seconds = started.elapsed().as_secs_f64();
+            for (condition, transition) in s.detector.evaluate(signals, Instant::now()) {
+                let line = report(condition, transition, &signals, &snap);
+                match transition {
+                    Transition::Fired => log::warn!("{line}"),
+                    Transition::Resolved => log::info!("{line}"),
+                }
+            }
+            s.snapshot = std::mem::take(&mut snap);
         }
     }
-    s.snapshot = snap;
     Ok(())
 }
 
