@@ -154,7 +154,17 @@ impl Probe {
             cli::XdpMode::Skb => XdpMode::Skb,
         };
         let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
-        let id = xdp.attach_to_if_index(iface.index, mode).map_err(|e| {
+        let attached = match xdp.attach_to_if_index(iface.index, mode) {
+            // A driver with native XDP may still refuse it (virtio_net with
+            // the host's GRO offloads on, too few queues, ...) and the
+            // kernel does not fall back by itself: in auto mode, do.
+            Err(e) if mode == XdpMode::Default => {
+                log::info!("{}: native XDP refused ({e}); using generic (skb) mode", iface.name);
+                xdp.attach_to_if_index(iface.index, XdpMode::Skb)
+            }
+            other => other,
+        };
+        let id = attached.map_err(|e| {
             let busy = format!("{e:#}").contains("Device or resource busy") || format!("{e:?}").contains("EBUSY");
             if busy {
                 anyhow!("cannot attach XDP to {}: another XDP program is attached (a handshake-monitor run with --pin-path? `handshake-monitor cleanup --pin-path DIR` removes it)", iface.name)
