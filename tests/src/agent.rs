@@ -117,10 +117,19 @@ impl Agent {
         self.terminate()
     }
 
+    /// Sends SIGINT (Ctrl-C) and waits; returns whether it exited successfully.
+    pub fn interrupt(mut self) -> bool {
+        self.signal_and_wait(libc::SIGINT)
+    }
+
     fn terminate(&mut self) -> bool {
+        self.signal_and_wait(libc::SIGTERM)
+    }
+
+    fn signal_and_wait(&mut self, signal: libc::c_int) -> bool {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, signal) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -198,16 +198,19 @@ fn restarts_with_pin_path_lose_nothing() {
     assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 0, "cleanup detaches TC");
 }
 
-/// Without --pin-path nothing is left behind.
+/// Without --pin-path nothing is left behind, on SIGTERM or SIGINT.
 #[test]
 fn without_pin_path_exit_detaches_everything() {
     let topo = Topology::new();
-    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF]);
-    assert!(xdp_attached(&topo.server, SERVER_IF));
-    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1);
-    assert!(agent.stop());
-    assert!(!xdp_attached(&topo.server, SERVER_IF));
-    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 0);
+    for sigint in [false, true] {
+        let agent = Agent::start(&topo.server, &["--iface", SERVER_IF]);
+        assert!(xdp_attached(&topo.server, SERVER_IF));
+        assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1);
+        let log_before = agent.log();
+        assert!(if sigint { agent.interrupt() } else { agent.stop() }, "clean exit (sigint: {sigint}): {log_before}");
+        assert!(!xdp_attached(&topo.server, SERVER_IF));
+        assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 0);
+    }
 }
 
 /// Flag beats environment beats config file beats default.

@@ -221,6 +221,12 @@ fn prometheus_format_passes_promtool() {
     let table = run_to_exit(&[], &["replay", &file], &[]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("completed") && table.contains("80 "), "{table}");
+    // --progress (default: large files on a terminal) reports on stderr,
+    // ending at 100 %, and leaves stdout to the report.
+    let out = run_to_exit(&[], &["replay", &file, "--progress", "--format", "json"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("100.0 % (3 frames)"), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).expect("stdout is still the JSON report");
     let _ = std::fs::remove_file(&path);
 }
 
