@@ -8,7 +8,7 @@ use crate::{cli::CheckArgs, interfaces, privileges, probe};
 
 /// Drivers with native XDP support, as of Linux 6.x (not exhaustive).
 const NATIVE_XDP_DRIVERS: &[&str] = &[
-    "veth", "virtio_net", "tun", "mlx5_core", "mlx4_en", "i40e", "ice", "ixgbe", "ixgbevf", "igb", "igc", "bnxt_en",
+    "virtio_net", "tun", "mlx5_core", "mlx4_en", "i40e", "ice", "ixgbe", "ixgbevf", "igb", "igc", "bnxt_en",
     "ena", "nfp", "qede", "thunderx", "mvneta", "mvpp2", "stmmac", "sfc", "netdevsim", "bond", "xen-netfront",
     "hv_netvsc", "gve", "fec", "lan966x-switch", "atlantic", "octeontx2-nicpf",
 ];

@@ -142,14 +142,20 @@ fn counter_metric(labels: Vec<LabelPair>, value: u64) -> proto::Metric {
     metric
 }
 
+/// Slot 0 as `iface="other"`, then every interface slot in `ifaces`.
+fn labelled_slots(ifaces: &[(u32, String)]) -> Vec<(u32, &str)> {
+    let mut slots = vec![(OTHER_IFACE_SLOT, OTHER_IFACE)];
+    slots.extend(ifaces.iter().filter(|(s, _)| *s != OTHER_IFACE_SLOT).map(|(s, n)| (*s, n.as_str())));
+    slots
+}
+
 /// Counter families from the summed `COUNTERS` array, one series set per
 /// interface slot in `ifaces` (slot, name); slot 0 is always exported, as
 /// `iface="other"`.
 pub fn counter_families(counters: &[u64], ifaces: &[(u32, String)]) -> Vec<MetricFamily> {
     debug_assert_eq!(counters.len(), COUNTERS_LEN as usize);
     let value = |s: u32, f: Family, d: Direction, c: Counter| counters.get(counter_index(s, f, d, c) as usize).copied().unwrap_or(0);
-    let mut slots: Vec<(u32, &str)> = vec![(OTHER_IFACE_SLOT, OTHER_IFACE)];
-    slots.extend(ifaces.iter().filter(|(s, _)| *s != OTHER_IFACE_SLOT).map(|(s, n)| (*s, n.as_str())));
+    let slots = labelled_slots(ifaces);
     let mut families: Vec<MetricFamily> = Vec::new();
     for series in CATALOG {
         let mut metrics = Vec::new();
@@ -240,8 +246,7 @@ fn gauge_metric(labels: Vec<LabelPair>, value: f64) -> proto::Metric {
 /// [`counter_families`].
 pub fn scan_families(snap: &crate::scan::Snapshot, ifaces: &[(u32, String)]) -> Vec<MetricFamily> {
     use handshake_common::flow::Stage;
-    let mut slots: Vec<(u32, &str)> = vec![(OTHER_IFACE_SLOT, OTHER_IFACE)];
-    slots.extend(ifaces.iter().filter(|(s, _)| *s != OTHER_IFACE_SLOT).map(|(s, n)| (*s, n.as_str())));
+    let slots = labelled_slots(ifaces);
     let mut half_open = Vec::new();
     let mut completion = Vec::new();
     let mut synack = Vec::new();

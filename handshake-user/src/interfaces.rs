@@ -107,8 +107,3 @@ pub fn driver(name: &str) -> Option<String> {
         (!driver.is_empty()).then_some(driver)
     }
 }
-
-/// Every interface, up or not.
-pub fn every() -> Result<Vec<(Interface, bool)>> {
-    all()
-}

@@ -165,7 +165,7 @@ impl Probe {
             other => other,
         };
         let id = attached.map_err(|e| {
-            let busy = format!("{e:#}").contains("Device or resource busy") || format!("{e:?}").contains("EBUSY");
+            let busy = matches!(&e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY));
             if busy {
                 anyhow!("cannot attach XDP to {}: another XDP program is attached (a handshake-monitor run with --pin-path? `handshake-monitor cleanup --pin-path DIR` removes it)", iface.name)
             } else {
@@ -348,6 +348,11 @@ impl Probe {
             self.listener_slots.push((port, slot));
         }
         Ok(())
+    }
+
+    /// The ports with a listener slot of their own.
+    pub fn listener_ports(&self) -> Vec<u16> {
+        self.listener_slots.iter().map(|(p, _)| *p).collect()
     }
 
     /// Each tracked port's funnel, summed over CPUs, sorted by port; port 0

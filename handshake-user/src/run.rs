@@ -36,7 +36,6 @@ const LISTENERS_EVERY: Duration = Duration::from_secs(10);
 struct Shared {
     probe: Probe,
     attachments: Attachments,
-    tracked_ports: Vec<u16>,
     snapshot: Snapshot,
     detector: Detector,
 }
@@ -105,8 +104,8 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
         }
     }
     anyhow::ensure!(!attachments.names().is_empty(), "could not attach to any interface");
-    let tracked_ports = if args.listener_ports.is_empty() { listeners::discover() } else { args.listener_ports.clone() };
-    probe.track_listener_ports(&tracked_ports)?;
+    let ports = if args.listener_ports.is_empty() { listeners::discover() } else { args.listener_ports.clone() };
+    probe.track_listener_ports(&ports)?;
     log::info!(
         "watching {} (egress: {}{}); metrics at http://{}{}",
         attachments.names().join(", "),
@@ -123,7 +122,7 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
         hold: args.detector_for,
     });
     let shared: SharedRef =
-        Arc::new(Mutex::new(Shared { probe, attachments, tracked_ports, snapshot: Snapshot::default(), detector }));
+        Arc::new(Mutex::new(Shared { probe, attachments, snapshot: Snapshot::default(), detector }));
     let stop = Arc::new(AtomicBool::new(false));
     let scanner = {
         let shared = Arc::clone(&shared);
@@ -193,9 +192,9 @@ fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings:
             last_ports = started;
             if let Ok(mut s) = lock(shared) {
                 let found = listeners::discover();
-                let new: Vec<u16> = found.into_iter().filter(|p| !s.tracked_ports.contains(p)).collect();
-                if !new.is_empty() && s.probe.track_listener_ports(&new).is_ok() {
-                    s.tracked_ports.extend(new);
+                // Ports already tracked keep their slot and counts.
+                if let Err(e) = s.probe.track_listener_ports(&found) {
+                    log::warn!("listener ports: {e:#}");
                 }
             }
         }
@@ -210,7 +209,7 @@ fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings:
 }
 
 fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, window: &mut RatioWindow, started: Instant) -> Result<()> {
-    let tracked = lock(shared)?.tracked_ports.clone();
+    let tracked = lock(shared)?.probe.listener_ports();
     // The table is read without the lock: scrapes never wait for a scan.
     let mut summary = Summarizer::new(monotonic_ns(), settings.timeout, &tracked);
     reader.for_each(|k, st| summary.add(k, st))?;

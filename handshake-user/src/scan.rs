@@ -72,11 +72,6 @@ fn prefix_text((family, b): Prefix) -> String {
     }
 }
 
-/// Source prefix of a half-open handshake for the detector: /24 or /64.
-pub fn source_prefix(key: &FlowKey) -> String {
-    prefix_text(prefix_of(key))
-}
-
 fn top<K: Clone + Ord>(counts: HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
     let mut v: Vec<(K, u64)> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
