@@ -151,6 +151,16 @@ impl Drop for Agent {
     }
 }
 
+/// Asserts the agent failed with exactly one line on stderr, in its error
+/// format, containing `needle`.
+pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
+    assert!(!out.status.success(), "must fail: {needle}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("handshake-monitor: error: "), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+}
+
 /// Runs the agent binary with `args` to completion (at most 10 s: bad input
 /// must fail fast, not hang) and returns its output.
 pub fn run_to_exit(prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> std::process::Output {

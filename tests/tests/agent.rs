@@ -11,7 +11,7 @@ use std::{
 };
 
 use handshake_tests::{
-    agent::{Agent, run_to_exit},
+    agent::{Agent, assert_one_line_error, run_to_exit},
     metrics::Exposition,
     netns::{Netns, SERVER_IF, SERVER_V4, Topology, ip},
     packet::{Packet, SYN},
@@ -268,14 +268,6 @@ fn interfaces_that_come_and_go_do_not_stop_the_agent() {
     assert!(agent.stop(), "still running, exits cleanly");
 }
 
-fn one_line_error(out: &std::process::Output, needle: &str) {
-    assert!(!out.status.success(), "must fail: {needle}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("handshake-monitor: error: "), "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
-}
-
 #[test]
 fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     let tmp = std::env::temp_dir().join(format!("hm-bad-{}", std::process::id()));
@@ -302,7 +294,7 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     ];
     for (args, needle) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        one_line_error(&run_to_exit(&[], &args, &[]), needle);
+        assert_one_line_error(&run_to_exit(&[], &args, &[]), needle);
     }
     // No privilege: the same binary as an unprivileged user.
     let out = run_to_exit(
@@ -310,7 +302,7 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         &["run", "--iface", "lo"],
         &[],
     );
-    one_line_error(&out, "missing privilege: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN");
+    assert_one_line_error(&out, "missing privilege: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN");
     let _ = std::fs::remove_dir_all(tmp);
 }
 

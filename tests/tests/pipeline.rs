@@ -1,51 +1,24 @@
 //! End to end: real TCP connections in namespaces -> kernel programs -> maps
 //! -> agent -> /metrics, with exact counts.
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     process::Command,
 };
 
 use handshake_tests::{
-    agent::{Agent, binary},
+    agent::{Agent, assert_one_line_error, binary},
     netns::{CLIENT_V4, Netns, SERVER_IF, SERVER_V4, SERVER_V6, Topology},
 };
 
 const N: usize = 25;
 
-/// Accepts `n` connections on `addr` (in the calling namespace), answering
-/// each with one byte so the client knows the server side finished.
-fn serve_n(listener: TcpListener, n: usize) -> usize {
-    let mut accepted = 0;
-    for _ in 0..n {
-        let (mut s, _) = listener.accept().expect("accept");
-        s.write_all(b"k").expect("write");
-        accepted += 1;
-    }
-    accepted
-}
-
-fn connect_n(addr: SocketAddr, n: usize) {
-    for _ in 0..n {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).expect("read");
-    }
-}
-
 /// Runs `n` connections from the client namespace to a server in the
 /// server namespace and returns once the server has accepted all of them
 /// (so the final ACKs have passed the server's ingress).
 fn connections(topo: &Topology, server: SocketAddr, n: usize) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let srv = topo.server.spawn(move || {
-        let listener = TcpListener::bind(server).expect("bind server");
-        tx.send(()).expect("ready");
-        serve_n(listener, n)
-    });
-    rx.recv().expect("server ready");
-    topo.client.run(move || connect_n(server, n));
-    assert_eq!(srv.join().expect("server thread"), n);
+    let accepted = topo.server.accept_n(server, n);
+    topo.client.connect_n(server, n);
+    assert_eq!(accepted.join().expect("server thread"), n);
 }
 
 fn delta(before: &handshake_tests::metrics::Exposition, after: &handshake_tests::metrics::Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -99,15 +72,9 @@ fn outbound_connections_are_counted_as_outbound() {
     let before = agent.scrape(&topo.server);
     // Roles swapped: the listener is in the client namespace.
     let target: SocketAddr = format!("{CLIENT_V4}:9000").parse().expect("addr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let srv = topo.client.spawn(move || {
-        let listener = TcpListener::bind(target).expect("bind");
-        tx.send(()).expect("ready");
-        serve_n(listener, N)
-    });
-    rx.recv().expect("ready");
-    topo.server.run(move || connect_n(target, N));
-    assert_eq!(srv.join().expect("listener"), N);
+    let accepted = topo.client.accept_n(target, N);
+    topo.server.connect_n(target, N);
+    assert_eq!(accepted.join().expect("listener"), N);
     let after = agent.scrape(&topo.server);
     let out_v4 = [("direction", "outbound"), ("family", "ipv4")];
     assert_eq!(delta(&before, &after, "tcp_handshake_attempts_total", &out_v4), N as f64);
@@ -122,15 +89,10 @@ fn n_connections_on_loopback_complete_n_handshakes() {
     let ns = Netns::new("lo");
     let agent = Agent::start(&ns, &["--iface", "lo"]);
     let before = agent.scrape(&ns);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let srv = ns.spawn(move || {
-        let listener = TcpListener::bind("127.0.0.1:8080").expect("bind");
-        tx.send(()).expect("ready");
-        serve_n(listener, N)
-    });
-    rx.recv().expect("ready");
-    ns.run(|| connect_n("127.0.0.1:8080".parse().expect("addr"), N));
-    assert_eq!(srv.join().expect("server"), N);
+    let target: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let accepted = ns.accept_n(target, N);
+    ns.connect_n(target, N);
+    assert_eq!(accepted.join().expect("server"), N);
     let after = agent.scrape(&ns);
     let expected = (N + 1) as f64; // N connections + the second scrape
     assert_eq!(delta(&before, &after, "tcp_handshake_attempts_total", &[]), expected);
@@ -154,10 +116,7 @@ fn default_interfaces_count_a_scrape_of_the_endpoint() {
 #[test]
 fn unknown_interface_is_one_clear_line_and_non_zero_exit() {
     let out = Command::new(binary()).args(["run", "--iface", "no-such-if0"]).output().expect("run agent");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("unknown interface \"no-such-if0\""), "{stderr}");
+    assert_one_line_error(&out, "unknown interface \"no-such-if0\"");
 }
 
 #[test]
@@ -167,8 +126,5 @@ fn port_in_use_is_one_clear_line_and_non_zero_exit() {
         let _held = TcpListener::bind("127.0.0.1:9437").expect("hold the port");
         Command::new(binary()).args(["run", "--iface", "lo"]).output().expect("run agent")
     });
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("cannot listen on 127.0.0.1:9437"), "{stderr}");
+    assert_one_line_error(&out, "cannot listen on 127.0.0.1:9437");
 }

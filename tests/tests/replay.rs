@@ -13,7 +13,7 @@ use handshake_common::{
     parse::{Parsed, TCP_ACK, TCP_RST, TCP_SYN, parse_ethernet},
 };
 use handshake_tests::{
-    agent::{Agent, run_to_exit},
+    agent::{Agent, assert_one_line_error, run_to_exit},
     capture::{Format, Record, Way, write},
     cases::{In, InRaw, Out, Step, X, Y, ack, cases, client, client6, handshake, syn, synack},
     netns::{SERVER_IF, SERVER_V4, Topology},
@@ -164,13 +164,6 @@ fn capture_time_drives_latency_and_timeouts() {
     let _ = std::fs::remove_file(&path);
 }
 
-fn one_line(out: &std::process::Output, needle: &str) {
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?}: {stderr}");
-}
-
 /// Broken input: a clear line, a non-zero exit, and for a file cut short,
 /// the counts up to the cut.
 #[test]
@@ -183,7 +176,7 @@ fn truncated_corrupt_and_unsupported_captures() {
     // segments of the second are read.
     std::fs::write(&path, &bytes[..bytes.len() - 10]).expect("write");
     let (json, out) = replay_json(&path, &[]);
-    one_line(&out, "truncated at byte");
+    assert_one_line_error(&out, "truncated at byte");
     assert_eq!(json["complete"], false);
     assert_eq!(json["frames"], 5);
     assert_eq!(n(&json, "inbound", "completed"), 1);
@@ -193,16 +186,16 @@ fn truncated_corrupt_and_unsupported_captures() {
     let mut wifi = bytes[..24].to_vec();
     wifi[20..24].copy_from_slice(&105u32.to_le_bytes());
     std::fs::write(&path, &wifi).expect("write");
-    one_line(&run_to_exit(&[], &["replay", &file], &[]), "unsupported link type 105");
+    assert_one_line_error(&run_to_exit(&[], &["replay", &file], &[]), "unsupported link type 105");
     std::fs::write(&path, b"GIF89a, not a capture").expect("write");
-    one_line(&run_to_exit(&[], &["replay", &file], &[]), "not a pcap or pcapng file");
+    assert_one_line_error(&run_to_exit(&[], &["replay", &file], &[]), "not a pcap or pcapng file");
     // A record claiming 1 GiB.
     let mut huge = bytes[..24].to_vec();
     huge.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0x40]);
     std::fs::write(&path, &huge).expect("write");
-    one_line(&run_to_exit(&[], &["replay", &file], &[]), "corrupt at byte 24: record length");
+    assert_one_line_error(&run_to_exit(&[], &["replay", &file], &[]), "corrupt at byte 24: record length");
     let _ = std::fs::remove_file(&path);
-    one_line(&run_to_exit(&[], &["replay", "/nonexistent.pcap"], &[]), "cannot read /nonexistent.pcap");
+    assert_one_line_error(&run_to_exit(&[], &["replay", "/nonexistent.pcap"], &[]), "cannot read /nonexistent.pcap");
 }
 
 /// --format prometheus is the live exposition's format and passes promtool.

@@ -32,7 +32,7 @@ use handshake_common::{
 };
 use handshake_tests::{
     agent::{Agent, binary},
-    cases::{ack, syn, synack},
+    cases::{ack, client, syn, synack, v4},
     metrics::Exposition,
     netns::{CLIENT_IF, Netns, SERVER_IF, SERVER_V4, Topology},
     packet::{ACK, PSH, Packet},
@@ -74,14 +74,6 @@ fn verdict(ok: Option<bool>) -> &'static str {
         Some(false) => "MISSED",
         None => "-",
     }
-}
-
-fn v4(last: u8) -> IpAddr {
-    IpAddr::from([198, 18, 0, last])
-}
-
-fn client() -> Packet {
-    Packet::tcp(v4(1), 40000, v4(2), 80)
 }
 
 fn data_segment(p: &Packet) -> Vec<u8> {
