@@ -87,7 +87,9 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Every frame a hook looked at (TCP or not).
+    /// Every frame a hook looked at (TCP or not). Counted before parsing,
+    /// so always under the IPv4 family slot and the hook's direction; the
+    /// agent labels it by hook and interface only.
     Packets = "packets",
     /// TCP segments with SYN set and ACK clear.
     SynPackets = "syn_packets",

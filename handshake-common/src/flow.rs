@@ -12,23 +12,25 @@ pub struct FlowKey {
     pub dst_port: u16,
     /// [`crate::counters::Family`] as u8.
     pub family: u8,
-    pub _pad: [u8; 3],
+    // Padding as integers, not `[u8; 3]`: zeroing a byte array made LLVM
+    // call `memset` on every key the kernel side built.
+    pub _pad8: u8,
+    pub _pad16: u16,
 }
 
 impl FlowKey {
+    #[inline(always)]
+    #[must_use]
+    pub const fn new(src_addr: [u32; 4], dst_addr: [u32; 4], src_port: u16, dst_port: u16, family: u8) -> Self {
+        Self { src_addr, dst_addr, src_port, dst_port, family, _pad8: 0, _pad16: 0 }
+    }
+
     /// The same flow seen from the other end: the key a responder's segment
     /// maps to.
     #[inline(always)]
     #[must_use]
     pub const fn reversed(&self) -> Self {
-        Self {
-            src_addr: self.dst_addr,
-            dst_addr: self.src_addr,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-            family: self.family,
-            _pad: [0; 3],
-        }
+        Self::new(self.dst_addr, self.src_addr, self.dst_port, self.src_port, self.family)
     }
 }
 
@@ -74,12 +76,13 @@ pub struct Hook {
     pub ifindex: u32,
     /// 1 on egress (TC), 0 on ingress (XDP).
     pub egress: u8,
-    pub _pad: [u8; 3],
+    pub _pad8: u8,
+    pub _pad16: u16,
 }
 
 impl Hook {
     pub const fn new(ifindex: u32, egress: bool) -> Self {
-        Self { ifindex, egress: egress as u8, _pad: [0; 3] }
+        Self { ifindex, egress: egress as u8, _pad8: 0, _pad16: 0 }
     }
 }
 
@@ -111,7 +114,9 @@ pub struct FlowState {
     /// Interface slot of the hook that saw the SYN: every later event of this
     /// handshake is counted there.
     pub iface_slot: u8,
-    pub _pad: [u8; 7],
+    pub _pad8: u8,
+    pub _pad16: u16,
+    pub _pad32: u32,
 }
 
 #[cfg(feature = "user")]
@@ -138,7 +143,7 @@ mod tests {
 
     #[test]
     fn reversed_twice_is_identity() {
-        let k = FlowKey { src_addr: [1, 0, 0, 0], dst_addr: [2, 0, 0, 0], src_port: 3, dst_port: 4, family: 0, _pad: [0; 3] };
+        let k = FlowKey::new([1, 0, 0, 0], [2, 0, 0, 0], 3, 4, 0);
         assert_eq!(k.reversed().reversed(), k);
         assert_eq!(k.reversed().src_port, 4);
     }

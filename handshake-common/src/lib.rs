@@ -31,6 +31,7 @@ pub mod map_names {
     pub const LISTENER_SLOTS: &str = "LISTENER_SLOTS";
     pub const IFACES: &str = "IFACES";
     pub const REPLAY_CLOCK: &str = "REPLAY_CLOCK";
+    pub const BENCH_STEP: &str = "BENCH_STEP";
 }
 
 /// Names of the programs in the object file.
@@ -43,6 +44,12 @@ pub mod program_names {
     /// Empty programs, the benchmarks' baselines; never attached by the agent.
     pub const BASELINE_XDP: &str = "baseline_xdp";
     pub const BASELINE_TC: &str = "baseline_tc";
+    /// Benchmarks: step an address, then observe (a new flow every run).
+    pub const BENCH_STEPPED_INGRESS: &str = "bench_stepped_ingress";
+    pub const BENCH_STEPPED_EGRESS: &str = "bench_stepped_egress";
+    /// Benchmarks: the step alone, the baselines of the two above.
+    pub const BENCH_STEP_XDP: &str = "bench_step_xdp";
+    pub const BENCH_STEP_TC: &str = "bench_step_tc";
 }
 
 /// Names of the load-time constants in the object.

@@ -127,19 +127,27 @@ impl ParseError {
 }
 
 /// The fields of a TCP segment the handshake logic needs.
+///
+/// `repr(C)`, bytes first, words last: the enums that carry a segment keep
+/// their tag in the niche of `family` and a `ParseError` in the byte after
+/// it, so no tag shares bytes with a port or an address. With Rust's own
+/// layout one did, and LLVM built flow keys from byte-sized pieces of an
+/// address (unaligned stack stores, which the verifier rejects once
+/// misaligned packet loads are allowed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct TcpSegment {
     pub family: Family,
+    pub flags: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// TCP payload bytes, from the IP length fields.
+    pub payload_len: u16,
+    pub seq: u32,
+    pub ack: u32,
     /// Raw network-order address words (IPv4: first word only).
     pub src_addr: [u32; 4],
     pub dst_addr: [u32; 4],
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub seq: u32,
-    pub ack: u32,
-    pub flags: u8,
-    /// TCP payload bytes, from the IP length fields.
-    pub payload_len: u16,
 }
 
 /// What a well-formed frame turned out to be.
@@ -189,56 +197,49 @@ pub fn parse_raw_ip<P: PacketView + ?Sized>(pkt: &P, offset: usize) -> Result<Pa
     }
 }
 
-/// IPv4 fixed header, as on the wire. Multi-byte fields are byte arrays so
-/// the struct has no alignment and no padding.
+/// IPv4 fixed header, as on the wire (multi-byte fields in network order).
+/// Packed: headers sit at any offset in a frame (the IPv4 header starts 14
+/// bytes in), and a packed struct's fields are read with plain, possibly
+/// unaligned, loads (one `ldxw` per address in the kernel, where bpf-linker
+/// allows misaligned access) instead of byte by byte.
 #[derive(Clone, Copy)]
-#[repr(C)]
+#[repr(C, packed)]
 struct Ipv4Header {
     ver_ihl: u8,
     tos: u8,
-    total_len: [u8; 2],
-    id: [u8; 2],
-    frag: [u8; 2],
+    total_len: u16,
+    id: u16,
+    frag: u16,
     ttl: u8,
     proto: u8,
-    check: [u8; 2],
-    src: [u8; 4],
-    dst: [u8; 4],
+    check: u16,
+    src: u32,
+    dst: u32,
 }
 
 #[derive(Clone, Copy)]
-#[repr(C)]
+#[repr(C, packed)]
 struct Ipv6Header {
-    ver_class_flow: [u8; 4],
-    payload_len: [u8; 2],
+    ver_class_flow: u32,
+    payload_len: u16,
     next: u8,
     hop_limit: u8,
-    src: [[u8; 4]; 4],
-    dst: [[u8; 4]; 4],
+    src: [u32; 4],
+    dst: [u32; 4],
 }
 
 #[derive(Clone, Copy)]
-#[repr(C)]
+#[repr(C, packed)]
 struct TcpHeader {
-    src_port: [u8; 2],
-    dst_port: [u8; 2],
-    seq: [u8; 4],
-    ack: [u8; 4],
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
     doff: u8,
     flags: u8,
-    window: [u8; 2],
-    check: [u8; 2],
-    urgent: [u8; 2],
-}
-
-#[inline(always)]
-const fn words(addr: [[u8; 4]; 4]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes(addr[0]),
-        u32::from_ne_bytes(addr[1]),
-        u32::from_ne_bytes(addr[2]),
-        u32::from_ne_bytes(addr[3]),
-    ]
+    window: u16,
+    check: u16,
+    urgent: u16,
 }
 
 // Each header is read with one bounds check, as a whole, and its fields are
@@ -251,18 +252,18 @@ fn parse_ipv4<P: PacketView + ?Sized>(pkt: &P, offset: usize) -> Result<Parsed, 
         return Err(ParseError::Ipv4Truncated);
     };
     let header_len = u16::from(ip.ver_ihl & 0x0f) * 4;
-    let total_len = u16::from_be_bytes(ip.total_len);
+    let total_len = u16::from_be(ip.total_len);
     if ip.ver_ihl >> 4 != 4 || header_len < 20 || total_len < header_len {
         return Err(ParseError::Ipv4BadHeaderLength);
     }
     if ip.proto != IPPROTO_TCP {
         return Ok(Parsed::NotTcp);
     }
-    if u16::from_be_bytes(ip.frag) & 0x1fff != 0 {
+    if u16::from_be(ip.frag) & 0x1fff != 0 {
         return Ok(Parsed::Fragment);
     }
-    let src = [u32::from_ne_bytes(ip.src), 0, 0, 0];
-    let dst = [u32::from_ne_bytes(ip.dst), 0, 0, 0];
+    let src = [ip.src, 0, 0, 0];
+    let dst = [ip.dst, 0, 0, 0];
     parse_tcp(pkt, offset + usize::from(header_len), Family::Ipv4, src, dst, total_len - header_len)
 }
 
@@ -271,8 +272,8 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, offset: usize) -> Result<Parsed, 
     let Some(ip) = pkt.read::<Ipv6Header>(offset) else {
         return Err(ParseError::Ipv6Truncated);
     };
-    let payload_len = u16::from_be_bytes(ip.payload_len);
-    let (src, dst) = (words(ip.src), words(ip.dst));
+    let payload_len = u16::from_be(ip.payload_len);
+    let (src, dst) = (ip.src, ip.dst);
     let mut next = ip.next;
     let mut offset = offset + size_of::<Ipv6Header>();
     // Bytes of extension headers walked, to get the TCP payload length.
@@ -334,10 +335,10 @@ fn parse_tcp<P: PacketView + ?Sized>(
         family,
         src_addr,
         dst_addr,
-        src_port: u16::from_be_bytes(tcp.src_port),
-        dst_port: u16::from_be_bytes(tcp.dst_port),
-        seq: u32::from_be_bytes(tcp.seq),
-        ack: u32::from_be_bytes(tcp.ack),
+        src_port: u16::from_be(tcp.src_port),
+        dst_port: u16::from_be(tcp.dst_port),
+        seq: u32::from_be(tcp.seq),
+        ack: u32::from_be(tcp.ack),
         flags: tcp.flags,
         payload_len: ip_payload - header_len,
     }))

@@ -14,7 +14,8 @@ use handshake_common::{
     handshake::FloodGuard,
     histogram::{LATENCY_LEN, Leg, base_index, bucket_for_ns, sum_index},
     listener::{ListenerCounters, MAX_LISTENERS, PORTS},
-    pending::{PENDING_SLOTS, pending_slot},
+    parse::TcpSegment,
+    pending::{PENDING_SLOTS, pending_slot, pending_slot_of},
 };
 
 /// Handshakes in progress. LRU so a full table evicts the stalest entry
@@ -57,6 +58,11 @@ pub static IFACES: Array<u32> = Array::with_max_entries(MAX_IFINDEX, 0);
 /// `CLOCK_FROM_MAP` is set.
 #[map]
 pub static REPLAY_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Byte offset in the frame of the word the benchmark programs step (see
+/// `bench_stepped_ingress`). Only they use it.
+#[map]
+pub static BENCH_STEP: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Set at load time for offline replay: read the time from `REPLAY_CLOCK`.
 /// In .rodata, frozen: the verifier prunes the branch it does not take.
@@ -164,13 +170,16 @@ pub fn pending_leave(key: &FlowKey) {
     pending_add(key, u64::MAX); // -1, wrapping
 }
 
-/// False when no flow hashing to `key`'s slot is in syn_received: an ACK on
-/// this 5-tuple then cannot complete a handshake.
+/// False when no flow hashing to the segment's slot is in syn_received: an
+/// ACK on this 5-tuple then cannot complete a handshake. Works on the
+/// segment's fields so that a data segment never builds a flow key.
 #[inline(always)]
-pub fn maybe_pending(key: &FlowKey) -> bool {
-    // SAFETY: a plain read; a racing update at worst costs one lookup more
-    // or, for a SYN-ACK not yet sent, one that could not match anyway.
-    match PENDING.get(pending_slot(key)) {
+pub fn maybe_pending(seg: &TcpSegment) -> bool {
+    let ipv4 = seg.family == Family::Ipv4;
+    let slot = pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port);
+    // A plain read; a racing update at worst costs one lookup more or, for a
+    // SYN-ACK not yet sent, one that could not match anyway.
+    match PENDING.get(slot) {
         Some(n) => *n != 0,
         None => true,
     }

@@ -391,20 +391,40 @@ impl Probe {
 
     /// The empty baseline XDP program (loaded on first use), for benchmarks.
     pub fn baseline_xdp(&mut self) -> Result<&mut Xdp> {
-        let xdp = program::<Xdp>(&mut self.ebpf, handshake_common::program_names::BASELINE_XDP)?;
+        self.bench_xdp(handshake_common::program_names::BASELINE_XDP)
+    }
+
+    /// The empty baseline TC program (loaded on first use), for benchmarks.
+    pub fn baseline_tc(&mut self) -> Result<&mut SchedClassifier> {
+        self.bench_tc(handshake_common::program_names::BASELINE_TC)
+    }
+
+    /// A never-attached XDP program of the object by name (loaded on first
+    /// use), for benchmarks.
+    pub fn bench_xdp(&mut self, name: &str) -> Result<&mut Xdp> {
+        let xdp = program::<Xdp>(&mut self.ebpf, name)?;
         if xdp.fd().is_err() {
             xdp.load()?;
         }
         Ok(xdp)
     }
 
-    /// The empty baseline TC program (loaded on first use), for benchmarks.
-    pub fn baseline_tc(&mut self) -> Result<&mut SchedClassifier> {
-        let tc = program::<SchedClassifier>(&mut self.ebpf, handshake_common::program_names::BASELINE_TC)?;
+    /// A never-attached TC program of the object by name (loaded on first
+    /// use), for benchmarks.
+    pub fn bench_tc(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        let tc = program::<SchedClassifier>(&mut self.ebpf, name)?;
         if tc.fd().is_err() {
             tc.load()?;
         }
         Ok(tc)
+    }
+
+    /// Sets the byte offset the benchmarks' stepping programs step.
+    pub fn set_bench_step(&mut self, offset: u32) -> Result<()> {
+        let map = self.ebpf.map_mut(map_names::BENCH_STEP).ok_or_else(|| anyhow!("map BENCH_STEP missing"))?;
+        let mut step: Array<_, u32> = Array::try_from(map)?;
+        step.set(0, offset, 0)?;
+        Ok(())
     }
 
     /// Mutable access to the object, for tools (benchmarks fill maps).

@@ -230,7 +230,7 @@ mod tests {
 
     fn flow(src: [u8; 4], port: u16, stage: Stage, syn_ns: u64) -> (FlowKey, FlowState) {
         (
-            FlowKey { src_addr: [u32::from_ne_bytes(src), 0, 0, 0], dst_addr: [1, 0, 0, 0], src_port: 5, dst_port: port, family: 0, _pad: [0; 3] },
+            FlowKey::new([u32::from_ne_bytes(src), 0, 0, 0], [1, 0, 0, 0], 5, port, 0),
             FlowState { syn_ns, stage: stage as u8, direction: Direction::Inbound as u8, iface_slot: 2, ..FlowState::default() },
         )
     }

@@ -27,8 +27,9 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use handshake_common::{
+    counters::Counter,
     flow::{FlowKey, FlowState, Stage},
-    map_names,
+    map_names, program_names,
 };
 use handshake_tests::{
     agent::{Agent, binary},
@@ -107,10 +108,6 @@ fn tc_ns(prog: &mut SchedClassifier, frame: &[u8], repeat: u32) -> f64 {
     r.duration.as_nanos() as f64
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
 fn unlimited(flow_table_size: u32) -> LoadOptions {
     LoadOptions { flow_table_size, syn_insert_budget: u64::MAX, ..LoadOptions::default() }
 }
@@ -168,63 +165,93 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             }
         });
     }
-    // Distinct cases: every frame a different flow, run once each, the
-    // kernel's per-run time averaged; a fresh table per run.
-    let n = s.distinct;
-    let new_flow = |name: &str, clients: Vec<Packet>, table: u32, prefill: usize, rows: &mut Vec<Row>, goal: f64| {
-        let frames: Vec<Vec<u8>> = clients.iter().map(|c| syn(c, 7).build()).collect();
-        let fill: Vec<Vec<u8>> = distinct_clients(prefill, false, false).iter().map(|c| syn(&c.clone().vlan(999), 3).build()).collect();
+    // State-changing cases: the stepping programs advance an address before
+    // every run, so `repeat` runs are `repeat` different flows (a fresh
+    // table per run); the baseline is the step alone.
+    let ipv4_src = 14 + 12;
+    let ipv4_dst = 14 + 16;
+    let new_flow = |name: &str, frame: Vec<u8>, offset: u32, table: u32, prefill: u32, rows: &mut Vec<Row>, goal: f64| {
         b1_case(s, rows, name, Some(goal), |ours| {
             let mut t = Tester::with(&unlimited(table));
+            if prefill > 0 {
+                // Other flows (another address range) fill the table first.
+                let mut other = syn(&client(), 3).build();
+                other[ipv4_src as usize] = 10;
+                stepped(&mut t, Ingress, &other, ipv4_src, prefill);
+            }
             if !ours {
-                let p = t.probe().baseline_xdp().expect("xdp");
-                return mean(&frames.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>());
+                return step_only(&mut t, Ingress, &frame, offset, r);
             }
-            for f in &fill {
-                t.ingress(f);
-            }
-            let p = t.probe().ingress_program().expect("xdp");
-            mean(&frames.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>())
+            let before = t.counters().total(Counter::Attempts);
+            let ns = stepped(&mut t, Ingress, &frame, offset, r);
+            assert_eq!(t.counters().total(Counter::Attempts) - before, u64::from(r), "{name}: every run a new flow");
+            ns
         });
     };
-    new_flow("SYN, new flow, IPv4", distinct_clients(n, false, false), 1 << 20, 0, rows, 250.0);
-    new_flow("SYN, new flow, IPv6", distinct_clients(n, true, false), 1 << 20, 0, rows, 250.0);
-    new_flow("SYN, new flow, QinQ", distinct_clients(n, false, true), 1 << 20, 0, rows, 250.0);
-    new_flow("SYN into a full table (evicts)", distinct_clients(n, false, false), 16384, 16384 * 2, rows, 400.0);
-    // SYN-ACK (egress) and completing ACK (ingress) on prepared flows.
-    let clients = distinct_clients(n, false, false);
-    let synacks: Vec<Vec<u8>> = clients.iter().map(|c| synack(c, 9, 8).build()).collect();
-    let acks: Vec<Vec<u8>> = clients.iter().map(|c| ack(c, 8, 10).build()).collect();
-    let prepared = |stage: u8| {
-        let mut t = Tester::with(&unlimited(1 << 20));
-        for c in &clients {
-            t.ingress(&syn(c, 7).build());
-            if stage == 2 {
-                t.egress(&synack(c, 9, 8).build());
-            }
-        }
-        t
-    };
+    let v6_src_last_word = 14 + 8 + 12;
+    let qinq_ipv4_src = 14 + 8 + 12;
+    new_flow("SYN, new flow, IPv4", syn(&client(), 7).build(), ipv4_src, TABLE_FOR_NEW_FLOWS, 0, rows, 250.0);
+    new_flow("SYN, new flow, IPv6", syn(&v6, 7).build(), v6_src_last_word, TABLE_FOR_NEW_FLOWS, 0, rows, 250.0);
+    new_flow("SYN, new flow, QinQ", syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src, TABLE_FOR_NEW_FLOWS, 0, rows, 250.0);
+    new_flow("SYN into a full table (evicts)", syn(&client(), 7).build(), ipv4_src, FULL_TABLE, FULL_TABLE * 2, rows, 400.0);
+    // SYN-ACK (egress) and completing ACK (ingress), on `repeat` flows the
+    // stepped SYNs (and SYN-ACKs) prepared.
+    let (syn_frame, synack_frame, ack_frame) =
+        (syn(&client(), 7).build(), synack(&client(), 9, 8).build(), ack(&client(), 8, 10).build());
     b1_case(s, rows, "SYN-ACK, egress (TC)", None, |ours| {
+        let mut t = Tester::with(&unlimited(TABLE_FOR_NEW_FLOWS));
+        stepped(&mut t, Ingress, &syn_frame, ipv4_src, r);
         if !ours {
-            let mut t = Tester::new();
-            let p = t.probe().baseline_tc().expect("tc");
-            return mean(&synacks.iter().map(|f| tc_ns(p, f, 1)).collect::<Vec<_>>());
+            return step_only(&mut t, Egress, &synack_frame, ipv4_dst, r);
         }
-        let mut t = prepared(1);
-        let p = t.probe().egress_program().expect("tc");
-        mean(&synacks.iter().map(|f| tc_ns(p, f, 1)).collect::<Vec<_>>())
+        let ns = stepped(&mut t, Egress, &synack_frame, ipv4_dst, r);
+        assert_eq!(t.counters().total(Counter::SynAck), u64::from(r), "every SYN-ACK valid");
+        ns
     });
     b1_case(s, rows, "completing ACK", None, |ours| {
+        let mut t = Tester::with(&unlimited(TABLE_FOR_NEW_FLOWS));
+        stepped(&mut t, Ingress, &syn_frame, ipv4_src, r);
+        stepped(&mut t, Egress, &synack_frame, ipv4_dst, r);
         if !ours {
-            let mut t = Tester::new();
-            let p = t.probe().baseline_xdp().expect("xdp");
-            return mean(&acks.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>());
+            return step_only(&mut t, Ingress, &ack_frame, ipv4_src, r);
         }
-        let mut t = prepared(2);
-        let p = t.probe().ingress_program().expect("xdp");
-        mean(&acks.iter().map(|f| xdp_ns(p, f, 1)).collect::<Vec<_>>())
+        let ns = stepped(&mut t, Ingress, &ack_frame, ipv4_src, r);
+        assert_eq!(t.counters().total(Counter::Completed), u64::from(r), "every ACK completes");
+        ns
     });
+}
+
+/// Room for every flow of a new-flow run (repeat <= 1M): no eviction.
+const TABLE_FOR_NEW_FLOWS: u32 = 1 << 20;
+/// The table the full-table case fills twice over before measuring.
+const FULL_TABLE: u32 = 16_384;
+
+#[derive(Clone, Copy)]
+enum Hook {
+    Ingress,
+    Egress,
+}
+use Hook::{Egress, Ingress};
+
+/// ns per run of the stepping program at `hook` (see the eBPF object's
+/// `bench_stepped_ingress`): `repeat` runs, each on the next flow.
+fn stepped(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32) -> f64 {
+    let p = t.probe();
+    p.set_bench_step(offset).expect("BENCH_STEP");
+    match hook {
+        Ingress => xdp_ns(p.bench_xdp(program_names::BENCH_STEPPED_INGRESS).expect("xdp"), frame, repeat),
+        Egress => tc_ns(p.bench_tc(program_names::BENCH_STEPPED_EGRESS).expect("tc"), frame, repeat),
+    }
+}
+
+/// The same runs with the step alone: the baseline of [`stepped`].
+fn step_only(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32) -> f64 {
+    let p = t.probe();
+    p.set_bench_step(offset).expect("BENCH_STEP");
+    match hook {
+        Ingress => xdp_ns(p.bench_xdp(program_names::BENCH_STEP_XDP).expect("xdp"), frame, repeat),
+        Egress => tc_ns(p.bench_tc(program_names::BENCH_STEP_TC).expect("tc"), frame, repeat),
+    }
 }
 
 /// Runs `f` in `ns`'s thread with the programs loaded and attached to `dev`
@@ -514,7 +541,7 @@ fn b4(s: &Settings, rows: &mut Vec<Row>) {
                     t.ingress(&ack(c, 6, 10).build());
                 }
                 let c = t.counters();
-                let completed = c.get(handshake_common::counters::Family::Ipv4, handshake_common::counters::Direction::Inbound, handshake_common::counters::Counter::Completed);
+                let completed = c.get(handshake_common::counters::Family::Ipv4, handshake_common::counters::Direction::Inbound, Counter::Completed);
                 fractions.push(completed as f64 / real.len() as f64);
             }
             let f = median(&mut fractions);
@@ -538,7 +565,7 @@ fn fill_flows(t: &mut Tester, n: usize) {
     let mut flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(map).expect("FLOWS type");
     let now = handshake_user::run::monotonic_ns();
     for i in 0..n as u32 {
-        let key = FlowKey { src_addr: [i, 1, 0, 0], dst_addr: [7, 0, 0, 0], src_port: (i % 60000) as u16, dst_port: 80, family: 0, _pad: [0; 3] };
+        let key = FlowKey::new([i, 1, 0, 0], [7, 0, 0, 0], (i % 60000) as u16, 80, 0);
         let state = FlowState { syn_ns: now, client_isn: i, stage: Stage::SynSent as u8, ..FlowState::default() };
         flows.insert(key, state, 0).expect("insert");
     }
@@ -631,7 +658,7 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
         let mut flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(&mut map).expect("FLOWS");
         let now = handshake_user::run::monotonic_ns();
         for i in 0..n as u32 {
-            let key = FlowKey { src_addr: [i, 2, 0, 0], dst_addr: [7, 0, 0, 0], src_port: (i % 60000) as u16, dst_port: 80, family: 0, _pad: [0; 3] };
+            let key = FlowKey::new([i, 2, 0, 0], [7, 0, 0, 0], (i % 60000) as u16, 80, 0);
             flows.insert(key, FlowState { syn_ns: now, stage: Stage::SynSent as u8, ..FlowState::default() }, 0).expect("insert");
         }
     }
