@@ -50,6 +50,8 @@ pub mod program_names {
     /// Benchmarks: the step alone, the baselines of the two above.
     pub const BENCH_STEP_XDP: &str = "bench_step_xdp";
     pub const BENCH_STEP_TC: &str = "bench_step_tc";
+    /// Benchmarks: step, parse and insert only (the kernel map's own cost).
+    pub const BENCH_INSERT_ONLY: &str = "bench_insert_only";
 }
 
 /// Names of the load-time constants in the object.

@@ -69,9 +69,10 @@ pub static BENCH_STEP: Array<u32> = Array::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 static CLOCK_FROM_MAP: u8 = 0;
 
-/// New flow-table entries allowed per CPU per window; set by the agent.
+/// New flow-table entries allowed per CPU per window; set by the agent
+/// (`--syn-insert-budget`). u64::MAX: no budget.
 #[unsafe(no_mangle)]
-static SYN_INSERT_BUDGET: u64 = 16_384;
+static SYN_INSERT_BUDGET: u64 = u64::MAX;
 /// Length of the insert-budget window in ns; set by the agent.
 #[unsafe(no_mangle)]
 static SYN_INSERT_WINDOW_NS: u64 = 100_000_000;
@@ -121,9 +122,12 @@ pub fn record_latency(direction: Direction, leg: Leg, ns: u64) {
 pub fn insert_new_flow(key: &FlowKey, state: &FlowState, family: Family, direction: Direction, replace: bool) {
     let iface = u32::from(state.iface_slot);
     count(iface, family, direction, Counter::Attempts);
-    if !replace {
-        // SAFETY: reads of constants the loader may have rewritten.
-        let budget = unsafe { core::ptr::read_volatile(&SYN_INSERT_BUDGET) };
+    // SAFETY: reads of constants the loader may have rewritten.
+    let budget = unsafe { core::ptr::read_volatile(&SYN_INSERT_BUDGET) };
+    // u64::MAX (the default) is no budget: a frozen constant, so the
+    // verifier drops the whole block.
+    if !replace && budget != u64::MAX {
+        // SAFETY: as above.
         let window = unsafe { core::ptr::read_volatile(&SYN_INSERT_WINDOW_NS) };
         let admitted = match FLOOD_GUARD.get_ptr_mut(0) {
             // SAFETY: per-CPU slot.

@@ -116,6 +116,14 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub flow_table_size: u32,
 
+    /// New flow-table entries allowed per CPU per 100 ms; 0, the default,
+    /// is no limit. A limit caps the CPU a SYN flood costs, but once it is
+    /// spent real SYNs go untracked too (counted as syn_untracked). Without
+    /// one, the table's LRU keeps answered handshakes through floods of many
+    /// times its size (see BENCHMARKS.md, B4).
+    #[arg(long = "syn-insert-budget", env = "HANDSHAKE_MONITOR_SYN_INSERT_BUDGET", default_value_t = 0, value_name = "N")]
+    pub syn_insert_budget: u64,
+
     /// How to attach the XDP program.
     #[arg(long = "xdp-mode", env = "HANDSHAKE_MONITOR_XDP_MODE", value_enum, default_value_t = XdpMode::Auto)]
     pub xdp_mode: XdpMode,

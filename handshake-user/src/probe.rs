@@ -47,7 +47,8 @@ pub const PINNED_MAPS: &[&str] = &[
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
     pub flow_table_size: u32,
-    /// New flow-table entries allowed per CPU per window.
+    /// New flow-table entries allowed per CPU per window; u64::MAX (the
+    /// default) is no budget, and the kernel skips the check.
     pub syn_insert_budget: u64,
     pub syn_insert_window_ns: u64,
     /// Offline replay: the programs read the time from `REPLAY_CLOCK`.
@@ -58,7 +59,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             flow_table_size: handshake_common::DEFAULT_FLOW_TABLE_SIZE,
-            syn_insert_budget: 16_384,
+            syn_insert_budget: u64::MAX,
             syn_insert_window_ns: 100_000_000,
             clock_from_map: false,
         }

@@ -89,7 +89,11 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_address))?;
 
-    let options = LoadOptions { flow_table_size: args.flow_table_size, ..LoadOptions::default() };
+    let options = LoadOptions {
+        flow_table_size: args.flow_table_size,
+        syn_insert_budget: if args.syn_insert_budget == 0 { u64::MAX } else { args.syn_insert_budget },
+        ..LoadOptions::default()
+    };
     let pin = args.pin_path.as_deref();
     let mut probe = Probe::load_pinned(&options, pin)?;
     let mut attachments = Attachments::new(&probe, pin, args.xdp_mode, !args.no_egress)?;

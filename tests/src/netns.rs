@@ -178,6 +178,14 @@ impl Topology {
     fn inject(&self, frames: Vec<Vec<u8>>, macs: Option<([u8; 6], [u8; 6])>) {
         let dst = macs.map_or([0; 6], |m| m.0);
         self.client.run(move || {
+            // One CPU: veth hands each frame to the receiving stack on the
+            // sending CPU, so per-CPU state (the insert budget) sees them all.
+            // SAFETY: a zeroed cpu_set_t is valid; one bit set, its size passed.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU 0");
+            }
             let ifname = std::ffi::CString::new(CLIENT_IF).expect("name");
             // SAFETY: plain socket calls with valid buffers and lengths.
             unsafe {

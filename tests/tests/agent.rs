@@ -104,6 +104,24 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
 
 /// Per-listener funnels: a tracked port gets its own series, the rest go to
 /// port="other"; and the completion ratio follows the traffic.
+/// `--syn-insert-budget N` reaches the kernel: of 10 new SYNs in a burst
+/// (one CPU, one 100 ms window), N are tracked and the rest counted as
+/// untracked; all 10 are attempts. With the default (no budget), all 10 are
+/// tracked: the first test above.
+#[test]
+fn syn_insert_budget_flag_limits_new_entries() {
+    let topo = Topology::new();
+    listen(&topo, 8081);
+    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--listener-ports", "8081", "--syn-insert-budget", "4"]);
+    spoofed_syns(&topo, 8081, 10);
+    // The table gauge comes from the scan: wait for the scan after the SYNs.
+    let e = agent.wait_for(&topo.server, WAIT, "10 attempts, 4 of them in the table", |e| {
+        v(e, "tcp_handshake_attempts_total", &[]) == 10.0 && v(e, "tcp_handshake_flow_table_entries", &[]) == 4.0
+    });
+    assert_eq!(v(&e, "tcp_handshake_syn_untracked_total", &[("reason", "insert_budget")]), 6.0);
+    assert_eq!(v(&e, "tcp_handshake_syn_untracked_total", &[("reason", "insert_failed")]), 0.0);
+}
+
 #[test]
 fn listener_funnels_and_ratios() {
     let topo = Topology::new();
