@@ -249,24 +249,25 @@ enum Hook {
 use Hook::{Egress, Ingress};
 
 /// ns per run of the stepping program at `hook` (see the eBPF object's
-/// `bench_stepped_ingress`): `repeat` runs, each on the next flow.
-fn stepped(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32) -> f64 {
+/// `bench_stepped_ingress`): `repeat` runs, each on the next flow. Not
+/// `ours`: the same runs with the step alone, the baseline.
+fn stepped_run(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32, ours: bool) -> f64 {
     let p = t.probe();
     p.set_bench_step(offset).expect("BENCH_STEP");
-    match hook {
-        Ingress => xdp_ns(p.bench_xdp(program_names::BENCH_STEPPED_INGRESS).expect("xdp"), frame, repeat),
-        Egress => tc_ns(p.bench_tc(program_names::BENCH_STEPPED_EGRESS).expect("tc"), frame, repeat),
+    match (hook, ours) {
+        (Ingress, true) => xdp_ns(p.bench_xdp(program_names::BENCH_STEPPED_INGRESS).expect("xdp"), frame, repeat),
+        (Ingress, false) => xdp_ns(p.bench_xdp(program_names::BENCH_STEP_XDP).expect("xdp"), frame, repeat),
+        (Egress, true) => tc_ns(p.bench_tc(program_names::BENCH_STEPPED_EGRESS).expect("tc"), frame, repeat),
+        (Egress, false) => tc_ns(p.bench_tc(program_names::BENCH_STEP_TC).expect("tc"), frame, repeat),
     }
 }
 
-/// The same runs with the step alone: the baseline of [`stepped`].
+fn stepped(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32) -> f64 {
+    stepped_run(t, hook, frame, offset, repeat, true)
+}
+
 fn step_only(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32) -> f64 {
-    let p = t.probe();
-    p.set_bench_step(offset).expect("BENCH_STEP");
-    match hook {
-        Ingress => xdp_ns(p.bench_xdp(program_names::BENCH_STEP_XDP).expect("xdp"), frame, repeat),
-        Egress => tc_ns(p.bench_tc(program_names::BENCH_STEP_TC).expect("tc"), frame, repeat),
-    }
+    stepped_run(t, hook, frame, offset, repeat, false)
 }
 
 /// Runs `f` in `ns`'s thread with the programs loaded and attached to `dev`
