@@ -277,10 +277,7 @@ impl Probe {
     /// have one.
     pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<()> {
         anyhow::ensure!(ifindex < MAX_IFINDEX, "ifindex {ifindex} is past the slot table");
-        let map = self.ebpf.map_mut(map_names::IFACES).ok_or_else(|| anyhow!("map IFACES missing"))?;
-        let mut ifaces: Array<_, u32> = Array::try_from(map)?;
-        ifaces.set(ifindex, slot, 0)?;
-        Ok(())
+        self.set_array(map_names::IFACES, ifindex, slot)
     }
 
     /// (ifindex, slot) of every interface with a slot of its own.
@@ -298,10 +295,7 @@ impl Probe {
 
     /// Sets the time the programs see when loaded with `clock_from_map`.
     pub fn set_replay_clock(&mut self, ns: u64) -> Result<()> {
-        let map = self.ebpf.map_mut(map_names::REPLAY_CLOCK).ok_or_else(|| anyhow!("map REPLAY_CLOCK missing"))?;
-        let mut clock: Array<_, u64> = Array::try_from(map)?;
-        clock.set(0, ns, 0)?;
-        Ok(())
+        self.set_array(map_names::REPLAY_CLOCK, 0, ns)
     }
 
     /// A handle for scanning the flow table on another thread.
@@ -422,9 +416,13 @@ impl Probe {
 
     /// Sets the byte offset the benchmarks' stepping programs step.
     pub fn set_bench_step(&mut self, offset: u32) -> Result<()> {
-        let map = self.ebpf.map_mut(map_names::BENCH_STEP).ok_or_else(|| anyhow!("map BENCH_STEP missing"))?;
-        let mut step: Array<_, u32> = Array::try_from(map)?;
-        step.set(0, offset, 0)?;
+        self.set_array(map_names::BENCH_STEP, 0, offset)
+    }
+
+    /// Writes `value` at `index` of the array map `name`.
+    fn set_array<T: aya::Pod>(&mut self, name: &str, index: u32, value: T) -> Result<()> {
+        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        Array::<_, T>::try_from(map)?.set(index, value, 0)?;
         Ok(())
     }
 
