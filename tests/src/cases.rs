@@ -68,12 +68,18 @@ pub struct Case {
     pub flows: usize,
 }
 
+/// The counters of one inbound handshake, completed.
 pub fn complete(family: Family) -> Vec<(Family, Direction, Counter, u64)> {
+    completed(family, INBOUND)
+}
+
+/// The counters of one handshake in `direction`, completed.
+pub fn completed(family: Family, direction: Direction) -> Vec<(Family, Direction, Counter, u64)> {
     vec![
-        (family, INBOUND, C::SynPackets, 1),
-        (family, INBOUND, C::Attempts, 1),
-        (family, INBOUND, C::SynAck, 1),
-        (family, INBOUND, C::Completed, 1),
+        (family, direction, C::SynPackets, 1),
+        (family, direction, C::Attempts, 1),
+        (family, direction, C::SynAck, 1),
+        (family, direction, C::Completed, 1),
     ]
 }
 
@@ -334,16 +340,7 @@ pub fn cases() -> Vec<Case> {
                 Out(Packet::tcp(v4(2), 5000, v4(1), 6000).flags(ACK).seq(Y + 1).ack(X + 1)),
                 In(Packet::tcp(v4(1), 6000, v4(2), 5000).flags(ACK).seq(X + 1).ack(Y + 1)),
             ],
-            expect: vec![
-                (V4, INBOUND, C::SynPackets, 1),
-                (V4, INBOUND, C::Attempts, 1),
-                (V4, INBOUND, C::SynAck, 1),
-                (V4, INBOUND, C::Completed, 1),
-                (V4, OUTBOUND, C::SynPackets, 1),
-                (V4, OUTBOUND, C::Attempts, 1),
-                (V4, OUTBOUND, C::SynAck, 1),
-                (V4, OUTBOUND, C::Completed, 1),
-            ],
+            expect: with(completed(V4, INBOUND), &completed(V4, OUTBOUND)),
             flows: 0,
         },
         Case {
@@ -353,12 +350,7 @@ pub fn cases() -> Vec<Case> {
                 In(Packet::tcp(v4(1), 22, v4(2), 50000).flags(SYN | ACK).seq(Y).ack(X + 1)),
                 Out(Packet::tcp(v4(2), 50000, v4(1), 22).flags(ACK).seq(X + 1).ack(Y + 1)),
             ],
-            expect: vec![
-                (V4, OUTBOUND, C::SynPackets, 1),
-                (V4, OUTBOUND, C::Attempts, 1),
-                (V4, OUTBOUND, C::SynAck, 1),
-                (V4, OUTBOUND, C::Completed, 1),
-            ],
+            expect: completed(V4, OUTBOUND),
             flows: 0,
         },
         Case {
