@@ -62,10 +62,16 @@ pub fn handshake_egress(ctx: TcContext) -> i32 {
         let _ = ctx.pull_data(HEADROOM_NEEDED.min(ctx.len()));
     }
     let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    observe(&frame, egress_hook(&ctx));
+    TC_ACT_UNSPEC
+}
+
+/// The hook a TC egress program runs at: the skb's interface, egress.
+#[inline(always)]
+fn egress_hook(ctx: &TcContext) -> Hook {
     // SAFETY: the context pointer is the kernel's __sk_buff for this run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    observe(&frame, Hook::new(ifindex, true));
-    TC_ACT_UNSPEC
+    Hook::new(ifindex, true)
 }
 
 /// An empty XDP program: what the benchmarks measure ours against, in the
@@ -100,9 +106,7 @@ pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
 pub fn bench_stepped_egress(ctx: TcContext) -> i32 {
     let frame = Frame { start: ctx.data(), end: ctx.data_end() };
     bench_step(&frame);
-    // SAFETY: the context pointer is the kernel's __sk_buff for this run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    observe(&frame, Hook::new(ifindex, true));
+    observe(&frame, egress_hook(&ctx));
     TC_ACT_UNSPEC
 }
 
