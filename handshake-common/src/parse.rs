@@ -6,6 +6,8 @@
 
 use crate::counters::{Counter, Family};
 
+pub mod screen;
+
 /// Most VLAN tags we walk (802.1Q inside 802.1ad: QinQ).
 pub const VLAN_MAX_DEPTH: usize = 2;
 /// Most IPv6 extension headers we walk before giving up.

@@ -27,13 +27,13 @@ use handshake_common::{
         on_syn,
     },
     histogram::Leg,
-    parse::{PacketView as _, Parsed, TcpSegment, parse_ethernet},
+    parse::{PacketView as _, Parsed, TcpSegment, parse_ethernet, screen::ordinary_ack_slot},
 };
 
 use crate::{
     maps::{
         BENCH_STEP, FLOWS, Funnel, count, count_listener, iface_slot, insert_new_flow, maybe_pending, now_ns, pending_enter,
-        pending_leave, record_latency, remove_flow,
+        pending_leave, record_latency, remove_flow, slot_pending,
     },
     view::Frame,
 };
@@ -200,6 +200,15 @@ fn observe(frame: &Frame, hook: Hook) {
     // the parse so the two overlap.
     let hook_direction = Direction::of_segment(egress, true);
     count(slot, Family::Ipv4, hook_direction, Counter::Packets);
+    // Most frames are segments of open connections: the screen reads the
+    // usual layouts at fixed offsets and lets the ones the pending filter
+    // clears go without the full parse. Anything else, or a segment whose
+    // slot is pending, takes the full path below.
+    if let Some(pending) = ordinary_ack_slot(frame)
+        && !slot_pending(pending)
+    {
+        return;
+    }
     let seg = match parse_ethernet(frame) {
         Ok(Parsed::Tcp(seg)) => seg,
         Ok(Parsed::NotTcp) => return,

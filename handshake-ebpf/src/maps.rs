@@ -180,7 +180,13 @@ pub fn pending_leave(key: &FlowKey) {
 #[inline(always)]
 pub fn maybe_pending(seg: &TcpSegment) -> bool {
     let ipv4 = seg.family == Family::Ipv4;
-    let slot = pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port);
+    slot_pending(pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port))
+}
+
+/// False when no flow hashing to `slot` of the pending filter is in
+/// syn_received.
+#[inline(always)]
+pub fn slot_pending(slot: u32) -> bool {
     // A plain read; a racing update at worst costs one lookup more or, for a
     // SYN-ACK not yet sent, one that could not match anyway.
     match PENDING.get(slot) {

@@ -11,7 +11,7 @@ use handshake_common::{
     listener::{ListenerCounters, OTHER_PORT},
 };
 use handshake_tests::{
-    cases::{INBOUND, In, InRaw, Out, Step, V4, X, Y, ack, cases, client, client6, handshake, syn, synack, v4},
+    cases::{INBOUND, In, InRaw, Out, Step, V4, V6, X, Y, ack, cases, client, client6, handshake, syn, synack, v4, v6},
     packet::{ACK, Ext, PSH, Packet, RST, SYN},
     tester::{TC_NEXT, Tester, XDP_PASS},
 };
@@ -198,28 +198,46 @@ fn listener_funnels_are_exact_and_bounded() {
     assert_eq!(tester.probe().listeners().expect("read")[1].1.completed, 2);
 }
 
+/// A frame layout: its name, its family, and how it dresses a plain packet.
+type Layout = (&'static str, Family, fn(Packet) -> Packet);
+
 /// Data segments of flows with nothing pending take the filter's fast path
 /// and change nothing; a final ACK whose slot is shared with another pending
-/// flow still completes exactly once.
+/// flow still completes exactly once. For every layout the data-segment
+/// screen reads at fixed offsets, and for some it leaves to the full parse.
 #[test]
 fn pending_filter_never_hides_a_final_ack() {
-    let mut tester = Tester::new();
-    let flows: Vec<Packet> = (0..200).map(|i| Packet::tcp(v4(1), 20000 + i, v4(2), 80)).collect();
-    let mut steps = Vec::new();
-    for f in &flows {
-        steps.extend([In(syn(f, X)), Out(synack(f, Y, X + 1))]);
+    let layouts: [Layout; 7] = [
+        ("ipv4", V4, |p| p),
+        ("ipv6", V6, |p| p),
+        ("802.1Q ipv4", V4, |p| p.vlan(100)),
+        ("802.1Q ipv6", V6, |p| p.vlan(100)),
+        ("QinQ ipv4 (full parse)", V4, |p| p.qinq(10, 20)),
+        ("ipv4 options (full parse)", V4, |p| p.ipv4_options(8)),
+        ("ipv6 hop-by-hop (full parse)", V6, |p| p.ext(Ext::HopByHop(0))),
+    ];
+    for (name, family, layout) in layouts {
+        let addr = |last: u8| if family == V4 { v4(last) } else { v6(u16::from(last)) };
+        let mut tester = Tester::new();
+        let flows: Vec<Packet> = (0..200).map(|i| layout(Packet::tcp(addr(1), 20000 + i, addr(2), 80))).collect();
+        let mut steps = Vec::new();
+        for f in &flows {
+            steps.extend([In(syn(f, X)), Out(synack(f, Y, X + 1))]);
+        }
+        run(&mut tester, &steps).expect("run");
+        assert_eq!(tester.probe().pending_total().expect("pending"), 200, "{name}");
+        // Data on unrelated flows: no effect.
+        let data: Vec<Step> =
+            (0..200).map(|i| In(layout(Packet::tcp(addr(7), 30000 + i, addr(2), 80)).flags(ACK | PSH).seq(5).ack(6).payload(100))).collect();
+        run(&mut tester, &data).expect("run");
+        let finals: Vec<Step> = flows.iter().map(|f| In(ack(f, X + 1, Y + 1))).collect();
+        run(&mut tester, &finals).expect("run");
+        let counters = tester.counters();
+        assert_eq!(counters.get(family, INBOUND, C::Completed), 200, "{name}");
+        assert_eq!(counters.total(C::Packets), 800, "{name}");
+        assert_eq!(tester.probe().pending_total().expect("pending"), 0, "{name}");
+        assert!(tester.flows().is_empty(), "{name}");
     }
-    run(&mut tester, &steps).expect("run");
-    assert_eq!(tester.probe().pending_total().expect("pending"), 200);
-    // Data on unrelated flows: no effect.
-    let data: Vec<Step> = (0..200).map(|i| In(Packet::tcp(v4(7), 30000 + i, v4(2), 80).flags(ACK | PSH).seq(5).ack(6).payload(100))).collect();
-    run(&mut tester, &data).expect("run");
-    let finals: Vec<Step> = flows.iter().map(|f| In(ack(f, X + 1, Y + 1))).collect();
-    run(&mut tester, &finals).expect("run");
-    let counters = tester.counters();
-    assert_eq!(counters.get(V4, INBOUND, C::Completed), 200);
-    assert_eq!(tester.probe().pending_total().expect("pending"), 0);
-    assert!(tester.flows().is_empty());
 }
 
 /// Pins the calling thread to CPU 0: the insert budget is per CPU, and a

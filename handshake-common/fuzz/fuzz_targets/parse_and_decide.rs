@@ -1,13 +1,16 @@
 //! Any bytes through the frame parser, then the parsed segment through every
 //! handshake decision against a state taken from the same bytes. Checks:
 //! no panic; a TCP result is unchanged by trailing bytes (Ethernet padding);
-//! the ISN+1 rules hold whatever the numbers.
+//! the ISN+1 rules hold whatever the numbers; the kernel's data-segment
+//! screen answers only for frames the full parse reads as it does.
 #![no_main]
 
 use handshake_common::{
     flow::{FlowState, Hook, Stage},
-    handshake::{AckDecision, SynAckDecision, acks_syn, on_ack, on_rst, on_syn, on_synack},
-    parse::{Parsed, parse_ethernet, parse_raw_ip},
+    counters::Family,
+    handshake::{AckDecision, SegmentKind, SynAckDecision, acks_syn, classify, on_ack, on_rst, on_syn, on_synack},
+    parse::{Parsed, parse_ethernet, parse_raw_ip, screen::ordinary_ack_slot},
+    pending::pending_slot_of,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -22,6 +25,12 @@ fn word(data: &[u8], at: usize) -> u32 {
 fuzz_target!(|data: &[u8]| {
     let _ = parse_raw_ip(data, 0);
     let parsed = parse_ethernet(data);
+    if let Some(slot) = ordinary_ack_slot(data) {
+        let Ok(Parsed::Tcp(seg)) = parsed else { panic!("screened slot {slot}, full parse {parsed:?}") };
+        assert_eq!(classify(seg.flags), SegmentKind::Ack, "screened a non-ACK");
+        let ipv4 = seg.family == Family::Ipv4;
+        assert_eq!(slot, pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port));
+    }
     let Ok(Parsed::Tcp(seg)) = parsed else { return };
 
     let mut padded = data.to_vec();

@@ -268,3 +268,144 @@ proptest! {
         prop_assert_eq!(tcp(&bytes), clean);
     }
 }
+
+// The data-segment screen (`screen::ordinary_ack_slot`): it must agree with
+// the full parse whenever it answers, and answer for the layouts it covers.
+
+mod screen {
+    use super::*;
+    use crate::{
+        handshake::{SegmentKind, classify},
+        parse::screen::ordinary_ack_slot,
+        pending::pending_slot_of,
+    };
+
+    /// The screen's contract: `Some(slot)` only for a frame the full parse
+    /// reads as an ACK-classified TCP segment, and then its pending slot.
+    fn agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let Some(slot) = ordinary_ack_slot(bytes) else { return Ok(()) };
+        let parsed = parse_ethernet(bytes);
+        let Ok(Parsed::Tcp(seg)) = parsed else {
+            return Err(TestCaseError::fail(std::format!("screen said {slot}, full parse {parsed:?}")));
+        };
+        prop_assert_eq!(classify(seg.flags), SegmentKind::Ack);
+        let ipv4 = seg.family == Family::Ipv4;
+        prop_assert_eq!(slot, pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port));
+        Ok(())
+    }
+
+    fn ack_segment() -> Frame {
+        Frame { flags: TCP_ACK | TCP_PSH, payload: 100, ..Frame::default() }
+    }
+
+    /// Ethernet with no tag or one (802.1Q, or 802.1ad alone), then IPv4
+    /// without options or IPv6 without extension headers: every ACK-bearing
+    /// flag combination is screened, every other one is not.
+    #[test]
+    fn covers_the_usual_layouts() {
+        for v6 in [false, true] {
+            for tags in [0, 1, 2] {
+                let mut base = Frame { v6, vlans: vec![100; tags.min(1)], ..ack_segment() }.build();
+                if tags == 2 {
+                    // One 802.1ad tag on its own.
+                    base[12..14].copy_from_slice(&ETH_P_8021AD.to_be_bytes());
+                }
+                for flags in 0..=u8::MAX {
+                    let mut bytes = base.clone();
+                    let flags_at = bytes.len() - 100 - 7;
+                    bytes[flags_at] = flags;
+                    let seg = tcp(&bytes);
+                    assert_eq!(seg.flags, flags);
+                    let screened = ordinary_ack_slot(&bytes[..]);
+                    assert_eq!(screened.is_some(), classify(flags) == SegmentKind::Ack, "v6 {v6}, tags {tags}, flags {flags:#x}");
+                    if let Err(e) = agrees(&bytes) {
+                        panic!("v6 {v6}, tags {tags}, flags {flags:#x}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Layouts with a field at a variable offset, and malformed headers, are
+    /// left to the full parse (which counts the errors).
+    #[test]
+    fn leaves_the_rest_to_the_full_parse() {
+        let left = [
+            ("ipv4 options", Frame { ipv4_options: 8, ..ack_segment() }),
+            ("ipv6 extension header", Frame { v6: true, ipv6_ext: vec![(IPPROTO_HOPOPTS, vec![0; 6])], ..ack_segment() }),
+            ("QinQ", Frame { vlans: vec![10, 20], ..ack_segment() }),
+            ("non-first fragment", Frame { frag_offset: 0x0010, ..ack_segment() }),
+            ("data offset 4", Frame { doff: 4, ..ack_segment() }),
+        ];
+        for (name, frame) in left {
+            assert_eq!(ordinary_ack_slot(&frame.build()[..]), None, "{name}");
+        }
+        let mut past_payload = Frame { flags: TCP_ACK, ..Frame::default() }.build();
+        past_payload[14 + 20 + 12] = 6 << 4;
+        assert_eq!(parse_ethernet(&past_payload[..]), Err(ParseError::TcpBadDataOffset));
+        assert_eq!(ordinary_ack_slot(&past_payload[..]), None, "data offset past the IP payload");
+        let mut not_tcp = ack_segment().build();
+        not_tcp[14 + 9] = 17;
+        assert_eq!(ordinary_ack_slot(&not_tcp[..]), None, "UDP");
+        let mut bad_ihl = ack_segment().build();
+        bad_ihl[14] = 0x44;
+        assert_eq!(ordinary_ack_slot(&bad_ihl[..]), None, "IHL 4");
+        let mut v6_short = Frame { v6: true, ..ack_segment() }.build();
+        v6_short[18..20].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(ordinary_ack_slot(&v6_short[..]), None, "IPv6 payload shorter than the TCP header");
+        // A frame cut anywhere before the end of the TCP header.
+        for (v6, end) in [(false, 14 + 20 + 20), (true, 14 + 40 + 20)] {
+            let bytes = Frame { v6, flags: TCP_ACK, ..Frame::default() }.build();
+            assert_eq!(bytes.len(), end);
+            for len in 0..end {
+                assert_eq!(ordinary_ack_slot(&bytes[..len]), None, "v6 {v6}, cut at {len}");
+            }
+            assert!(ordinary_ack_slot(&bytes[..]).is_some());
+        }
+    }
+
+    /// Every single byte of every covered layout's headers set to every
+    /// value: whatever the screen answers, the full parse agrees.
+    #[test]
+    fn every_one_byte_change_agrees() {
+        for v6 in [false, true] {
+            for tags in [0, 1] {
+                let frame = Frame { v6, vlans: vec![100; tags], flags: TCP_ACK, payload: 2, ..Frame::default() }.build();
+                for at in 0..frame.len() {
+                    for value in 0..=u8::MAX {
+                        let mut bytes = frame.clone();
+                        bytes[at] = value;
+                        if let Err(e) = agrees(&bytes) {
+                            panic!("v6 {v6}, tags {tags}, byte {at} = {value:#x}: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_agree_with_the_full_parse(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            agrees(&bytes)?;
+        }
+
+        /// Valid frames of every shape, then up to four bytes of their
+        /// headers overwritten: the screen still answers only when the full
+        /// parse agrees.
+        #[test]
+        fn damaged_frames_agree_with_the_full_parse(
+            vlans in proptest::collection::vec(1u16..4095, 0..=2), v6: bool, opts in 0usize..=2, flags: u8,
+            payload in 0usize..8, damage in proptest::collection::vec((0usize..80, any::<u8>()), 0..=4),
+        ) {
+            let mut bytes = Frame { vlans, v6, ipv4_options: opts * 4, flags, payload, ..Frame::default() }.build();
+            agrees(&bytes)?;
+            for (at, value) in damage {
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = value;
+                }
+                agrees(&bytes)?;
+            }
+        }
+    }
+}
