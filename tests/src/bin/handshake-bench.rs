@@ -140,6 +140,7 @@ fn b1_case(s: &Settings, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, 
 
 fn b1(s: &Settings, rows: &mut Vec<Row>) {
     eprintln!("B1 per packet (BPF_PROG_TEST_RUN, repeat {})", s.repeat);
+    let _pinned = PinnedToLastCpu::new();
     let mut t = Tester::with(&unlimited(1 << 20));
     // Repeat cases: the same frame `repeat` times in the kernel.
     let mut arp = data_segment(&client());
@@ -235,6 +236,43 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
         assert_eq!(t.counters().total(Counter::Completed), u64::from(r), "every ACK completes");
         ns
     });
+}
+
+/// Keeps the calling thread on the last CPU it may use, until dropped. A
+/// test run stays on one CPU anyway; pinned, every run of a case uses the
+/// same one (and not CPU 0, which takes most interrupts), and runs no longer
+/// differ by where the scheduler put them.
+struct PinnedToLastCpu(Option<libc::cpu_set_t>);
+
+impl PinnedToLastCpu {
+    fn new() -> Self {
+        // SAFETY: cpu_set_t is plain bits, zero is a valid empty set; the
+        // calls get its real size.
+        unsafe {
+            let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+                return Self(None);
+            }
+            let Some(last) = (0..libc::CPU_SETSIZE as usize).rev().find(|&c| libc::CPU_ISSET(c, &allowed)) else {
+                return Self(None);
+            };
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(last, &mut one);
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) != 0 {
+                return Self(None);
+            }
+            Self(Some(allowed))
+        }
+    }
+}
+
+impl Drop for PinnedToLastCpu {
+    fn drop(&mut self) {
+        if let Some(allowed) = &self.0 {
+            // SAFETY: a set sched_getaffinity filled in.
+            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), allowed) };
+        }
+    }
 }
 
 /// Room for every flow of a new-flow run (repeat <= 1M) with the table never
