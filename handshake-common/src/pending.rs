@@ -25,24 +25,28 @@ pub const fn pending_slot(key: &FlowKey) -> u32 {
 }
 
 /// [`pending_slot`] from a segment's fields, before (or without) building
-/// its key: the data-segment fast path in the kernel. For IPv4 only the
-/// first address words are mixed in: the others are zero, and zero changes
-/// nothing in the IPv6 formula, so both give the same slot; the split only
-/// spares IPv4 the work.
-///
-/// An IPv6 address's words are folded with plain XOR: BPF has no rotate
-/// instruction, each rotation is three, and six of them sat on the path of
-/// every IPv6 data segment. The final multiply does the mixing; two
-/// addresses whose words XOR to the same value share a slot, which costs at
-/// worst a needless lookup.
+/// its key: the data-segment path in the kernel.
 #[inline(always)]
 pub const fn pending_slot_of(ipv4: bool, s: &[u32; 4], d: &[u32; 4], src_port: u16, dst_port: u16) -> u32 {
-    let mut h = if ipv4 {
-        s[0] ^ d[0].rotate_left(11)
+    if ipv4 {
+        pending_slot_folded(s[0], d[0], src_port, dst_port)
     } else {
-        (s[0] ^ s[1] ^ s[2] ^ s[3]) ^ (d[0] ^ d[1] ^ d[2] ^ d[3]).rotate_left(11)
-    };
-    h ^= ((src_port as u32) << 16) | dst_port as u32;
+        pending_slot_folded(s[0] ^ s[1] ^ s[2] ^ s[3], d[0] ^ d[1] ^ d[2] ^ d[3], src_port, dst_port)
+    }
+}
+
+/// The slot from each address folded to one word: an IPv4 address as it
+/// is, an IPv6 address's four words XORed together (the other IPv4 words
+/// are zero, so one formula serves both families).
+///
+/// Plain XOR, no rotations: BPF has no rotate instruction (each rotation is
+/// three), and the data-segment screen folds an IPv6 address from two
+/// 64-bit loads, which XOR allows and rotations would not. The multiply
+/// does the mixing; two addresses whose words XOR to the same value share
+/// a slot, which costs at worst a needless lookup.
+#[inline(always)]
+pub const fn pending_slot_folded(src: u32, dst: u32, src_port: u16, dst_port: u16) -> u32 {
+    let h = src ^ dst.rotate_left(11) ^ (((src_port as u32) << 16) | dst_port as u32);
     // Fibonacci hashing: the top bits of the product are well mixed.
     h.wrapping_mul(0x9E37_79B1) >> (32 - PENDING_SLOTS.trailing_zeros())
 }
