@@ -152,6 +152,9 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
         ("TCP data segment, IPv6", data_segment(&v6), Some(10.0), false),
         ("TCP data segment, 802.1Q", data_segment(&client().vlan(100)), Some(10.0), false),
         ("TCP data segment, egress (TC)", data_segment(&client().reply()), Some(10.0), true),
+        // The screen reads the usual layouts at fixed offsets; others take
+        // the full parse, as this one with IPv4 options does.
+        ("TCP data segment, IPv4 with options (full parse)", data_segment(&client().ipv4_options(8)), None, false),
         ("retransmitted SYN (flow lookup)", syn(&client(), 1).build(), None, false),
     ];
     // Prime the retransmit case: the first SYN inserts, the rest look up.
