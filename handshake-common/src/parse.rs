@@ -244,6 +244,16 @@ struct TcpHeader {
     urgent: u16,
 }
 
+impl TcpHeader {
+    /// The header's length in bytes, when it is at least the fixed 20 and
+    /// fits in the IP payload.
+    #[inline(always)]
+    fn length_within(&self, ip_payload: u16) -> Option<u16> {
+        let len = u16::from(self.doff >> 4) * 4;
+        (len >= 20 && len <= ip_payload).then_some(len)
+    }
+}
+
 // Each header is read with one bounds check, as a whole, and its fields are
 // taken from the copy. Reading fields one by one, each with its own check,
 // lets LLVM merge the checks into selects that the verifier cannot follow.
@@ -329,10 +339,9 @@ fn parse_tcp<P: PacketView + ?Sized>(
     let Some(tcp) = pkt.read::<TcpHeader>(offset) else {
         return Err(ParseError::TcpTruncated);
     };
-    let header_len = u16::from(tcp.doff >> 4) * 4;
-    if header_len < 20 || header_len > ip_payload {
+    let Some(header_len) = tcp.length_within(ip_payload) else {
         return Err(ParseError::TcpBadDataOffset);
-    }
+    };
     Ok(Parsed::Tcp(TcpSegment {
         family,
         src_addr,

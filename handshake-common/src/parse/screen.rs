@@ -20,27 +20,23 @@
 //! including every malformed one, gives `None` and goes through the full
 //! parse, which counts what it finds.
 
-use super::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, PacketView, TCP_ACK, TCP_RST, TCP_SYN};
+use super::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, Ipv4Header, PacketView, TCP_ACK, TCP_RST, TCP_SYN, TcpHeader,
+};
 use crate::pending::pending_slot_folded;
 
-/// IPv4 without options, then the TCP header, as on the wire.
+/// IPv4 without options, then the TCP header: one read.
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Ipv4Tcp {
-    ver_ihl: u8,
-    tos: u8,
-    total_len: u16,
-    id: u16,
-    frag: u16,
-    ttl: u8,
-    proto: u8,
-    check: u16,
-    src: u32,
-    dst: u32,
-    tcp: TcpFixed,
+    ip: Ipv4Header,
+    tcp: TcpHeader,
 }
 
-/// IPv6 without extension headers, then the TCP header.
+/// IPv6 without extension headers, then the TCP header. The IPv6 fields
+/// are [`super::Ipv6Header`]'s, but each address is two 64-bit words:
+/// folding it for the pending slot then takes two loads, not four (and
+/// fewer registers).
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Ipv6Tcp {
@@ -48,38 +44,16 @@ struct Ipv6Tcp {
     payload_len: u16,
     next: u8,
     hop_limit: u8,
-    /// Each address as two 64-bit words: folding it for the pending slot
-    /// then takes two loads, not four (and fewer registers).
     src: [u64; 2],
     dst: [u64; 2],
-    tcp: TcpFixed,
+    tcp: TcpHeader,
 }
 
-/// The fixed 20 bytes of a TCP header: the full parse reads all of them, so
-/// the screen insists on them too.
-#[derive(Clone, Copy)]
-#[repr(C, packed)]
-struct TcpFixed {
-    src_port: u16,
-    dst_port: u16,
-    seq: u32,
-    ack: u32,
-    doff: u8,
-    flags: u8,
-    window: u16,
-    check: u16,
-    urgent: u16,
-}
-
-impl TcpFixed {
-    /// What the full parse accepts and `classify` calls an ACK: a data
-    /// offset of at least 20 bytes that fits the IP payload, ACK set, SYN and
-    /// RST clear.
-    #[inline(always)]
-    fn is_ack_within(&self, ip_payload: u16) -> bool {
-        let header_len = u16::from(self.doff >> 4) * 4;
-        self.flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK && header_len >= 20 && header_len <= ip_payload
-    }
+/// What the full parse accepts and `classify` calls an ACK: a TCP header
+/// length that the full parse accepts, ACK set, SYN and RST clear.
+#[inline(always)]
+fn is_ack_within(tcp: &TcpHeader, ip_payload: u16) -> bool {
+    tcp.flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK && tcp.length_within(ip_payload).is_some()
 }
 
 /// The pending-filter slot of a frame that is an ACK-bearing TCP segment in
@@ -97,24 +71,23 @@ pub fn ordinary_ack_slot<P: PacketView + ?Sized>(pkt: &P) -> Option<u32> {
 
 #[inline(always)]
 fn ipv4<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Option<u32> {
-    let h = pkt.read::<Ipv4Tcp>(l3)?;
-    let total_len = u16::from_be(h.total_len);
+    let Ipv4Tcp { ip, tcp } = pkt.read::<Ipv4Tcp>(l3)?;
+    let total_len = u16::from_be(ip.total_len);
     // Version 4 with a 20-byte header; TCP; not a non-first fragment.
-    if h.ver_ihl != 0x45 || h.proto != IPPROTO_TCP || u16::from_be(h.frag) & 0x1fff != 0 || total_len < 20 {
+    if ip.ver_ihl != 0x45 || ip.proto != IPPROTO_TCP || u16::from_be(ip.frag) & 0x1fff != 0 || total_len < 20 {
         return None;
     }
-    let tcp = h.tcp;
-    if !tcp.is_ack_within(total_len - 20) {
+    if !is_ack_within(&tcp, total_len - 20) {
         return None;
     }
-    Some(pending_slot_folded(h.src, h.dst, u16::from_be(tcp.src_port), u16::from_be(tcp.dst_port)))
+    Some(pending_slot_folded(ip.src, ip.dst, u16::from_be(tcp.src_port), u16::from_be(tcp.dst_port)))
 }
 
 #[inline(always)]
 fn ipv6<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Option<u32> {
     let h = pkt.read::<Ipv6Tcp>(l3)?;
     let tcp = h.tcp;
-    if h.next != IPPROTO_TCP || !tcp.is_ack_within(u16::from_be(h.payload_len)) {
+    if h.next != IPPROTO_TCP || !is_ack_within(&tcp, u16::from_be(h.payload_len)) {
         return None;
     }
     let (src, dst) = (h.src, h.dst);
