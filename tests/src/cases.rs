@@ -55,6 +55,14 @@ pub fn ack(p: &Packet, seq: u32, ack: u32) -> Packet {
 }
 
 /// The three segments of a good inbound handshake of `p`.
+/// `p`'s SYN (ISN `X`) as raw bytes, with `bytes` written over the frame
+/// at `at`: a header no builder option makes.
+pub fn patched_syn(p: &Packet, at: usize, bytes: &[u8]) -> Step {
+    let mut frame = syn(p, X).build();
+    frame[at..at + bytes.len()].copy_from_slice(bytes);
+    InRaw(frame)
+}
+
 pub fn handshake(p: &Packet) -> Vec<Step> {
     vec![In(syn(p, X)), Out(synack(p, Y, X + 1)), In(ack(p, X + 1, Y + 1))]
 }
@@ -179,21 +187,13 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "bad ipv4 header length",
-            steps: vec![InRaw({
-                let mut f = syn(&c, X).build();
-                f[14] = 0x43;
-                f
-            })],
+            steps: vec![patched_syn(&c, 14, &[0x43])],
             expect: vec![(V4, INBOUND, C::ParseIpv4BadHeaderLength, 1)],
             flows: 0,
         },
         Case {
             name: "not tcp (ARP)",
-            steps: vec![InRaw({
-                let mut f = syn(&c, X).build();
-                f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-                f
-            })],
+            steps: vec![patched_syn(&c, 12, &0x0806u16.to_be_bytes())],
             expect: vec![],
             flows: 0,
         },
