@@ -134,6 +134,10 @@ counters! {
     SupersededSynSent = "superseded_syn_sent",
     /// A tracked attempt in syn_received replaced by a SYN with a new ISN.
     SupersededSynReceived = "superseded_syn_received",
+    /// A handshake in syn_sent evicted from a full flow-table bucket by a new one.
+    EvictedSynSent = "evicted_syn_sent",
+    /// A handshake in syn_received evicted from a full flow-table bucket by a new one.
+    EvictedSynReceived = "evicted_syn_received",
     /// The same segment seen again at a second hook (e.g. both ends of a veth pair).
     DuplicateObservation = "duplicate_observation",
     /// Non-first IPv4/IPv6 fragments (no TCP header to read).

@@ -3,8 +3,8 @@
 //!
 //! Everything that can be plain Rust lives here so that it is unit-tested and
 //! fuzzed on the host: the packet parser ([`parse`]), the handshake state
-//! machine ([`handshake`]), the map layouts ([`flow`], [`counters`],
-//! [`histogram`]). The kernel crate only glues them to maps and helpers.
+//! machine ([`handshake`]), the flow table's rules ([`table`]), the map
+//! layouts ([`flow`], [`counters`], [`histogram`]). The kernel crate only glues them to maps and helpers.
 #![no_std]
 
 #[cfg(feature = "std")]
@@ -18,11 +18,13 @@ pub mod histogram;
 pub mod listener;
 pub mod parse;
 pub mod pending;
+pub mod table;
 
 /// Names of the maps as they appear in the object file; the agent looks them
 /// up (and pins them) by these names.
 pub mod map_names {
     pub const FLOWS: &str = "FLOWS";
+    pub const FLOW_SEED: &str = "FLOW_SEED";
     pub const COUNTERS: &str = "COUNTERS";
     pub const LATENCY: &str = "LATENCY";
     pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
@@ -50,12 +52,14 @@ pub mod program_names {
     /// Benchmarks: the step alone, the baselines of the two above.
     pub const BENCH_STEP_XDP: &str = "bench_step_xdp";
     pub const BENCH_STEP_TC: &str = "bench_step_tc";
-    /// Benchmarks: step, parse and insert only (the kernel map's own cost).
+    /// Benchmarks: step, parse, and the flow table's lookup and insert only.
     pub const BENCH_INSERT_ONLY: &str = "bench_insert_only";
 }
 
 /// Names of the load-time constants in the object.
 pub mod global_names {
+    /// Buckets of the flow table minus one (see [`crate::table`]).
+    pub const FLOW_BUCKET_MASK: &str = "FLOW_BUCKET_MASK";
     pub const SYN_INSERT_BUDGET: &str = "SYN_INSERT_BUDGET";
     pub const SYN_INSERT_WINDOW_NS: &str = "SYN_INSERT_WINDOW_NS";
     /// Non-zero: read the time from `REPLAY_CLOCK` instead of the kernel's
@@ -64,5 +68,6 @@ pub mod global_names {
     pub const CLOCK_FROM_MAP: &str = "CLOCK_FROM_MAP";
 }
 
-/// Default capacity of the flow table (entries). Overridable at load time.
+/// Default capacity of the flow table (entries). Overridable at load time;
+/// rounded up to a power-of-two number of buckets ([`table::buckets_for`]).
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;

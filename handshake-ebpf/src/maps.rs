@@ -1,27 +1,34 @@
 //! The maps both programs share, and the small operations on them.
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
 };
 use handshake_common::{
     DEFAULT_FLOW_TABLE_SIZE,
     counters::{COUNTERS_LEN, Counter, Direction, Family, MAX_IFINDEX, OTHER_IFACE_SLOT, counter_index},
-    flow::{FlowKey, FlowState},
+    flow::{FlowKey, FlowState, Stage},
     handshake::FloodGuard,
     histogram::{LATENCY_LEN, Leg, base_index, bucket_for_ns, sum_index},
     listener::{ListenerCounters, MAX_LISTENERS, PORTS},
     parse::TcpSegment,
     pending::{PENDING_SLOTS, pending_slot, pending_slot_of},
+    table::{self, BUSY, Bucket, EMPTY, WAYS, Way},
 };
 
-/// Handshakes in progress. LRU so a full table evicts the stalest entry
-/// instead of refusing new ones; the agent sizes it at load time.
+/// Handshakes in progress: the set-associative table of
+/// `handshake_common::table`. The agent sizes it at load time (and sets
+/// `FLOW_BUCKET_MASK` to match).
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+pub static FLOWS: Array<Bucket> = Array::with_max_entries(table::buckets_for(DEFAULT_FLOW_TABLE_SIZE), 0);
+
+/// The flow table's hash seed, written by the agent when it creates the
+/// table. A map, not a load-time constant, so that it is pinned with the
+/// table it belongs to.
+#[map]
+pub static FLOW_SEED: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Exact counters, per CPU: no atomics on the hot path.
 #[map]
@@ -63,6 +70,10 @@ pub static REPLAY_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 /// `bench_stepped_ingress`). Only they use it.
 #[map]
 pub static BENCH_STEP: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Buckets of `FLOWS` minus one; set by the agent at load time.
+#[unsafe(no_mangle)]
+static FLOW_BUCKET_MASK: u32 = table::buckets_for(DEFAULT_FLOW_TABLE_SIZE) - 1;
 
 /// Set at load time for offline replay: read the time from `REPLAY_CLOCK`.
 /// In .rodata, frozen: the verifier prunes the branch it does not take.
@@ -116,17 +127,85 @@ pub fn record_latency(direction: Direction, leg: Leg, ns: u64) {
     add(sum_index(direction, leg), ns);
 }
 
-/// Inserts the entry for a new attempt, within the per-CPU insert budget.
-/// Replacing a live entry (port reuse) evicts nothing, so it is not charged.
+/// A flow's bucket in `FLOWS`, and the tag its way carries.
+#[derive(Clone, Copy)]
+pub struct Place {
+    bucket: *mut Bucket,
+    tag: u64,
+}
+
+/// One flow's way in `FLOWS`, found or claimed.
+#[derive(Clone, Copy)]
+pub struct Found {
+    way: *mut Way,
+    tag: u64,
+}
+
+impl Found {
+    /// The flow's state, in the map.
+    #[inline(always)]
+    pub fn state(&self) -> *mut FlowState {
+        // SAFETY: `way` points into a live map value (see `Place::find`).
+        unsafe { &raw mut (*self.way).state }
+    }
+}
+
+/// Compare-and-swap of a way's tag; true if it held `from`. BPF's
+/// compare-and-swap is fully ordered: the writes before it are visible to
+/// whoever sees its result.
 #[inline(always)]
-pub fn insert_new_flow(key: &FlowKey, state: &FlowState, family: Family, direction: Direction, replace: bool) {
+fn swap_tag(way: *mut Way, from: u64, to: u64) -> bool {
+    // SAFETY: `way` points into a live map value; every CPU changes tags
+    // with this same atomic.
+    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(&raw mut (*way).tag, from, to).1 }
+}
+
+/// Where `key` lives in the flow table (its bucket, whether or not it is
+/// there). One hash per segment, shared by the lookup and the insert.
+#[inline(always)]
+pub fn place_of(key: &FlowKey) -> Option<Place> {
+    let seed = FLOW_SEED.get(0).copied().unwrap_or(0);
+    // SAFETY: a read of a constant the loader may have rewritten.
+    let mask = unsafe { core::ptr::read_volatile(&FLOW_BUCKET_MASK) };
+    let place = table::place(table::flow_hash(key, seed), mask);
+    let bucket = FLOWS.get_ptr_mut(place.bucket)?;
+    Some(Place { bucket, tag: place.tag })
+}
+
+impl Place {
+    /// The way holding `key`, if it is tracked.
+    #[inline(always)]
+    pub fn find(&self, key: &FlowKey) -> Option<Found> {
+        // SAFETY: a live map value; plain reads, see `table` on races.
+        let bucket = unsafe { &mut *self.bucket };
+        let i = table::find(bucket, key, self.tag)?;
+        Some(Found { way: &raw mut bucket.ways[i & (WAYS - 1)], tag: self.tag })
+    }
+}
+
+/// The flow `key`'s way, if it is tracked.
+#[inline(always)]
+pub fn find_flow(key: &FlowKey) -> Option<Found> {
+    place_of(key)?.find(key)
+}
+
+/// Inserts the entry for a new attempt, within the per-CPU insert budget.
+/// `existing` is the flow's way when the SYN replaces a tracked attempt
+/// (port reuse): rewritten in place, it evicts nothing, so it is not charged.
+#[inline(always)]
+pub fn insert_new_flow(place: &Place, key: &FlowKey, state: &FlowState, family: Family, direction: Direction, existing: Option<Found>) {
     let iface = u32::from(state.iface_slot);
     count(iface, family, direction, Counter::Attempts);
+    if let Some(found) = existing {
+        // SAFETY: the flow's own way; its key stays.
+        unsafe { *found.state() = *state };
+        return;
+    }
     // SAFETY: reads of constants the loader may have rewritten.
     let budget = unsafe { core::ptr::read_volatile(&SYN_INSERT_BUDGET) };
     // u64::MAX (the default) is no budget: a frozen constant, so the
     // verifier drops the whole block.
-    if !replace && budget != u64::MAX {
+    if budget != u64::MAX {
         // SAFETY: as above.
         let window = unsafe { core::ptr::read_volatile(&SYN_INSERT_WINDOW_NS) };
         let admitted = match FLOOD_GUARD.get_ptr_mut(0) {
@@ -139,16 +218,58 @@ pub fn insert_new_flow(key: &FlowKey, state: &FlowState, family: Family, directi
             return;
         }
     }
-    let flags = if replace { BPF_ANY } else { BPF_NOEXIST };
-    if FLOWS.insert(key, state, u64::from(flags)).is_err() {
+    if !insert_flow(place, key, state) {
         count(iface, family, direction, Counter::SynInsertFailed);
     }
 }
 
-/// Frees a flow's entry; true if this call freed it.
+/// Puts a new flow in its bucket: a free way, or else the one
+/// `table::way_for_new_flow` picks, whose flow is evicted. False only when
+/// other CPUs were writing the ways at that instant.
 #[inline(always)]
-pub fn remove_flow(key: &FlowKey) -> bool {
-    FLOWS.remove(key).is_ok()
+pub fn insert_flow(place: &Place, key: &FlowKey, state: &FlowState) -> bool {
+    // SAFETY: a live map value; see `table` on races.
+    let bucket = unsafe { &mut *place.bucket };
+    let Some(i) = table::way_for_new_flow(bucket) else {
+        return false;
+    };
+    let way = &raw mut bucket.ways[i & (WAYS - 1)];
+    // SAFETY: as above.
+    let seen = unsafe { (*way).tag };
+    // Claim the way; if another CPU changed it since we ranked it, give up.
+    if seen == BUSY || !swap_tag(way, seen, BUSY) {
+        return false;
+    }
+    // SAFETY: the way is ours until we publish it.
+    let way = unsafe { &mut *way };
+    if seen != EMPTY {
+        evicted(&way.key, &way.state);
+    }
+    way.key = *key;
+    way.state = *state;
+    swap_tag(way, BUSY, place.tag)
+}
+
+/// Accounts for a live flow a new one pushed out of its way.
+#[inline(always)]
+fn evicted(key: &FlowKey, state: &FlowState) {
+    let counter = if state.stage == Stage::SynReceived as u8 {
+        pending_leave(key);
+        Counter::EvictedSynReceived
+    } else if state.stage == Stage::SynSent as u8 {
+        Counter::EvictedSynSent
+    } else {
+        // A tombstone: already counted as a timeout.
+        return;
+    };
+    count(u32::from(state.iface_slot), Family::from_u8(key.family), Direction::from_u8(state.direction), counter);
+}
+
+/// Frees a flow's way; true if this call freed it (of two programs ending
+/// the same handshake at once, one does).
+#[inline(always)]
+pub fn remove_flow(found: &Found) -> bool {
+    swap_tag(found.way, found.tag, EMPTY)
 }
 
 #[inline(always)]

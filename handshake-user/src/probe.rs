@@ -23,6 +23,7 @@ use handshake_common::{
     map_names,
     pending::PENDING_SLOTS,
     program_names::{EXPIRE, TC_EGRESS, XDP_INGRESS},
+    table::{self, Bucket, WAYS},
 };
 
 use crate::{batch, cli, interfaces::Interface};
@@ -34,6 +35,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// replay clock.
 pub const PINNED_MAPS: &[&str] = &[
     map_names::FLOWS,
+    map_names::FLOW_SEED,
     map_names::COUNTERS,
     map_names::LATENCY,
     map_names::FLOOD_GUARD,
@@ -46,6 +48,7 @@ pub const PINNED_MAPS: &[&str] = &[
 /// Load-time settings of the kernel programs.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
+    /// Flows the table holds at least (see `handshake_common::table::buckets_for`).
     pub flow_table_size: u32,
     /// New flow-table entries allowed per CPU per window; u64::MAX (the
     /// default) is no budget, and the kernel skips the check.
@@ -53,6 +56,10 @@ pub struct LoadOptions {
     pub syn_insert_window_ns: u64,
     /// Offline replay: the programs read the time from `REPLAY_CLOCK`.
     pub clock_from_map: bool,
+    /// The flow table's hash seed when the table is new; None: a random one.
+    /// Replay and the tests fix it, so that which flows share a bucket (and
+    /// so any eviction) is the same on every run.
+    pub flow_seed: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -62,6 +69,7 @@ impl Default for LoadOptions {
             syn_insert_budget: u64::MAX,
             syn_insert_window_ns: 100_000_000,
             clock_from_map: false,
+            flow_seed: None,
         }
     }
 }
@@ -81,16 +89,55 @@ pub struct FlowReader {
 }
 
 impl FlowReader {
-    /// Streams every entry to `each`.
+    /// Streams every tracked flow to `each`.
     pub fn for_each(&self, mut each: impl FnMut(&FlowKey, &FlowState)) -> Result<()> {
-        batch::lookup_all(self.fd.as_fd(), size_of::<FlowKey>(), size_of::<FlowState>(), 4096, |k, v| {
-            // SAFETY: the kernel wrote exactly these `#[repr(C)]` Pod types.
-            let key = unsafe { k.as_ptr().cast::<FlowKey>().read_unaligned() };
-            let state = unsafe { v.as_ptr().cast::<FlowState>().read_unaligned() };
-            each(&key, &state);
+        self.for_each_bucket(|bucket| {
+            for way in bucket.ways.iter().filter(|w| w.is_live()) {
+                each(&way.key, &way.state);
+            }
+        })
+    }
+
+    /// Streams every bucket of the table to `each`, 1024 buckets (416 KiB)
+    /// per syscall.
+    pub fn for_each_bucket(&self, mut each: impl FnMut(&Bucket)) -> Result<()> {
+        batch::lookup_all(self.fd.as_fd(), 4, size_of::<Bucket>(), 1024, |_, v| {
+            // SAFETY: the kernel wrote exactly this `#[repr(C)]` Pod type.
+            let bucket = unsafe { v.as_ptr().cast::<Bucket>().read_unaligned() };
+            each(&bucket);
         })
         .context("scanning the flow table")
     }
+}
+
+/// [`Probe::fill_flow_table`] on any handle of a flow table (a pinned one,
+/// say) whose hash seed is `seed`.
+pub fn fill_flow_table<T: std::borrow::BorrowMut<MapData>>(
+    array: &mut Array<T, Bucket>,
+    seed: u64,
+    flows: impl Iterator<Item = (FlowKey, FlowState)>,
+    want: usize,
+) -> Result<usize> {
+    let buckets = array.len();
+    let mut table = vec![Bucket::default(); buckets as usize];
+    let mut placed = 0;
+    for (key, state) in flows {
+        if placed == want {
+            break;
+        }
+        let place = table::place(table::flow_hash(&key, seed), buckets - 1);
+        let bucket = &mut table[place.bucket as usize];
+        if let Some(way) = bucket.ways.iter_mut().find(|w| w.tag == table::EMPTY) {
+            *way = table::Way { tag: place.tag, key, state };
+            placed += 1;
+        }
+    }
+    for (index, bucket) in table.iter().enumerate() {
+        if bucket.ways.iter().any(table::Way::is_live) {
+            array.set(index as u32, *bucket, 0)?;
+        }
+    }
+    Ok(placed)
 }
 
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
@@ -123,8 +170,10 @@ impl Probe {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        let buckets = table::buckets_for(options.flow_table_size);
         let mut ebpf = loader
-            .map_max_entries(map_names::FLOWS, options.flow_table_size)
+            .map_max_entries(map_names::FLOWS, buckets)
+            .override_global(global_names::FLOW_BUCKET_MASK, &(buckets - 1), true)
             .override_global(global_names::SYN_INSERT_BUDGET, &options.syn_insert_budget, true)
             .override_global(global_names::SYN_INSERT_WINDOW_NS, &options.syn_insert_window_ns, true)
             .override_global(global_names::CLOCK_FROM_MAP, &clock_from_map, true)
@@ -135,6 +184,14 @@ impl Probe {
         program::<Xdp>(&mut ebpf, EXPIRE)?.load().context("the kernel rejected the expire program")?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let mut probe = Self { ebpf, cpus, listener_slots: Vec::new() };
+        let pinned_buckets = map_data(&probe.ebpf, map_names::FLOWS)?.info()?.max_entries();
+        anyhow::ensure!(
+            pinned_buckets == buckets,
+            "the pinned flow table holds {} flows, --flow-table-size asks for {}: use the same size, or remove the pin directory",
+            pinned_buckets as usize * WAYS,
+            buckets as usize * WAYS
+        );
+        probe.seed_flow_table(options.flow_seed)?;
         // Pinned maps may already have ports from an earlier agent.
         probe.listener_slots = probe.read_listener_slots()?;
         Ok(probe)
@@ -247,9 +304,42 @@ impl Probe {
         Ok(out)
     }
 
-    /// Capacity of the flow table.
+    /// Capacity of the flow table: its buckets' ways.
     pub fn flow_table_capacity(&self) -> Result<u32> {
-        Ok(map_data(&self.ebpf, map_names::FLOWS)?.info()?.max_entries())
+        Ok(map_data(&self.ebpf, map_names::FLOWS)?.info()?.max_entries().saturating_mul(WAYS as u32))
+    }
+
+    /// Gives a new flow table its hash seed (`seed`, or a random one); a
+    /// pinned table keeps the seed its entries were placed with.
+    fn seed_flow_table(&mut self, seed: Option<u64>) -> Result<()> {
+        let map = self.ebpf.map_mut(map_names::FLOW_SEED).ok_or_else(|| anyhow!("map FLOW_SEED missing"))?;
+        let mut seeds = Array::<_, u64>::try_from(map)?;
+        if seeds.get(&0, 0)? != 0 {
+            return Ok(());
+        }
+        let mut seed = seed.unwrap_or(0);
+        while seed == 0 {
+            // SAFETY: fills the 8 bytes of `seed`.
+            let n = unsafe { libc::getrandom((&raw mut seed).cast(), 8, 0) };
+            anyhow::ensure!(n == 8, "getrandom: {}", std::io::Error::last_os_error());
+        }
+        seeds.set(0, seed, 0)?;
+        Ok(())
+    }
+
+    /// The flow table's hash seed.
+    pub fn flow_seed(&self) -> Result<u64> {
+        let map = self.ebpf.map(map_names::FLOW_SEED).ok_or_else(|| anyhow!("map FLOW_SEED missing"))?;
+        Ok(Array::<_, u64>::try_from(map)?.get(&0, 0)?)
+    }
+
+    /// Fills an empty flow table with flows from `flows` as the kernel
+    /// would place them, skipping those whose bucket is full, until `want`
+    /// are placed (benchmarks fill the table this way). Returns how many were.
+    pub fn fill_flow_table(&mut self, flows: impl Iterator<Item = (FlowKey, FlowState)>, want: usize) -> Result<usize> {
+        let seed = self.flow_seed()?;
+        let map = self.ebpf.map_mut(map_names::FLOWS).ok_or_else(|| anyhow!("map FLOWS missing"))?;
+        fill_flow_table(&mut Array::<_, Bucket>::try_from(map)?, seed, flows, want)
     }
 
     /// Counts the handshake `key` as a timeout and leaves a tombstone, if it

@@ -99,12 +99,21 @@ fn expire(probe: &mut Probe, now_ns: u64, timeout: Option<Duration>) -> Result<(
     Ok(())
 }
 
+/// The flow table's hash seed in replay (any fixed non-zero value).
+const REPLAY_FLOW_SEED: u64 = 0x6861_6e64_7368_616b;
+
 pub fn replay(args: &ReplayArgs) -> Result<Report> {
     let path = args.file.as_path();
     // Open first: an unreadable file is the most likely mistake.
     let mut reader = Reader::open(path).map_err(anyhow::Error::new).with_context(|| format!("cannot read {}", path.display()))?;
     crate::privileges::check()?;
-    let options = LoadOptions { flow_table_size: args.flow_table_size, clock_from_map: true, ..LoadOptions::default() };
+    // A fixed seed: a capture replays to the same numbers every time.
+    let options = LoadOptions {
+        flow_table_size: args.flow_table_size,
+        clock_from_map: true,
+        flow_seed: Some(REPLAY_FLOW_SEED),
+        ..LoadOptions::default()
+    };
     let mut probe = Probe::load(&options)?;
     // BPF_PROG_TEST_RUN runs the programs on this namespace's loopback.
     probe.set_iface_slot(lo_ifindex(), CAPTURE_SLOT)?;

@@ -2,7 +2,7 @@
 //! (no interface needed) and reads back their maps, in the manner of
 //! katran's BpfTester.
 use aya::{
-    maps::HashMap,
+    maps::Array,
     programs::{TestRun as _, TestRunOptions},
 };
 use handshake_common::{
@@ -10,9 +10,13 @@ use handshake_common::{
     flow::{FlowKey, FlowState},
     histogram::{Leg, base_index, BUCKETS},
     map_names,
+    table::Bucket,
 };
 
 use handshake_user::probe::{LoadOptions, Probe};
+
+/// The flow table's hash seed in tests (any fixed non-zero value).
+pub const TEST_FLOW_SEED: u64 = 0x7465_7374_7365_6564;
 
 /// XDP_PASS: the only verdict the ingress program may return.
 pub const XDP_PASS: u32 = 2;
@@ -29,8 +33,11 @@ impl Tester {
         Self::with(&LoadOptions::default())
     }
 
+    /// Loads with `options`; unless they name one, with a fixed flow-table
+    /// seed, so that which flows share a bucket is the same on every run.
     pub fn with(options: &LoadOptions) -> Self {
-        Self { probe: Probe::load(options).expect("load the programs (are we root?)") }
+        let options = LoadOptions { flow_seed: options.flow_seed.or(Some(TEST_FLOW_SEED)), ..*options };
+        Self { probe: Probe::load(&options).expect("load the programs (are we root?)") }
     }
 
     /// Runs the ingress (XDP) program on `frame`; returns its verdict.
@@ -76,12 +83,17 @@ impl Tester {
         latency[(base_index(direction, leg) + bucket) as usize]
     }
 
-    /// Every entry of the flow table, read one by one (the agent's batched
-    /// read is checked against this).
+    /// Every flow in the flow table, read a bucket at a time (the agent's
+    /// batched read is checked against this).
     pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
-        let flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(map).expect("flow table type");
-        flows.iter().map(|r| r.expect("read flow")).collect()
+        let buckets: Array<_, Bucket> = Array::try_from(map).expect("flow table type");
+        let mut out = Vec::new();
+        for bucket in buckets.iter() {
+            let bucket = bucket.expect("read bucket");
+            out.extend(bucket.ways.iter().filter(|w| w.is_live()).map(|w| (w.key, w.state)));
+        }
+        out
     }
 
     /// Frees a handshake as the agent's timeout scan does.

@@ -23,13 +23,13 @@ use std::{
 };
 
 use aya::{
-    maps::HashMap,
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use handshake_common::{
     counters::Counter,
     flow::{FlowKey, FlowState, Stage},
     map_names, program_names,
+    table::Bucket,
 };
 use handshake_tests::{
     agent::{Agent, binary},
@@ -697,15 +697,18 @@ fn b4(s: &Settings, rows: &mut Vec<Row>) {
     }
 }
 
+/// `n` half-open flows, distinct, as many as a fill may need.
+fn half_open_flows(second_word: u32, syn_ns: u64) -> impl Iterator<Item = (FlowKey, FlowState)> {
+    (0..u32::MAX).map(move |i| {
+        let key = FlowKey::new([i, second_word, 0, 0], [7, 0, 0, 0], (i % 60000) as u16, 80, 0);
+        (key, FlowState { syn_ns, client_isn: i, stage: Stage::SynSent as u8, ..FlowState::default() })
+    })
+}
+
+/// Fills the table to `n` flows (its whole capacity, for the B5 sizes).
 fn fill_flows(t: &mut Tester, n: usize) {
-    let map = t.probe().ebpf_mut().map_mut(map_names::FLOWS).expect("FLOWS");
-    let mut flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(map).expect("FLOWS type");
     let now = handshake_user::run::monotonic_ns();
-    for i in 0..n as u32 {
-        let key = FlowKey::new([i, 1, 0, 0], [7, 0, 0, 0], (i % 60000) as u16, 80, 0);
-        let state = FlowState { syn_ns: now, client_isn: i, stage: Stage::SynSent as u8, ..FlowState::default() };
-        flows.insert(key, state, 0).expect("insert");
-    }
+    assert_eq!(t.probe().fill_flow_table(half_open_flows(1, now), n).expect("fill"), n);
 }
 
 fn proc_stat(pid: u32) -> (f64, u64, u64) {
@@ -790,14 +793,14 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
     let empty = measure(&agent);
     // Fill the pinned table behind the running agent.
     {
-        let data = aya::maps::MapData::from_pin(pin.join("maps").join(map_names::FLOWS)).expect("pinned FLOWS");
-        let mut map = aya::maps::Map::LruHashMap(data);
-        let mut flows: HashMap<_, FlowKey, FlowState> = HashMap::try_from(&mut map).expect("FLOWS");
+        let maps = pin.join("maps");
+        let seeds = aya::maps::Map::Array(aya::maps::MapData::from_pin(maps.join(map_names::FLOW_SEED)).expect("pinned FLOW_SEED"));
+        let seed = aya::maps::Array::<_, u64>::try_from(&seeds).expect("FLOW_SEED").get(&0, 0).expect("seed");
+        let mut map = aya::maps::Map::Array(aya::maps::MapData::from_pin(maps.join(map_names::FLOWS)).expect("pinned FLOWS"));
+        let mut flows = aya::maps::Array::<_, Bucket>::try_from(&mut map).expect("FLOWS");
         let now = handshake_user::run::monotonic_ns();
-        for i in 0..n as u32 {
-            let key = FlowKey::new([i, 2, 0, 0], [7, 0, 0, 0], (i % 60000) as u16, 80, 0);
-            flows.insert(key, FlowState { syn_ns: now, stage: Stage::SynSent as u8, ..FlowState::default() }, 0).expect("insert");
-        }
+        let placed = handshake_user::probe::fill_flow_table(&mut flows, seed, half_open_flows(2, now), n).expect("fill");
+        assert_eq!(placed, n);
     }
     thread::sleep(Duration::from_secs(2));
     let full = measure(&agent);

@@ -1,0 +1,181 @@
+//! The flow table's layout and rules: a set-associative array that the
+//! kernel programs manage themselves.
+//!
+//! Why not the kernel's LRU hash: a new flow's insert there costs ~400 ns on
+//! our benchmark machine, nearly all of it the LRU's own upkeep (free-list
+//! pops, list rotations, bucket walks), whatever the table's size. Here a
+//! flow's 5-tuple hashes to one bucket of [`WAYS`] ways; a new flow takes an
+//! empty way, or else evicts the way [`eviction_rank`] ranks lowest (a
+//! tombstone, then the oldest handshake still waiting for its SYN-ACK, then
+//! the oldest waiting for its final ACK). An insert is one bucket read and
+//! one way written.
+//!
+//! Concurrency: each way's `tag` says what it holds. [`EMPTY`]; [`BUSY`]
+//! while one program writes it (claimed with a compare-and-swap, so two
+//! CPUs never write one way at once); otherwise the flow's tag (odd, from
+//! its hash), published with a second compare-and-swap after the key and
+//! state are written. Freeing a flow is a compare-and-swap from its tag to
+//! [`EMPTY`]: of two programs completing the same handshake on two CPUs,
+//! exactly one frees it and counts it. As with the kernel's LRU map, whose
+//! freed elements are reused at once, a program that found a flow may still
+//! update its state in place while another CPU evicts it; that needs a full
+//! bucket and the same nanoseconds, and costs one miscounted segment, never
+//! memory safety.
+
+use crate::flow::{FlowKey, FlowState, Stage};
+
+/// Ways per bucket: a flow can sit in any of them.
+pub const WAYS: usize = 4;
+
+/// Tag of a free way.
+pub const EMPTY: u64 = 0;
+/// Tag of a way one program is writing. Even, so never a flow's tag.
+pub const BUSY: u64 = 2;
+
+/// One way of a bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Way {
+    /// [`EMPTY`], [`BUSY`], or the flow's tag (odd).
+    pub tag: u64,
+    pub key: FlowKey,
+    pub state: FlowState,
+}
+
+impl Way {
+    /// Holds a flow (not free, not being written).
+    #[inline(always)]
+    pub const fn is_live(&self) -> bool {
+        self.tag & 1 == 1
+    }
+}
+
+/// One value of the `FLOWS` array.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Bucket {
+    pub ways: [Way; WAYS],
+}
+
+/// Buckets for a table of at least `capacity` flows: a power of two, so that
+/// a hash picks one with a mask.
+#[must_use]
+pub const fn buckets_for(capacity: u32) -> u32 {
+    let buckets = capacity.div_ceil(WAYS as u32);
+    if buckets <= 1 { 1 } else { buckets.next_power_of_two() }
+}
+
+/// Where a flow lives: its bucket and the tag its way carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub bucket: u32,
+    pub tag: u64,
+}
+
+/// The place of a flow whose hash is `hash`, in a table of `bucket_mask + 1`
+/// buckets. Bucket and tag come from different bits of the hash.
+#[inline(always)]
+#[must_use]
+pub const fn place(hash: u64, bucket_mask: u32) -> Place {
+    Place { bucket: hash as u32 & bucket_mask, tag: (hash >> 32) << 1 | 1 }
+}
+
+const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[inline(always)]
+const fn pair(a: u32, b: u32) -> u64 {
+    (a as u64) << 32 | b as u64
+}
+
+#[inline(always)]
+const fn absorb(h: u64, word: u64) -> u64 {
+    let h = (h ^ word).wrapping_mul(MULTIPLIER);
+    h ^ (h >> 29)
+}
+
+/// The flow table's hash of a key. `seed` is random per table (the agent
+/// sets it when it creates the table), so that nobody outside can aim
+/// spoofed SYNs at one bucket to evict a chosen flow.
+#[inline(always)]
+#[must_use]
+pub const fn flow_hash(key: &FlowKey, seed: u64) -> u64 {
+    let mut h = absorb(seed, pair(key.src_addr[0], key.dst_addr[0]));
+    h = absorb(h, pair(key.src_addr[1], key.dst_addr[1]));
+    h = absorb(h, pair(key.src_addr[2], key.dst_addr[2]));
+    h = absorb(h, pair(key.src_addr[3], key.dst_addr[3]));
+    h = absorb(h, pair((key.src_port as u32) << 16 | key.dst_port as u32, key.family as u32));
+    // A last multiply: every input bit reaches the low bits (the bucket).
+    let h = (h ^ (h >> 32)).wrapping_mul(MULTIPLIER);
+    h ^ (h >> 32)
+}
+
+/// How much a way is worth keeping when a new flow needs its bucket: the
+/// lowest rank goes. Free ways first, then tombstones, then handshakes
+/// waiting for a SYN-ACK, then those waiting for the final ACK (the closest
+/// to completing); within a stage, the oldest SYN. A way being written is
+/// never taken.
+#[inline(always)]
+#[must_use]
+pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
+    if tag == EMPTY {
+        return 0;
+    }
+    if tag & 1 == 0 {
+        return u64::MAX;
+    }
+    let stage = if state.stage == Stage::Expired as u8 {
+        1
+    } else if state.stage == Stage::SynSent as u8 {
+        2
+    } else {
+        3
+    };
+    // Two bits of stage over 62 bits of SYN time (146 years of ns).
+    stage << 62 | (state.syn_ns & (u64::MAX >> 2))
+}
+
+/// The way a new flow takes in `bucket`: the one [`eviction_rank`] ranks
+/// lowest (the first of equals); None when all are being written.
+#[inline(always)]
+#[must_use]
+pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
+    let mut best = 0;
+    let mut best_rank = u64::MAX;
+    let mut i = 0;
+    while i < WAYS {
+        let rank = eviction_rank(bucket.ways[i].tag, &bucket.ways[i].state);
+        if rank < best_rank {
+            best = i;
+            best_rank = rank;
+        }
+        i += 1;
+    }
+    if best_rank == u64::MAX { None } else { Some(best) }
+}
+
+/// The way of `bucket` holding the flow `key` with tag `tag`.
+#[inline(always)]
+#[must_use]
+pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
+    let mut i = 0;
+    while i < WAYS {
+        let way = &bucket.ways[i];
+        if way.tag == tag && way.key == *key {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `#[repr(C)]` Pod fields (a u64 and two Pod structs whose sizes
+    // are multiples of 8), no holes.
+    unsafe impl aya::Pod for super::Way {}
+    // SAFETY: an array of the above.
+    unsafe impl aya::Pod for super::Bucket {}
+}
+
+#[cfg(test)]
+mod tests;
