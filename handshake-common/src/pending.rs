@@ -9,9 +9,8 @@
 //! takes one away. An ACK whose slot is 0 cannot complete anything, and costs
 //! a hash and an array read instead of a hash-map lookup.
 //!
-//! Errors only go one way: an entry the LRU evicts in syn_received leaves its
-//! slot one too high, which costs a needless lookup, never a missed
-//! completion.
+//! A new flow that evicts one in syn_received from the flow table takes one
+//! away too (see [`crate::table`]), so the counts stay exact.
 
 use crate::{counters::Family, flow::FlowKey};
 

@@ -5,15 +5,17 @@
 use std::net::IpAddr;
 
 use handshake_common::{
+    DEFAULT_FLOW_TABLE_SIZE,
     counters::{Counter, Direction, Family},
-    flow::Stage,
+    flow::{FlowKey, Stage},
     histogram::Leg,
     listener::{ListenerCounters, OTHER_PORT},
+    table,
 };
 use handshake_tests::{
     cases::{INBOUND, In, InRaw, Out, Step, V4, V6, X, Y, ack, cases, client, client6, completed, handshake, syn, synack, v4, v6},
     packet::{ACK, Ext, PSH, Packet, RST, SYN},
-    tester::{TC_NEXT, Tester, XDP_PASS},
+    tester::{TC_NEXT, TEST_FLOW_SEED, Tester, XDP_PASS},
 };
 use handshake_user::probe::LoadOptions;
 
@@ -426,4 +428,79 @@ fn replay_clock_drives_latency() {
     assert_eq!(tester.latency_sum_ns(INBOUND, Leg::SynAckToAck), 7_000);
     assert_eq!(tester.latency_bucket(INBOUND, Leg::SynToSynAck, 1), 1, "2 µs <= 2 µs");
     assert_eq!(tester.latency_bucket(INBOUND, Leg::SynAckToAck, 3), 1, "7 µs <= 8 µs");
+}
+
+/// Seven clients whose flows share one bucket of the default table (four
+/// ways), under the tests' fixed seed.
+fn clients_sharing_a_bucket() -> Vec<Packet> {
+    let mask = table::buckets_for(DEFAULT_FLOW_TABLE_SIZE) - 1;
+    let bucket = |c: &Packet| table::place(table::flow_hash(&flow_key(c), TEST_FLOW_SEED), mask).bucket;
+    let candidates = (1..=250u8).flat_map(|last| (1024..3024u16).map(move |port| Packet::tcp(v4(last), port, v4(2), 80)));
+    let target = bucket(&Packet::tcp(v4(1), 1024, v4(2), 80));
+    let clients: Vec<Packet> = candidates.filter(|c| bucket(c) == target).take(7).collect();
+    assert_eq!(clients.len(), 7);
+    clients
+}
+
+/// The flow-table key of an IPv4 client's connection.
+fn flow_key(c: &Packet) -> FlowKey {
+    let word = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
+        IpAddr::V6(_) => unreachable!("IPv4 clients only"),
+    };
+    FlowKey::new([word(c.src), 0, 0, 0], [word(c.dst), 0, 0, 0], c.sport, c.dport, Family::Ipv4 as u8)
+}
+
+/// A full bucket: a new flow takes the way of a tombstone first, then of the
+/// oldest handshake waiting for a SYN-ACK, then of the oldest waiting for
+/// the final ACK; each eviction of a live handshake is counted by its stage,
+/// the pending filter stays exact, and the evicted flow's later segments
+/// find nothing.
+#[test]
+fn a_full_bucket_evicts_the_least_valuable_way_and_counts_it() {
+    let mut tester = Tester::new();
+    let c = clients_sharing_a_bucket();
+    let key = flow_key;
+    // Four SYNs fill the bucket; c0 gets its SYN-ACK.
+    run(&mut tester, &[In(syn(&c[0], X)), In(syn(&c[1], X)), In(syn(&c[2], X)), In(syn(&c[3], X)), Out(synack(&c[0], Y, X + 1))])
+        .expect("run");
+    assert_eq!(tester.flows().len(), 4);
+    // c4 evicts c1, the oldest still waiting for its SYN-ACK.
+    run(&mut tester, &[In(syn(&c[4], X))]).expect("run");
+    let counters = tester.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::EvictedSynSent), 1);
+    let tracked: Vec<FlowKey> = tester.flows().iter().map(|(k, _)| *k).collect();
+    assert!(!tracked.contains(&key(&c[1])), "c1 evicted");
+    // c2 times out; c5 takes its tombstone's way, evicting no handshake.
+    let (k2, s2) = tester.flows().into_iter().find(|(k, _)| *k == key(&c[2])).expect("c2 tracked");
+    assert!(tester.expire(&k2, s2.syn_ns));
+    run(&mut tester, &[In(syn(&c[5], X))]).expect("run");
+    assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynSent), 1);
+    assert!(!tester.flows().iter().any(|(k, _)| *k == k2), "the tombstone went");
+    // All four in syn_received: c6 evicts c0, the oldest of them.
+    run(&mut tester, &[Out(synack(&c[3], Y, X + 1)), Out(synack(&c[4], Y, X + 1)), Out(synack(&c[5], Y, X + 1))]).expect("run");
+    assert_eq!(tester.probe().pending_total().expect("pending"), 4);
+    run(&mut tester, &[In(syn(&c[6], X))]).expect("run");
+    assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynReceived), 1);
+    assert_eq!(tester.probe().pending_total().expect("pending"), 3, "the evicted flow left the pending filter");
+    // The evicted flows' segments find nothing; the others complete.
+    run(
+        &mut tester,
+        &[
+            Out(synack(&c[1], Y, X + 1)),
+            In(ack(&c[0], X + 1, Y + 1)),
+            In(ack(&c[3], X + 1, Y + 1)),
+            In(ack(&c[4], X + 1, Y + 1)),
+            In(ack(&c[5], X + 1, Y + 1)),
+        ],
+    )
+    .expect("run");
+    let counters = tester.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::Completed), 3);
+    assert_eq!(counters.get(V4, INBOUND, C::Unsolicited), 1, "c1's SYN-ACK");
+    assert_eq!(counters.get(V4, INBOUND, C::Attempts), 7);
+    assert_eq!(counters.get(V4, INBOUND, C::SynAck), 4);
+    assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynSent), 1);
+    assert_eq!(tester.probe().pending_total().expect("pending"), 0);
+    assert_eq!(tester.flows().len(), 1, "c6, still waiting");
 }
