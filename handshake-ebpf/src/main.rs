@@ -136,7 +136,8 @@ pub fn bench_insert_only(ctx: XdpContext) -> u32 {
         if let Some(place) = place_of(&key)
             && place.find(&key).is_none()
         {
-            maps::insert_flow(&place, &key, &FlowState::default());
+            let state = FlowState { stage: Stage::SynSent as u8, ..FlowState::default() };
+            maps::insert_flow(&place, &key, &state);
         }
     }
     xdp_action::XDP_PASS

@@ -2,6 +2,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, PerCpuArray},
@@ -20,9 +21,9 @@ use handshake_common::{
 
 /// Handshakes in progress: the set-associative table of
 /// `handshake_common::table`. The agent sizes it at load time (and sets
-/// `FLOW_BUCKET_MASK` to match).
+/// `FLOW_BUCKET_MASK` to match), and scans it in place: mmapable.
 #[map]
-pub static FLOWS: Array<Bucket> = Array::with_max_entries(table::buckets_for(DEFAULT_FLOW_TABLE_SIZE), 0);
+pub static FLOWS: Array<Bucket> = Array::with_max_entries(table::buckets_for(DEFAULT_FLOW_TABLE_SIZE), BPF_F_MMAPABLE);
 
 /// The flow table's hash seed, written by the agent when it creates the
 /// table. A map, not a load-time constant, so that it is pinned with the

@@ -39,9 +39,13 @@ pub fn lookup_all(
     let mut in_token = vec![0u8; token_size];
     let mut out_token = vec![0u8; token_size];
     let mut first = true;
+    // One pair of buffers for every batch: fresh ones would page-fault in
+    // on every call.
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
     loop {
-        let mut keys = vec![0u8; key_size * chunk as usize];
-        let mut values = vec![0u8; value_size * chunk as usize];
+        keys.resize(key_size * chunk as usize, 0);
+        values.resize(value_size * chunk as usize, 0);
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { in_token.as_ptr() as u64 },
             out_batch: out_token.as_mut_ptr() as u64,

@@ -1,6 +1,6 @@
 //! The loaded kernel programs: load, attach, and read and write the maps.
 use std::{
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
@@ -82,10 +82,11 @@ pub struct Probe {
     listener_slots: Vec<(u16, u32)>,
 }
 
-/// A second handle on the flow table, for reading it in batches without
+/// A second handle on the flow table, for reading it in place without
 /// holding whatever guards the [`Probe`].
 pub struct FlowReader {
     fd: std::os::fd::OwnedFd,
+    buckets: u32,
 }
 
 impl FlowReader {
@@ -98,15 +99,31 @@ impl FlowReader {
         })
     }
 
-    /// Streams every bucket of the table to `each`, 1024 buckets (416 KiB)
-    /// per syscall.
+    /// Streams every bucket of the table to `each`, read in place: the
+    /// table is an mmapable array, so a scan is a walk over shared memory,
+    /// with no syscall per entry or per batch and no copy of empty buckets
+    /// beyond reading their tags.
     pub fn for_each_bucket(&self, mut each: impl FnMut(&Bucket)) -> Result<()> {
-        batch::lookup_all(self.fd.as_fd(), 4, size_of::<Bucket>(), 1024, |_, v| {
-            // SAFETY: the kernel wrote exactly this `#[repr(C)]` Pod type.
-            let bucket = unsafe { v.as_ptr().cast::<Bucket>().read_unaligned() };
-            each(&bucket);
-        })
-        .context("scanning the flow table")
+        let buckets = self.buckets as usize;
+        let len = (buckets * size_of::<Bucket>()).next_multiple_of(4096);
+        // SAFETY: maps the array's values read-only and shared; the kernel
+        // keeps the memory alive while mapped; unmapped below.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, self.fd.as_raw_fd(), 0) };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping the flow table");
+        }
+        for i in 0..buckets {
+            // SAFETY: bucket `i` lies inside the mapping; the programs may be
+            // writing it, so it is copied out with a volatile read (a torn
+            // way is possible, as with any read of a live table).
+            let bucket = unsafe { base.cast::<Bucket>().add(i).read_volatile() };
+            if bucket.ways.iter().any(table::Way::is_live) {
+                each(&bucket);
+            }
+        }
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(base, len) };
+        Ok(())
     }
 }
 
@@ -297,7 +314,7 @@ impl Probe {
         self.sum_per_cpu(map_names::LATENCY, LATENCY_LEN)
     }
 
-    /// Every handshake in progress, read in batches.
+    /// Every handshake in progress, read in place.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>> {
         let mut out = Vec::new();
         self.flow_reader()?.for_each(|k, s| out.push((*k, *s)))?;
@@ -390,8 +407,9 @@ impl Probe {
 
     /// A handle for scanning the flow table on another thread.
     pub fn flow_reader(&self) -> Result<FlowReader> {
-        let fd = map_data(&self.ebpf, map_names::FLOWS)?.fd().as_fd().try_clone_to_owned()?;
-        Ok(FlowReader { fd })
+        let map = map_data(&self.ebpf, map_names::FLOWS)?;
+        let fd = map.fd().as_fd().try_clone_to_owned()?;
+        Ok(FlowReader { fd, buckets: map.info()?.max_entries() })
     }
 
     /// (port, slot) of every port with a listener slot of its own, from the map.

@@ -138,8 +138,16 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
             ifaces: if explicit { Some(args.ifaces.clone()) } else { None },
             auto_ports: args.listener_ports.is_empty(),
         };
-        let reader = lock(&shared)?.probe.flow_reader()?;
-        thread::Builder::new().name("scanner".into()).spawn(move || scanner(&shared, &reader, &stop, &settings))?
+        let (reader, first) = {
+            let s = lock(&shared)?;
+            (s.probe.flow_reader()?, s.probe.counters()?)
+        };
+        // The ratio window's first sample is taken before metrics are
+        // served: whatever happens once an operator (or a test) can see the
+        // agent is up falls inside the window.
+        let mut window = RatioWindow::default();
+        window.push(Instant::now(), first, args.ratio_window);
+        thread::Builder::new().name("scanner".into()).spawn(move || scanner(&shared, &reader, &stop, &settings, window))?
     };
 
     let render: http::Render = {
@@ -172,8 +180,7 @@ struct ScanSettings {
     auto_ports: bool,
 }
 
-fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings: &ScanSettings) {
-    let mut window = RatioWindow::default();
+fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings: &ScanSettings, mut window: RatioWindow) {
     let mut last_reconcile = Instant::now();
     let mut last_ports = Instant::now();
     while !stop.load(Ordering::Relaxed) {

@@ -55,7 +55,7 @@ fn max_load(keys: impl Iterator<Item = FlowKey>, buckets: u32, seed: u64) -> u32
     for k in keys {
         load[place(flow_hash(&k, seed), buckets - 1).bucket as usize] += 1;
     }
-    assert_eq!(load.iter().filter(|&&l| l == 0).count() < buckets as usize / 10, true, "too many empty buckets");
+    assert!(load.iter().filter(|&&l| l == 0).count() < buckets as usize / 10, "too many empty buckets");
     *load.iter().max().unwrap_or(&0)
 }
 
