@@ -110,7 +110,8 @@ pub struct RunArgs {
     #[arg(long = "handshake-timeout", env = "HANDSHAKE_MONITOR_HANDSHAKE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
-    /// Capacity of the flow table (handshakes tracked at once).
+    /// Capacity of the flow table (handshakes tracked at once), rounded up to
+    /// a power-of-two number of 4-way buckets.
     #[arg(long = "flow-table-size", env = "HANDSHAKE_MONITOR_FLOW_TABLE_SIZE",
           default_value_t = handshake_common::DEFAULT_FLOW_TABLE_SIZE,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
@@ -119,8 +120,8 @@ pub struct RunArgs {
     /// New flow-table entries allowed per CPU per 100 ms; 0, the default,
     /// is no limit. A limit caps the CPU a SYN flood costs, but once it is
     /// spent real SYNs go untracked too (counted as syn_untracked). Without
-    /// one, the table's LRU keeps answered handshakes through floods of many
-    /// times its size (see BENCHMARKS.md, B4).
+    /// one, the table's eviction order keeps answered handshakes through
+    /// floods of many times its size (see BENCHMARKS.md, B4).
     #[arg(long = "syn-insert-budget", env = "HANDSHAKE_MONITOR_SYN_INSERT_BUDGET", default_value_t = 0, value_name = "N")]
     pub syn_insert_budget: u64,
 
