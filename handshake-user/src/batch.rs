@@ -1,7 +1,8 @@
 //! BPF_MAP_LOOKUP_BATCH, which aya 0.14 does not wrap: one syscall reads
 //! thousands of entries, where an iteration costs two syscalls per entry.
-//! The agent reads its counters and scans the flow table with it, so the
-//! work per scrape and per scan stays a handful of syscalls.
+//! The agent reads its counters and the small tables with it, so the work
+//! per scrape stays a handful of syscalls. (The flow table, an mmapable
+//! array, is read in place: see `probe::FlowReader`.)
 use std::{
     io,
     os::fd::{AsRawFd as _, BorrowedFd},

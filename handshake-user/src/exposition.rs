@@ -108,7 +108,7 @@ pub fn help(metric: &str) -> &'static str {
         "tcp_handshake_completion_ratio" => "Completed / attempts over --ratio-window (NaN: no attempts in the window).",
         "tcp_handshake_synack_ratio" => "SYN-ACKs / attempts over --ratio-window (NaN: no attempts in the window).",
         "tcp_handshake_flow_table_entries" => "Entries in the flow table at the last scan: handshakes in progress, and timed-out ones kept a while to recognise late retransmissions.",
-        "tcp_handshake_flow_table_capacity" => "Capacity of the flow table; near it, new handshakes evict old ones and ratios are untrustworthy.",
+        "tcp_handshake_flow_table_capacity" => "Capacity of the flow table (4-way buckets); from about half of it, some buckets overflow and new handshakes evict old ones (tcp_handshake_evicted_total), and ratios become untrustworthy.",
         "tcp_handshake_listener_attempts_total" => "Inbound handshake attempts per local server port (port=\"other\": untracked ports).",
         "tcp_handshake_listener_synack_total" => "Valid SYN-ACKs per local server port.",
         "tcp_handshake_listener_completed_total" => "Completed inbound handshakes per local server port.",

@@ -99,10 +99,15 @@ impl FlowReader {
         })
     }
 
-    /// Streams every bucket of the table to `each`, read in place: the
+    /// Capacity of the flow table: its buckets' ways.
+    pub fn capacity(&self) -> u32 {
+        self.buckets.saturating_mul(WAYS as u32)
+    }
+
+    /// Streams every bucket that holds a flow to `each`, read in place: the
     /// table is an mmapable array, so a scan is a walk over shared memory,
-    /// with no syscall per entry or per batch and no copy of empty buckets
-    /// beyond reading their tags.
+    /// with no syscall per entry or per batch, and an empty bucket costs
+    /// only the reads of its tags.
     pub fn for_each_bucket(&self, mut each: impl FnMut(&Bucket)) -> Result<()> {
         let buckets = self.buckets as usize;
         let len = (buckets * size_of::<Bucket>()).next_multiple_of(4096);
@@ -113,12 +118,15 @@ impl FlowReader {
             return Err(std::io::Error::last_os_error()).context("mapping the flow table");
         }
         for i in 0..buckets {
-            // SAFETY: bucket `i` lies inside the mapping; the programs may be
-            // writing it, so it is copied out with a volatile read (a torn
-            // way is possible, as with any read of a live table).
-            let bucket = unsafe { base.cast::<Bucket>().add(i).read_volatile() };
-            if bucket.ways.iter().any(table::Way::is_live) {
-                each(&bucket);
+            // SAFETY: bucket `i` lies inside the mapping.
+            let at = unsafe { base.cast::<Bucket>().add(i) };
+            // SAFETY: as above; the programs may be writing the bucket, so
+            // it is read with volatile reads (a torn way is possible, as with
+            // any read of a live table).
+            let live = (0..WAYS).any(|w| unsafe { (&raw const (*at).ways[w].tag).read_volatile() } & 1 == 1);
+            if live {
+                // SAFETY: as above.
+                each(&unsafe { at.read_volatile() });
             }
         }
         // SAFETY: the mapping made above.
@@ -321,17 +329,10 @@ impl Probe {
         Ok(out)
     }
 
-    /// Capacity of the flow table: its buckets' ways.
-    pub fn flow_table_capacity(&self) -> Result<u32> {
-        Ok(map_data(&self.ebpf, map_names::FLOWS)?.info()?.max_entries().saturating_mul(WAYS as u32))
-    }
-
     /// Gives a new flow table its hash seed (`seed`, or a random one); a
     /// pinned table keeps the seed its entries were placed with.
     fn seed_flow_table(&mut self, seed: Option<u64>) -> Result<()> {
-        let map = self.ebpf.map_mut(map_names::FLOW_SEED).ok_or_else(|| anyhow!("map FLOW_SEED missing"))?;
-        let mut seeds = Array::<_, u64>::try_from(map)?;
-        if seeds.get(&0, 0)? != 0 {
+        if self.flow_seed()? != 0 {
             return Ok(());
         }
         let mut seed = seed.unwrap_or(0);
@@ -340,8 +341,7 @@ impl Probe {
             let n = unsafe { libc::getrandom((&raw mut seed).cast(), 8, 0) };
             anyhow::ensure!(n == 8, "getrandom: {}", std::io::Error::last_os_error());
         }
-        seeds.set(0, seed, 0)?;
-        Ok(())
+        self.set_array(map_names::FLOW_SEED, 0, seed)
     }
 
     /// The flow table's hash seed.

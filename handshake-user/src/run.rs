@@ -225,9 +225,9 @@ fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, w
     let mut summary = Summarizer::new(monotonic_ns(), settings.timeout, &tracked);
     reader.for_each(|k, st| summary.add(k, st))?;
     let (mut snap, chores) = summary.finish();
+    snap.capacity = reader.capacity();
     let (counters, labels) = {
         let s = lock(shared)?;
-        snap.capacity = s.probe.flow_table_capacity()?;
         (s.probe.counters()?, s.attachments.labels())
     };
     window.push(Instant::now(), counters, settings.ratio_window);

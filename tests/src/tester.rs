@@ -84,7 +84,7 @@ impl Tester {
     }
 
     /// Every flow in the flow table, read a bucket at a time (the agent's
-    /// batched read is checked against this).
+    /// in-place read is checked against this).
     pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
         let buckets: Array<_, Bucket> = Array::try_from(map).expect("flow table type");

@@ -374,17 +374,17 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     assert!(tester.flows().is_empty());
 }
 
-/// The batched flow-table read the agent uses agrees with a one-by-one walk,
-/// across several batches.
+/// The in-place flow-table read the agent uses agrees with a walk that
+/// reads one bucket per syscall.
 #[test]
-fn batched_scan_matches_iteration() {
+fn in_place_scan_matches_iteration() {
     let mut tester = Tester::new();
     let steps: Vec<Step> = (0..5000u32)
         .map(|i| In(syn(&Packet::tcp(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 1000, v4(2), 80), i)))
         .collect();
     run(&mut tester, &steps).expect("run");
     let mut walked = tester.flows();
-    let mut batched = tester.probe().flows().expect("batched scan");
+    let mut batched = tester.probe().flows().expect("in-place scan");
     walked.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
     batched.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
     // 5000 flows in 16384 four-way buckets: a bucket may overflow, and the
