@@ -141,8 +141,11 @@ fn listener_funnels_and_ratios() {
     assert!(!e.text.contains("port=\"8081\""), "untracked ports get no series of their own");
     // 9 attempts, 8 completed, 8 SYN-ACKs within the window.
     let s0 = [("iface", SERVER_IF), ("direction", "inbound"), ("family", "ipv4")];
-    let e = agent.wait_for(&topo.server, WAIT, "ratios", |e| v(e, "tcp_handshake_completion_ratio", &s0) > 0.0);
-    assert!((v(&e, "tcp_handshake_completion_ratio", &s0) - 8.0 / 9.0).abs() < 1e-9);
+    // Ratios come from the last scan, which may predate the last
+    // connections: wait for one that saw all nine attempts.
+    let e = agent.wait_for(&topo.server, WAIT, "ratios over all nine attempts", |e| {
+        (v(e, "tcp_handshake_completion_ratio", &s0) - 8.0 / 9.0).abs() < 1e-9
+    });
     assert!((v(&e, "tcp_handshake_synack_ratio", &s0) - 8.0 / 9.0).abs() < 1e-9);
     assert_eq!(v(&e, "tcp_handshake_flow_table_capacity", &[]), 65536.0);
     assert_eq!(v(&e, "tcp_handshake_detector_firing", &[]), 0.0);
