@@ -71,6 +71,11 @@ impl Tester {
         &mut self.probe
     }
 
+    /// The probe, to read.
+    pub fn probe_ref(&self) -> &Probe {
+        &self.probe
+    }
+
     /// Sum of a latency histogram's samples, in ns.
     pub fn latency_sum_ns(&self, direction: Direction, leg: Leg) -> u64 {
         let latency = self.probe.latency().expect("read latency");
@@ -86,14 +91,46 @@ impl Tester {
     /// Every flow in the flow table, read a bucket at a time (the agent's
     /// in-place read is checked against this).
     pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
+        let mut out = Vec::new();
+        self.for_each_flow(|k, s| out.push((*k, *s)));
+        out
+    }
+
+    /// Empties the flow table (every way free), writing it through a shared
+    /// mapping: one pass over its memory, no syscall per bucket. Plain
+    /// stores, as the kernel's zeroing of a new table: a memset of this size
+    /// may use non-temporal stores, which would leave the table out of the
+    /// caches as no real table is.
+    pub fn empty_flow_table(&self) {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
+        let aya::maps::Map::Array(data) = map else { panic!("FLOWS is not an array") };
+        let buckets = data.info().expect("map info").max_entries() as usize;
+        let len = (buckets * size_of::<Bucket>()).next_multiple_of(4096);
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: maps the array's values (mmapable) shared and writable;
+        // all-zero bytes are an empty bucket; unmapped below.
+        unsafe {
+            let base = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+            assert_ne!(base, libc::MAP_FAILED, "mapping the flow table: {}", std::io::Error::last_os_error());
+            let words = base.cast::<u64>();
+            for i in 0..buckets * size_of::<Bucket>() / 8 {
+                words.add(i).write_volatile(0);
+            }
+            libc::munmap(base, len);
+        }
+    }
+
+    /// Streams every flow in the flow table to `each`, reading it one bucket
+    /// per map lookup syscall.
+    pub fn for_each_flow(&self, mut each: impl FnMut(&FlowKey, &FlowState)) {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
         let buckets: Array<_, Bucket> = Array::try_from(map).expect("flow table type");
-        let mut out = Vec::new();
         for bucket in buckets.iter() {
-            let bucket = bucket.expect("read bucket");
-            out.extend(bucket.ways.iter().filter(|w| w.is_live()).map(|w| (w.key, w.state)));
+            for way in bucket.expect("read bucket").ways.iter().filter(|w| w.is_live()) {
+                each(&way.key, &way.state);
+            }
         }
-        out
     }
 
     /// Frees a handshake as the agent's timeout scan does.

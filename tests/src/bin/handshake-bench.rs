@@ -29,7 +29,7 @@ use handshake_common::{
     counters::Counter,
     flow::{FlowKey, FlowState, Stage},
     map_names, program_names,
-    table::Bucket,
+    table::{self, Bucket},
 };
 use handshake_tests::{
     agent::{Agent, binary},
@@ -172,32 +172,102 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
         });
     }
     // State-changing cases: the stepping programs advance an address before
-    // every run, so `repeat` runs are `repeat` different flows (a fresh
-    // table per run); the baseline is the step alone.
+    // every run, so `repeat` runs are `repeat` different flows; the baseline
+    // is the step alone.
     let ipv4_src = 14 + 12;
     let ipv4_dst = 14 + 16;
-    let new_flow = |name: &str, frame: Vec<u8>, offset: u32, table: u32, prefill: u32, rows: &mut Vec<Row>, goal: f64| {
-        b1_case(s, rows, name, Some(goal), |ours| {
-            let mut t = Tester::with(&unlimited(table));
-            if prefill > 0 {
-                // Other flows (another address range) fill the table first.
-                let mut other = syn(&client(), 3).build();
-                other[ipv4_src as usize] = 10;
-                stepped(&mut t, Ingress, &other, ipv4_src, prefill);
-            }
-            if !ours {
-                return step_only(&mut t, Ingress, &frame, offset, r);
-            }
-            let before = t.counters().total(Counter::Attempts);
-            let ns = stepped(&mut t, Ingress, &frame, offset, r);
-            assert_eq!(t.counters().total(Counter::Attempts) - before, u64::from(r), "{name}: every run a new flow");
-            ns
+    let v6_src_last_word = 14 + 8 + 12;
+    let qinq_ipv4_src = 14 + 8 + 12;
+    // New flows into an empty table: the agent's default table (65536
+    // flows), from empty. `repeat` new flows cannot all fit in it, so they
+    // go in test runs of half a table each, the table emptied (untimed)
+    // before each: it is never more than half full.
+    let new_flow = |name: &str, frame: Vec<u8>, offset: u32, rows: &mut Vec<Row>| {
+        b1_case(s, rows, name, Some(250.0), |ours| {
+            let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
+            in_half_tables(&mut t, r, |_| {}, |t| {
+                let evicted = t.counters().total(Counter::EvictedSynSent);
+                let ns = stepped_run(t, Ingress, &frame, offset, HALF_TABLE, ours);
+                if ours {
+                    let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
+                    assert_eq!(tracked(t) + evicted, u64::from(HALF_TABLE), "{name}: every SYN a new flow");
+                }
+                ns
+            })
         });
     };
-    // The table's share of every new flow: its lookup and insert alone
-    // (parse, lookup and insert of the same stepped SYNs, nothing else).
-    b1_case(s, rows, "flow-table lookup and insert alone (the table's share of a new flow)", None, |ours| {
-        let mut t = Tester::with(&unlimited(TABLE_FOR_NEW_FLOWS));
+    new_flow("SYN into an empty table (new flow), IPv4", syn(&client(), 7).build(), ipv4_src, rows);
+    new_flow("SYN into an empty table (new flow), IPv6", syn(&v6, 7).build(), v6_src_last_word, rows);
+    new_flow("SYN into an empty table (new flow), QinQ", syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src, rows);
+    b1_case(s, rows, "SYN into a full table (evicts)", Some(400.0), |ours| {
+        let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
+        // Other flows (another address range) fill the table first.
+        let mut other = syn(&client(), 3).build();
+        other[ipv4_src as usize] = 10;
+        stepped(&mut t, Ingress, &other, ipv4_src, DEFAULT_TABLE * 2);
+        let frame = syn(&client(), 7).build();
+        if !ours {
+            return step_only(&mut t, Ingress, &frame, ipv4_src, r);
+        }
+        let before = t.counters().total(Counter::Attempts);
+        let ns = stepped(&mut t, Ingress, &frame, ipv4_src, r);
+        assert_eq!(t.counters().total(Counter::Attempts) - before, u64::from(r), "every run a new flow");
+        ns
+    });
+    // SYN-ACK (egress) and completing ACK (ingress), on flows the stepped
+    // SYNs (and SYN-ACKs) prepared, half a default table at a time.
+    let (syn_frame, synack_frame, ack_frame) =
+        (syn(&client(), 7).build(), synack(&client(), 9, 8).build(), ack(&client(), 8, 10).build());
+    let runs = u64::from(r.div_ceil(HALF_TABLE));
+    b1_case(s, rows, "SYN-ACK, egress (TC)", None, |ours| {
+        let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
+        let ns = in_half_tables(
+            &mut t,
+            r,
+            |t| _ = stepped(t, Ingress, &syn_frame, ipv4_src, HALF_TABLE),
+            |t| stepped_run(t, Egress, &synack_frame, ipv4_dst, HALF_TABLE, ours),
+        );
+        // A flow whose bucket overflowed was evicted (and counted): its
+        // SYN-ACK finds nothing.
+        let c = t.counters();
+        if ours {
+            assert_eq!(c.total(Counter::SynAck) + c.total(Counter::EvictedSynSent), runs * u64::from(HALF_TABLE), "every SYN-ACK valid");
+        }
+        ns
+    });
+    b1_case(s, rows, "completing ACK", None, |ours| {
+        let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
+        let ns = in_half_tables(
+            &mut t,
+            r,
+            |t| {
+                stepped(t, Ingress, &syn_frame, ipv4_src, HALF_TABLE);
+                stepped(t, Egress, &synack_frame, ipv4_dst, HALF_TABLE);
+            },
+            |t| stepped_run(t, Ingress, &ack_frame, ipv4_src, HALF_TABLE, ours),
+        );
+        let c = t.counters();
+        if ours {
+            assert_eq!(c.total(Counter::Completed) + c.total(Counter::EvictedSynSent), runs * u64::from(HALF_TABLE), "every ACK completes");
+        }
+        ns
+    });
+    // The same new flows into a table far bigger than the caches: `repeat`
+    // flows into a 2M-entry table (208 MiB), each SYN's bucket a cache and
+    // TLB miss. Beside them, the floor such a miss puts under any table on
+    // this machine: one dependent read at a random line of as much memory.
+    b1_case(s, rows, "SYN, new flow, IPv4, 1M flows into a 2M-entry table (208 MiB)", None, |ours| {
+        let mut t = Tester::with(&unlimited(BIG_TABLE));
+        let frame = syn(&client(), 7).build();
+        if !ours {
+            return step_only(&mut t, Ingress, &frame, ipv4_src, r);
+        }
+        let ns = stepped(&mut t, Ingress, &frame, ipv4_src, r);
+        assert_eq!(tracked(&t) + t.counters().total(Counter::EvictedSynSent), u64::from(r), "every SYN a new flow");
+        ns
+    });
+    b1_case(s, rows, "flow-table lookup and insert alone, same 2M-entry table (its share of a new flow)", None, |ours| {
+        let mut t = Tester::with(&unlimited(BIG_TABLE));
         let frame = syn(&client(), 7).build();
         if !ours {
             return step_only(&mut t, Ingress, &frame, ipv4_src, r);
@@ -205,45 +275,76 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
         let p = t.probe();
         p.set_bench_step(ipv4_src).expect("BENCH_STEP");
         let ns = xdp_ns(p.bench_xdp(program_names::BENCH_INSERT_ONLY).expect("xdp"), &frame, r);
-        let evicted = t.counters().total(Counter::EvictedSynSent);
-        assert_eq!(t.flows().len() as u64 + evicted, u64::from(r), "every run inserted");
+        assert_eq!(tracked(&t) + t.counters().total(Counter::EvictedSynSent), u64::from(r), "every run inserted");
         ns
     });
-    let v6_src_last_word = 14 + 8 + 12;
-    let qinq_ipv4_src = 14 + 8 + 12;
-    new_flow("SYN, new flow, IPv4", syn(&client(), 7).build(), ipv4_src, TABLE_FOR_NEW_FLOWS, 0, rows, 250.0);
-    new_flow("SYN, new flow, IPv6", syn(&v6, 7).build(), v6_src_last_word, TABLE_FOR_NEW_FLOWS, 0, rows, 250.0);
-    new_flow("SYN, new flow, QinQ", syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src, TABLE_FOR_NEW_FLOWS, 0, rows, 250.0);
-    new_flow("SYN into a full table (evicts)", syn(&client(), 7).build(), ipv4_src, FULL_TABLE, FULL_TABLE * 2, rows, 400.0);
-    // SYN-ACK (egress) and completing ACK (ingress), on `repeat` flows the
-    // stepped SYNs (and SYN-ACKs) prepared.
-    let (syn_frame, synack_frame, ack_frame) =
-        (syn(&client(), 7).build(), synack(&client(), 9, 8).build(), ack(&client(), 8, 10).build());
-    b1_case(s, rows, "SYN-ACK, egress (TC)", None, |ours| {
-        let mut t = Tester::with(&unlimited(TABLE_FOR_NEW_FLOWS));
-        stepped(&mut t, Ingress, &syn_frame, ipv4_src, r);
-        if !ours {
-            return step_only(&mut t, Egress, &synack_frame, ipv4_dst, r);
-        }
-        let ns = stepped(&mut t, Egress, &synack_frame, ipv4_dst, r);
-        // A flow whose bucket overflowed was evicted (and counted): its
-        // SYN-ACK finds nothing.
-        let c = t.counters();
-        assert_eq!(c.total(Counter::SynAck) + c.total(Counter::EvictedSynSent), u64::from(r), "every SYN-ACK valid");
-        ns
-    });
-    b1_case(s, rows, "completing ACK", None, |ours| {
-        let mut t = Tester::with(&unlimited(TABLE_FOR_NEW_FLOWS));
-        stepped(&mut t, Ingress, &syn_frame, ipv4_src, r);
-        stepped(&mut t, Egress, &synack_frame, ipv4_dst, r);
-        if !ours {
-            return step_only(&mut t, Ingress, &ack_frame, ipv4_src, r);
-        }
-        let ns = stepped(&mut t, Ingress, &ack_frame, ipv4_src, r);
-        let c = t.counters();
-        assert_eq!(c.total(Counter::Completed) + c.total(Counter::EvictedSynSent), u64::from(r), "every ACK completes");
-        ns
-    });
+    for (table, which) in [(DEFAULT_TABLE, "the default table"), (BIG_TABLE, "the 2M-entry table")] {
+        let bytes = (table::buckets_for(table) as usize) * size_of::<Bucket>();
+        let size = format!("{:.1} MiB, {which}", bytes as f64 / f64::from(1 << 20));
+        let mut reads: Vec<f64> = (0..s.runs).map(|_| random_read_ns(bytes)).collect();
+        let floor = median(&mut reads);
+        rows.push(Row {
+            bench: "B1",
+            case: format!("floor: a dependent read at a random line of {size} (user space, 4 KiB pages)"),
+            baseline: "-".to_owned(),
+            ours: format!("{floor:.1} ns"),
+            figure: format!("{floor:.1} ns per read"),
+            goal: "-".to_owned(),
+            verdict: "-",
+        });
+        eprintln!("  B1 floor, {size}: {floor:.1} ns");
+    }
+}
+
+/// ns per packet over `total` packets, sent as test runs of [`HALF_TABLE`]
+/// packets each, the flow table emptied before each run; `prepare` makes
+/// the flows a run needs (untimed), `run` is the timed test run.
+fn in_half_tables(t: &mut Tester, total: u32, mut prepare: impl FnMut(&mut Tester), mut run: impl FnMut(&mut Tester) -> f64) -> f64 {
+    let runs = total.div_ceil(HALF_TABLE);
+    let mut ns = 0.0;
+    for _ in 0..runs {
+        t.empty_flow_table();
+        prepare(t);
+        ns += run(t);
+    }
+    ns / f64::from(runs)
+}
+
+/// Flows in `t`'s table, read in place.
+fn tracked(t: &Tester) -> u64 {
+    let mut n = 0;
+    t.probe_ref().flow_reader().expect("flow reader").for_each(|_, _| n += 1).expect("scan");
+    n
+}
+
+/// ns per read of a chain of dependent reads at random 64-byte lines of
+/// `bytes` of memory in 4 KiB pages (as the kernel's map memory is): what a
+/// cache and TLB miss costs on this machine.
+fn random_read_ns(bytes: usize) -> f64 {
+    const WORDS_PER_LINE: usize = 8;
+    let lines = bytes / 64;
+    // A random order of the lines (Fisher-Yates, xorshift), chained into
+    // one cycle: each read gives the next line's index.
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    for i in (1..lines).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut memory = vec![0_usize; lines * WORDS_PER_LINE];
+    for (i, &line) in order.iter().enumerate() {
+        memory[line * WORDS_PER_LINE] = order[(i + 1) % lines] * WORDS_PER_LINE;
+    }
+    const READS: u32 = 2_000_000;
+    let mut at = order[0] * WORDS_PER_LINE;
+    let started = Instant::now();
+    for _ in 0..READS {
+        at = memory[at];
+    }
+    std::hint::black_box(at);
+    started.elapsed().as_nanos() as f64 / f64::from(READS)
 }
 
 /// Keeps the calling thread on the last CPU it may use, until dropped. A
@@ -283,11 +384,12 @@ impl Drop for PinnedToLastCpu {
     }
 }
 
-/// Room for every flow of a new-flow run (repeat <= 1M) with the table never
-/// more than half full: few buckets overflow.
-const TABLE_FOR_NEW_FLOWS: u32 = 1 << 21;
-/// The table the full-table case fills twice over before measuring.
-const FULL_TABLE: u32 = 16_384;
+/// The agent's default flow table: the "empty table" and "full table" rows'.
+const DEFAULT_TABLE: u32 = handshake_common::DEFAULT_FLOW_TABLE_SIZE;
+/// Packets per test run in the rows that fill a default table from empty.
+const HALF_TABLE: u32 = DEFAULT_TABLE / 2;
+/// Room for `repeat` (<= 1M) new flows with the table at most half full.
+const BIG_TABLE: u32 = 1 << 21;
 
 #[derive(Clone, Copy)]
 enum Hook {
@@ -742,12 +844,17 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
         let mut t = Tester::with(&unlimited(n as u32));
         fill_flows(&mut t, n);
         let (mut batched, mut single, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        let reader = t.probe().flow_reader().expect("flow reader");
         for _ in 0..s.runs {
+            // Both sides visit every flow and count it: the agent's scan
+            // (`run.rs`) feeds each to its summary the same way.
             let t0 = Instant::now();
-            let a = t.probe().flows().expect("batched").len();
+            let mut a = 0;
+            reader.for_each(|_, _| a += 1).expect("in-place scan");
             let b_time = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
-            let b = t.flows().len();
+            let mut b = 0;
+            t.for_each_flow(|_, _| b += 1);
             let s_time = t1.elapsed().as_secs_f64();
             assert_eq!((a, b), (n, n));
             batched.push(b_time);
