@@ -39,7 +39,7 @@ use handshake_tests::{
     packet::{ACK, PSH, Packet},
     tester::Tester,
 };
-use handshake_user::probe::LoadOptions;
+use handshake_user::{cli::XdpMode, probe::LoadOptions};
 
 struct Settings {
     quick: bool,
@@ -420,9 +420,10 @@ fn step_only(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32)
     stepped_run(t, hook, frame, offset, repeat, false)
 }
 
-/// Runs `f` in `ns`'s thread with the programs loaded and attached to `dev`
-/// (ours, or the empty baseline), until the returned sender is dropped.
-fn attach_in(ns: &Netns, dev: &'static str, ours: bool) -> mpsc::Sender<()> {
+/// Loads and attaches, in `ns` on `dev`, our two programs (XDP in `mode`,
+/// and TC) or else the empty XDP program alone (native), until the returned
+/// sender is dropped.
+fn attach_in(ns: &Netns, dev: &'static str, ours: bool, mode: XdpMode) -> mpsc::Sender<()> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     ns.spawn(move || {
@@ -436,8 +437,7 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool) -> mpsc::Sender<()> {
         let iface = iface.unwrap_or(handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false });
         let iface = handshake_user::interfaces::Interface { index, ..iface };
         let _links = if ours {
-            // B2 measures native XDP on veth, for both programs.
-            let x = probe.attach_ingress(&iface, handshake_user::cli::XdpMode::Driver).expect("attach xdp");
+            let x = probe.attach_ingress(&iface, mode).expect("attach xdp");
             let t = probe.attach_egress(&iface).expect("attach tc");
             (Some(x), Some(t))
         } else {
@@ -560,7 +560,7 @@ fn b2(s: &Settings, rows: &mut Vec<Row>) {
         for _ in 0..s.runs {
             let mut pps = [0.0; 2];
             for (i, is_ours) in [false, true].into_iter().enumerate() {
-                let stop = attach_in(&topo.server, SERVER_IF, is_ours);
+                let stop = attach_in(&topo.server, SERVER_IF, is_ours, XdpMode::Driver);
                 let (rx0, drop0) = rx_stats(&topo.server, SERVER_IF);
                 let t0 = Instant::now();
                 blast(&topo, Arc::clone(&frames), s.seconds);
@@ -647,6 +647,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         "nf_conntrack",
         "handshake-monitor, native XDP (--xdp-mode driver)",
         "empty XDP (generic) and TC programs: the hooks alone",
+        "our programs alone (generic XDP and TC), no agent process",
     ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for run in 0..s.runs {
@@ -656,7 +657,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
             let config = &configs[i];
             let mut agent: Option<Agent> = None;
             let mut child: Option<Child> = None;
-            let mut empty_hooks: Option<mpsc::Sender<()>> = None;
+            let mut attached: Option<mpsc::Sender<()>> = None;
             match i {
                 1 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF])),
                 4 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF, "--xdp-mode", "driver"])),
@@ -677,7 +678,8 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
                     c.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("rules");
                     assert!(c.wait().expect("nft").success(), "conntrack rules");
                 }
-                5 => empty_hooks = Some(attach_empty_hooks_in(&topo.server, SERVER_IF)),
+                5 => attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF)),
+                6 => attached = Some(attach_in(&topo.server, SERVER_IF, true, XdpMode::Skb)),
                 _ => {}
             }
             // Settle: a short discarded run first, so that neither the set-up
@@ -686,7 +688,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
             let _ = connect_rate(&topo, SETTLE_SECONDS);
             results[i].push(connect_rate(&topo, s.seconds));
             drop(agent);
-            drop(empty_hooks);
+            drop(attached);
             if let Some(mut c) = child {
                 let _ = c.kill();
                 let _ = c.wait();
