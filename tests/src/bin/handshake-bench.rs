@@ -218,66 +218,51 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // SYNs (and SYN-ACKs) prepared, half a default table at a time.
     let (syn_frame, synack_frame, ack_frame) =
         (syn(&client(), 7).build(), synack(&client(), 9, 8).build(), ack(&client(), 8, 10).build());
-    let runs = u64::from(r.div_ceil(HALF_TABLE));
-    b1_case(s, rows, "SYN-ACK, egress (TC)", None, |ours| {
-        let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
-        let ns = in_half_tables(
-            &mut t,
-            r,
-            |t| _ = stepped(t, Ingress, &syn_frame, ipv4_src, HALF_TABLE),
-            |t| stepped_run(t, Egress, &synack_frame, ipv4_dst, HALF_TABLE, ours),
-        );
-        // A flow whose bucket overflowed was evicted (and counted): its
-        // SYN-ACK finds nothing.
-        let c = t.counters();
-        if ours {
-            assert_eq!(c.total(Counter::SynAck) + c.total(Counter::EvictedSynSent), runs * u64::from(HALF_TABLE), "every SYN-ACK valid");
-        }
-        ns
-    });
-    b1_case(s, rows, "completing ACK", None, |ours| {
-        let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
-        let ns = in_half_tables(
-            &mut t,
-            r,
-            |t| {
-                stepped(t, Ingress, &syn_frame, ipv4_src, HALF_TABLE);
-                stepped(t, Egress, &synack_frame, ipv4_dst, HALF_TABLE);
-            },
-            |t| stepped_run(t, Ingress, &ack_frame, ipv4_src, HALF_TABLE, ours),
-        );
-        let c = t.counters();
-        if ours {
-            assert_eq!(c.total(Counter::Completed) + c.total(Counter::EvictedSynSent), runs * u64::from(HALF_TABLE), "every ACK completes");
-        }
-        ns
-    });
+    // Every packet moves `counter`, or finds nothing because its flow was
+    // evicted (and counted) when its bucket overflowed.
+    let later_leg = |case: &str, prepare: &dyn Fn(&mut Tester), hook: Hook, frame: &[u8], offset: u32, counter: Counter, rows: &mut Vec<Row>| {
+        b1_case(s, rows, case, None, |ours| {
+            let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
+            let ns = in_half_tables(&mut t, r, prepare, |t| stepped_run(t, hook, frame, offset, HALF_TABLE, ours));
+            if ours {
+                let c = t.counters();
+                let sent = u64::from(r.div_ceil(HALF_TABLE) * HALF_TABLE);
+                assert_eq!(c.total(counter) + c.total(Counter::EvictedSynSent), sent, "{case}: every packet met its flow");
+            }
+            ns
+        });
+    };
+    let syns = |t: &mut Tester| _ = stepped(t, Ingress, &syn_frame, ipv4_src, HALF_TABLE);
+    let syns_and_synacks = |t: &mut Tester| {
+        syns(t);
+        stepped(t, Egress, &synack_frame, ipv4_dst, HALF_TABLE);
+    };
+    later_leg("SYN-ACK, egress (TC)", &syns, Egress, &synack_frame, ipv4_dst, Counter::SynAck, rows);
+    later_leg("completing ACK", &syns_and_synacks, Ingress, &ack_frame, ipv4_src, Counter::Completed, rows);
     // The same new flows into a table far bigger than the caches: `repeat`
     // flows into a 2M-entry table (208 MiB), each SYN's bucket a cache and
     // TLB miss. Beside them, the floor such a miss puts under any table on
     // this machine: one dependent read at a random line of as much memory.
-    b1_case(s, rows, "SYN, new flow, IPv4, 1M flows into a 2M-entry table (208 MiB)", None, |ours| {
-        let mut t = Tester::with(&unlimited(BIG_TABLE));
-        let frame = syn(&client(), 7).build();
-        if !ours {
-            return step_only(&mut t, Ingress, &frame, ipv4_src, r);
-        }
-        let ns = stepped(&mut t, Ingress, &frame, ipv4_src, r);
-        assert_eq!(tracked(&t) + t.counters().total(Counter::EvictedSynSent), u64::from(r), "every SYN a new flow");
-        ns
-    });
-    b1_case(s, rows, "flow-table lookup and insert alone, same 2M-entry table (its share of a new flow)", None, |ours| {
-        let mut t = Tester::with(&unlimited(BIG_TABLE));
-        let frame = syn(&client(), 7).build();
-        if !ours {
-            return step_only(&mut t, Ingress, &frame, ipv4_src, r);
-        }
-        let p = t.probe();
-        p.set_bench_step(ipv4_src).expect("BENCH_STEP");
-        let ns = xdp_ns(p.bench_xdp(program_names::BENCH_INSERT_ONLY).expect("xdp"), &frame, r);
-        assert_eq!(tracked(&t) + t.counters().total(Counter::EvictedSynSent), u64::from(r), "every run inserted");
-        ns
-    });
+    let big_table = |case: &str, program: &str, rows: &mut Vec<Row>| {
+        b1_case(s, rows, case, None, |ours| {
+            let mut t = Tester::with(&unlimited(BIG_TABLE));
+            let frame = syn(&client(), 7).build();
+            if !ours {
+                return step_only(&mut t, Ingress, &frame, ipv4_src, r);
+            }
+            let p = t.probe();
+            p.set_bench_step(ipv4_src).expect("BENCH_STEP");
+            let ns = xdp_ns(p.bench_xdp(program).expect("xdp"), &frame, r);
+            assert_eq!(tracked(&t) + t.counters().total(Counter::EvictedSynSent), u64::from(r), "{case}: every SYN a new flow");
+            ns
+        });
+    };
+    big_table("SYN, new flow, IPv4, 1M flows into a 2M-entry table (208 MiB)", program_names::BENCH_STEPPED_INGRESS, rows);
+    big_table(
+        "flow-table lookup and insert alone, same 2M-entry table (its share of a new flow)",
+        program_names::BENCH_INSERT_ONLY,
+        rows,
+    );
     for (table, which) in [(DEFAULT_TABLE, "the default table"), (BIG_TABLE, "the 2M-entry table")] {
         let bytes = (table::buckets_for(table) as usize) * size_of::<Bucket>();
         let size = format!("{:.1} MiB, {which}", bytes as f64 / f64::from(1 << 20));
@@ -299,7 +284,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
 /// ns per packet over `total` packets, sent as test runs of [`HALF_TABLE`]
 /// packets each, the flow table emptied before each run; `prepare` makes
 /// the flows a run needs (untimed), `run` is the timed test run.
-fn in_half_tables(t: &mut Tester, total: u32, mut prepare: impl FnMut(&mut Tester), mut run: impl FnMut(&mut Tester) -> f64) -> f64 {
+fn in_half_tables(t: &mut Tester, total: u32, prepare: impl Fn(&mut Tester), mut run: impl FnMut(&mut Tester) -> f64) -> f64 {
     let runs = total.div_ceil(HALF_TABLE);
     let mut ns = 0.0;
     for _ in 0..runs {
