@@ -40,6 +40,9 @@ pub mod map_names {
 pub mod program_names {
     pub const XDP_INGRESS: &str = "handshake_ingress";
     pub const TC_EGRESS: &str = "handshake_egress";
+    /// The ingress program on TC, where XDP would be generic (veth, lo).
+    /// The kernel keeps 15 characters of a name: "handshake_tc_in".
+    pub const TC_INGRESS: &str = "handshake_tc_ingress";
     /// Never attached: run by the agent with BPF_PROG_TEST_RUN to expire one
     /// handshake (see [`crate::expire`]).
     pub const EXPIRE: &str = "handshake_expire";

@@ -46,8 +46,8 @@ pub fn handshake_ingress(ctx: XdpContext) -> u32 {
 }
 
 /// Bytes of headers we may read: Ethernet, two VLAN tags, IPv6 with the
-/// longest extension chain we walk, TCP. Egress skbs can hold some of them
-/// outside the linear area that direct packet access reaches.
+/// longest extension chain we walk, TCP. An skb can hold some of them
+/// outside the linear area that a TC program's direct packet access reaches.
 const HEADROOM_NEEDED: u32 = 256;
 
 /// Returns TC_ACT_UNSPEC (TCX_NEXT): let any program after us decide; with
@@ -55,23 +55,42 @@ const HEADROOM_NEEDED: u32 = 256;
 /// say), which a monitor must never do.
 #[classifier]
 pub fn handshake_egress(ctx: TcContext) -> i32 {
+    let frame = linear_headers(&ctx);
+    observe(&frame, tc_hook(&ctx, true));
+    TC_ACT_UNSPEC
+}
+
+/// The ingress program where XDP would run in generic (skb) mode: veth, lo,
+/// and drivers without native XDP. There the packet is an skb already, and
+/// generic XDP first copies every cloned one (every TCP transmission a host
+/// sends itself is a clone) into a fresh buffer; TC reads the skb as it is.
+/// Same parse, same maps, same decisions as [`handshake_ingress`].
+#[classifier]
+pub fn handshake_tc_ingress(ctx: TcContext) -> i32 {
+    let frame = linear_headers(&ctx);
+    observe(&frame, tc_hook(&ctx, false));
+    TC_ACT_UNSPEC
+}
+
+/// The frame of a TC program, its headers made linear where they were not.
+#[inline(always)]
+fn linear_headers(ctx: &TcContext) -> Frame {
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if linear < HEADROOM_NEEDED && linear < ctx.len() {
         // Makes the headers linear; the packet's bytes are unchanged. On
         // failure we parse what is linear and count what does not fit.
         let _ = ctx.pull_data(HEADROOM_NEEDED.min(ctx.len()));
     }
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
-    observe(&frame, egress_hook(&ctx));
-    TC_ACT_UNSPEC
+    Frame { start: ctx.data(), end: ctx.data_end() }
 }
 
-/// The hook a TC egress program runs at: the skb's interface, egress.
+/// The hook a TC program runs at: the skb's interface, and the direction
+/// it was attached in.
 #[inline(always)]
-fn egress_hook(ctx: &TcContext) -> Hook {
+fn tc_hook(ctx: &TcContext, egress: bool) -> Hook {
     // SAFETY: the context pointer is the kernel's __sk_buff for this run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    Hook::new(ifindex, true)
+    Hook::new(ifindex, egress)
 }
 
 /// An empty XDP program: what the benchmarks measure ours against, in the
@@ -106,7 +125,7 @@ pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
 pub fn bench_stepped_egress(ctx: TcContext) -> i32 {
     let frame = Frame { start: ctx.data(), end: ctx.data_end() };
     bench_step(&frame);
-    observe(&frame, egress_hook(&ctx));
+    observe(&frame, tc_hook(&ctx, true));
     TC_ACT_UNSPEC
 }
 

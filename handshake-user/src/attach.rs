@@ -13,10 +13,20 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{tc::SchedClassifierLink, xdp::XdpLink};
+use aya::programs::{TcAttachType, tc::SchedClassifierLink, xdp::XdpLink};
 use handshake_common::counters::{IFACE_SLOTS, MAX_IFINDEX, OTHER_IFACE_SLOT};
 
-use crate::{cli::XdpMode, interfaces::Interface, probe::Probe};
+use crate::{
+    cli::{IngressHook, XdpMode},
+    ingress,
+    interfaces::{self, Interface},
+    probe::{IngressLink, Probe},
+};
+
+/// The kinds of link, as their pin files name them.
+const XDP: &str = "xdp";
+const TC_INGRESS: &str = "tc-ingress";
+const TC_EGRESS: &str = "tc";
 
 /// A link we hold. Dropping it closes our fd: that detaches the program
 /// unless a pin file still refers to the link.
@@ -42,6 +52,7 @@ struct Attached {
 
 pub struct Attachments {
     links_dir: Option<PathBuf>,
+    hook: IngressHook,
     mode: XdpMode,
     egress: bool,
     attached: BTreeMap<String, Attached>,
@@ -50,7 +61,7 @@ pub struct Attachments {
 }
 
 impl Attachments {
-    pub fn new(probe: &Probe, pin_dir: Option<&Path>, mode: XdpMode, egress: bool) -> Result<Self> {
+    pub fn new(probe: &Probe, pin_dir: Option<&Path>, hook: IngressHook, mode: XdpMode, egress: bool) -> Result<Self> {
         let links_dir = match pin_dir {
             Some(dir) => {
                 let d = dir.join("links");
@@ -60,7 +71,7 @@ impl Attachments {
             None => None,
         };
         let inherited = probe.iface_slots()?.into_iter().collect();
-        Ok(Self { links_dir, mode, egress, attached: BTreeMap::new(), inherited })
+        Ok(Self { links_dir, hook, mode, egress, attached: BTreeMap::new(), inherited })
     }
 
     /// (slot, interface name) for every interface with its own slot.
@@ -84,12 +95,11 @@ impl Attachments {
     /// Attaches to `iface` (adopting pinned links where they exist) and gives
     /// it a counter slot.
     pub fn attach(&mut self, probe: &mut Probe, iface: &Interface) -> Result<()> {
-        let mut links = Vec::new();
-        links.push(self.link(probe, iface, "xdp")?);
-        // XDP on lo already sees every packet the host sends to itself; TC
-        // egress there would see each a second time.
+        let mut links = vec![self.ingress_link(probe, iface)?];
+        // lo's ingress already sees every packet the host sends to itself;
+        // TC egress there would see each a second time.
         if self.egress && !iface.loopback {
-            links.push(self.link(probe, iface, "tc")?);
+            links.push(self.egress_link(probe, iface)?);
         }
         let slot = if iface.index >= MAX_IFINDEX {
             log::warn!("{}: ifindex {} is past {MAX_IFINDEX}: counted as iface=\"other\"", iface.name, iface.index);
@@ -108,36 +118,47 @@ impl Attachments {
         Ok(())
     }
 
-    fn link(&self, probe: &mut Probe, iface: &Interface, kind: &str) -> Result<Held> {
-        let pin = self.pin_path(iface, kind);
-        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
-            let pinned = PinnedLink::from_pin(path).with_context(|| format!("cannot open pinned link {}", path.display()))?;
-            let fd = FdLink::from(pinned);
-            let link = match kind {
-                "xdp" => Link::Xdp(probe.adopt_ingress(fd)?),
-                _ => Link::Tc(probe.adopt_egress(fd)?),
-            };
-            return Ok(Held { link, pin: Some(path.clone()) });
-        }
-        let fd: FdLink = match kind {
-            "xdp" => {
-                let link = probe.attach_ingress(iface, self.mode)?;
-                match pin {
-                    None => return Ok(Held { link: Link::Xdp(link), pin: None }),
-                    Some(_) => link.try_into().context("this kernel has no XDP links to pin")?,
-                }
+    /// The ingress link: a pinned one adopted on whichever hook it is (a
+    /// restarted agent keeps observing without a gap, whatever it would
+    /// choose now), else a new one where [`ingress::plan`] says.
+    fn ingress_link(&self, probe: &mut Probe, iface: &Interface) -> Result<Held> {
+        for kind in [XDP, TC_INGRESS] {
+            if let Some(path) = self.pin_path(iface, kind).filter(|p| p.exists()) {
+                return adopt(probe, kind, path);
             }
-            _ => {
-                let link = probe.attach_egress(iface)?;
-                match pin {
-                    None => return Ok(Held { link: Link::Tc(link), pin: None }),
-                    Some(_) => link.try_into().context("this kernel has no TCX links to pin")?,
+        }
+        let skb_only = iface.loopback || interfaces::driver(&iface.name).as_deref() == Some("veth");
+        let plan = ingress::plan(self.hook, self.mode, skb_only);
+        let (kind, fd): (&str, Result<FdLink, _>) = match probe.attach_ingress(iface, plan)? {
+            IngressLink::Xdp(link) => {
+                log::info!("{}: ingress on {}", iface.name, ingress::describe(plan));
+                if self.links_dir.is_none() {
+                    return Ok(Held { link: Link::Xdp(link), pin: None });
                 }
+                (XDP, link.try_into().context("this kernel has no XDP links to pin"))
+            }
+            IngressLink::Tc(link) => {
+                log::info!("{}: ingress on TC", iface.name);
+                if self.links_dir.is_none() {
+                    return Ok(Held { link: Link::Tc(link), pin: None });
+                }
+                (TC_INGRESS, link.try_into().context("this kernel has no TCX links to pin"))
             }
         };
-        let path = pin.unwrap_or_default();
-        let pinned = fd.pin(&path).with_context(|| format!("cannot pin {}", path.display()))?;
-        Ok(Held { link: Link::Pinned(pinned), pin: Some(path) })
+        pin(fd?, self.pin_path(iface, kind).unwrap_or_default())
+    }
+
+    /// The egress link: the pinned one adopted, or a new one.
+    fn egress_link(&self, probe: &mut Probe, iface: &Interface) -> Result<Held> {
+        let path = self.pin_path(iface, TC_EGRESS);
+        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+            return adopt(probe, TC_EGRESS, path.clone());
+        }
+        let link = probe.attach_egress(iface)?;
+        match path {
+            None => Ok(Held { link: Link::Tc(link), pin: None }),
+            Some(path) => pin(link.try_into().context("this kernel has no TCX links to pin")?, path),
+        }
     }
 
     /// Detaches from `name` (gone, or no longer wanted): unpins its links and
@@ -194,4 +215,22 @@ impl Attachments {
             }
         }
     }
+}
+
+/// Points the pinned link of `kind` at `path` at this agent's program.
+fn adopt(probe: &mut Probe, kind: &str, path: PathBuf) -> Result<Held> {
+    let pinned = PinnedLink::from_pin(&path).with_context(|| format!("cannot open pinned link {}", path.display()))?;
+    let fd = FdLink::from(pinned);
+    let link = match kind {
+        XDP => Link::Xdp(probe.adopt_xdp_ingress(fd)?),
+        TC_INGRESS => Link::Tc(probe.adopt_tc(TcAttachType::Ingress, fd)?),
+        _ => Link::Tc(probe.adopt_tc(TcAttachType::Egress, fd)?),
+    };
+    Ok(Held { link, pin: Some(path) })
+}
+
+/// Pins a new link at `path`: it then outlives this agent.
+fn pin(fd: FdLink, path: PathBuf) -> Result<Held> {
+    let pinned = fd.pin(&path).with_context(|| format!("cannot pin {}", path.display()))?;
+    Ok(Held { link: Link::Pinned(pinned), pin: Some(path) })
 }

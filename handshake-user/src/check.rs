@@ -37,14 +37,15 @@ pub fn check(args: &CheckArgs) -> Result<bool> {
     let targets = if args.ifaces.is_empty() { interfaces::up()? } else { interfaces::by_name(&args.ifaces)? };
     for iface in targets {
         let driver = interfaces::driver(&iface.name);
+        // What `run` does by default (`--ingress-hook auto`).
         let how = if iface.loopback {
-            "loopback: XDP in generic (skb) mode, sees every local packet once; no egress program needed".to_owned()
+            "loopback: ingress on TC, sees every local packet once; no egress program needed".to_owned()
         } else {
             match driver.as_deref() {
-                Some("veth") => "driver veth: XDP in generic (skb) mode, cheaper than native for a host's own traffic; TC egress".to_owned(),
-                Some(d) if NATIVE_XDP_DRIVERS.contains(&d) => format!("driver {d}: native XDP expected; TC egress"),
-                Some(d) => format!("driver {d}: XDP in generic (skb) mode (slower, still exact); TC egress"),
-                None => "virtual: XDP in generic (skb) mode unless it is a veth; TC egress".to_owned(),
+                Some("veth") => "driver veth: ingress on TC (its packets are skbs already); TC egress".to_owned(),
+                Some(d) if NATIVE_XDP_DRIVERS.contains(&d) => format!("driver {d}: ingress on native XDP expected (TC if refused); TC egress"),
+                Some(d) => format!("driver {d}: no native XDP expected: ingress on TC; TC egress"),
+                None => "virtual: ingress on TC unless native XDP works; TC egress".to_owned(),
             }
         };
         line(true, &format!("interface {} (index {})", iface.name, iface.index), &how);

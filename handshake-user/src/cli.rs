@@ -63,10 +63,24 @@ pub struct ReplayArgs {
     pub progress: bool,
 }
 
+/// Where the ingress program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IngressHook {
+    /// XDP where the driver runs it natively (a NIC), TC (TCX) elsewhere:
+    /// on veth, on lo, and where native XDP is refused. There generic XDP
+    /// would copy every cloned skb (each TCP segment a host sends itself)
+    /// before the program even runs; TC reads the skb as it is.
+    Auto,
+    /// XDP always, in `--xdp-mode`.
+    Xdp,
+    /// TC (TCX) ingress always.
+    Tc,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum XdpMode {
     /// Native where the driver supports it, generic (skb) otherwise, and on
-    /// veth (where generic is cheaper for a host's own traffic).
+    /// veth (where generic is cheaper than native for a host's own traffic).
     Auto,
     /// Native (driver) mode only.
     Driver,
@@ -125,7 +139,13 @@ pub struct RunArgs {
     #[arg(long = "syn-insert-budget", env = "HANDSHAKE_MONITOR_SYN_INSERT_BUDGET", default_value_t = 0, value_name = "N")]
     pub syn_insert_budget: u64,
 
-    /// How to attach the XDP program.
+    /// Where the ingress program runs: XDP or TC. Auto: XDP where the
+    /// driver runs it natively, TC where XDP would be generic (veth, lo).
+    /// An explicit --xdp-mode driver or skb means XDP.
+    #[arg(long = "ingress-hook", env = "HANDSHAKE_MONITOR_INGRESS_HOOK", value_enum, default_value_t = IngressHook::Auto)]
+    pub ingress_hook: IngressHook,
+
+    /// How to attach the XDP program, when ingress runs on XDP.
     #[arg(long = "xdp-mode", env = "HANDSHAKE_MONITOR_XDP_MODE", value_enum, default_value_t = XdpMode::Auto)]
     pub xdp_mode: XdpMode,
 

@@ -83,7 +83,7 @@ pub const CATALOG: &[Series] = &[
 /// HELP text of each metric.
 pub fn help(metric: &str) -> &'static str {
     match metric {
-        "tcp_handshake_packets_total" => "Frames the programs looked at, by hook (ingress is XDP, egress is TC).",
+        "tcp_handshake_packets_total" => "Frames the programs looked at, by hook (ingress: XDP or TC ingress; egress: TC).",
         "tcp_handshake_syn_packets_total" => "TCP segments with SYN set and ACK clear, retransmissions included.",
         "tcp_handshake_attempts_total" => "New handshake attempts: a SYN with no tracked handshake, or with a new ISN.",
         "tcp_handshake_synack_total" => "SYN-ACKs whose ack was the client ISN + 1 (first one per attempt).",

@@ -10,6 +10,7 @@ pub mod config;
 pub mod detector;
 pub mod exposition;
 pub mod http;
+pub mod ingress;
 pub mod interfaces;
 pub mod listeners;
 pub mod netstat;

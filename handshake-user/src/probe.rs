@@ -22,11 +22,15 @@ use handshake_common::{
     listener::{ListenerCounters, MAX_LISTENERS, OTHER_PORT, PORTS},
     map_names,
     pending::PENDING_SLOTS,
-    program_names::{EXPIRE, TC_EGRESS, XDP_INGRESS},
+    program_names::{EXPIRE, TC_EGRESS, TC_INGRESS, XDP_INGRESS},
     table::{self, Bucket, WAYS},
 };
 
-use crate::{batch, cli, interfaces::Interface};
+use crate::{
+    batch,
+    ingress::{Fallback, IngressPlan},
+    interfaces::Interface,
+};
 
 /// The compiled kernel programs, built from source by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/handshake"));
@@ -72,6 +76,16 @@ impl Default for LoadOptions {
             flow_seed: None,
         }
     }
+}
+
+/// The ingress program's link, on whichever hook it went.
+pub enum IngressLink {
+    Xdp(XdpLink),
+    Tc(SchedClassifierLink),
+}
+
+fn direction_name(at: TcAttachType) -> &'static str {
+    if at == TcAttachType::Ingress { "ingress" } else { "egress" }
 }
 
 pub struct Probe {
@@ -205,7 +219,8 @@ impl Probe {
             .load(OBJECT)
             .context("cannot load the eBPF object")?;
         program::<Xdp>(&mut ebpf, XDP_INGRESS)?.load().context("the kernel rejected the XDP program")?;
-        program::<SchedClassifier>(&mut ebpf, TC_EGRESS)?.load().context("the kernel rejected the TC program")?;
+        program::<SchedClassifier>(&mut ebpf, TC_EGRESS)?.load().context("the kernel rejected the TC egress program")?;
+        program::<SchedClassifier>(&mut ebpf, TC_INGRESS)?.load().context("the kernel rejected the TC ingress program")?;
         program::<Xdp>(&mut ebpf, EXPIRE)?.load().context("the kernel rejected the expire program")?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let mut probe = Self { ebpf, cpus, listener_slots: Vec::new() };
@@ -222,30 +237,29 @@ impl Probe {
         Ok(probe)
     }
 
-    /// Attaches the ingress (XDP) program to `iface`; the link detaches when
-    /// dropped, unless pinned.
-    pub fn attach_ingress(&mut self, iface: &Interface, mode: cli::XdpMode) -> Result<XdpLink> {
-        let mode = match mode {
-            // veth has native XDP, but for the traffic a host sends through
-            // it (skbs, not redirected frames) every packet must be turned
-            // into an XDP buffer: generic mode is cheaper there (B3 in
-            // BENCHMARKS.md). Elsewhere flags 0: the kernel picks native
-            // where the driver has it, generic otherwise (e.g. on lo).
-            cli::XdpMode::Auto if crate::interfaces::driver(&iface.name).as_deref() == Some("veth") => XdpMode::Skb,
-            cli::XdpMode::Auto => XdpMode::Default,
-            cli::XdpMode::Driver => XdpMode::Driver,
-            cli::XdpMode::Skb => XdpMode::Skb,
+    /// Attaches the ingress program to `iface` as `plan` says; the link
+    /// detaches when dropped, unless pinned.
+    pub fn attach_ingress(&mut self, iface: &Interface, plan: IngressPlan) -> Result<IngressLink> {
+        let (mode, fallback) = match plan {
+            IngressPlan::Tc => return self.attach_tc(TC_INGRESS, iface, TcAttachType::Ingress).map(IngressLink::Tc),
+            IngressPlan::Xdp { mode, fallback } => (mode, fallback),
         };
         let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
-        let attached = match xdp.attach_to_if_index(iface.index, mode) {
+        let attached = match (xdp.attach_to_if_index(iface.index, mode), fallback) {
+            (Ok(id), _) => Ok(id),
             // A driver with native XDP may still refuse it (virtio_net with
-            // the host's GRO offloads on, too few queues, ...) and the
-            // kernel does not fall back by itself: in auto mode, do.
-            Err(e) if mode == XdpMode::Default => {
+            // the host's GRO offloads on, too few queues, ...), and one
+            // without it refuses driver mode; the kernel does not fall back
+            // by itself.
+            (Err(e), Fallback::Tc) => {
+                log::info!("{}: native XDP refused ({e}); ingress on TC", iface.name);
+                return self.attach_tc(TC_INGRESS, iface, TcAttachType::Ingress).map(IngressLink::Tc);
+            }
+            (Err(e), Fallback::GenericXdp) => {
                 log::info!("{}: native XDP refused ({e}); using generic (skb) mode", iface.name);
                 xdp.attach_to_if_index(iface.index, XdpMode::Skb)
             }
-            other => other,
+            (Err(e), Fallback::None) => Err(e),
         };
         let id = attached.map_err(|e| {
             let busy = matches!(&e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY));
@@ -255,32 +269,36 @@ impl Probe {
                 anyhow::Error::new(e).context(format!("cannot attach XDP to {}", iface.name))
             }
         })?;
-        Ok(xdp.take_link(id)?)
+        Ok(IngressLink::Xdp(xdp.take_link(id)?))
     }
 
     /// Attaches the egress (TC, TCX where the kernel has it) program to `iface`.
     pub fn attach_egress(&mut self, iface: &Interface) -> Result<SchedClassifierLink> {
-        let tc = program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS)?;
-        let id = tc
-            .attach(&iface.name, TcAttachType::Egress)
-            .with_context(|| format!("cannot attach TC egress to {}", iface.name))?;
+        self.attach_tc(TC_EGRESS, iface, TcAttachType::Egress)
+    }
+
+    fn attach_tc(&mut self, name: &str, iface: &Interface, at: TcAttachType) -> Result<SchedClassifierLink> {
+        let tc = program::<SchedClassifier>(&mut self.ebpf, name)?;
+        let id = tc.attach(&iface.name, at).with_context(|| format!("cannot attach TC {} to {}", direction_name(at), iface.name))?;
         Ok(tc.take_link(id)?)
     }
 
     /// Points an XDP link that outlived its agent (pinned) at this agent's
     /// program: one atomic swap, no packet unobserved.
-    pub fn adopt_ingress(&mut self, link: FdLink) -> Result<XdpLink> {
+    pub fn adopt_xdp_ingress(&mut self, link: FdLink) -> Result<XdpLink> {
         let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
         let id = xdp.attach_to_link(XdpLink::try_from(link)?).context("cannot adopt the pinned XDP link")?;
         Ok(xdp.take_link(id)?)
     }
 
-    /// As [`Probe::adopt_ingress`], for the egress program's TCX link.
-    pub fn adopt_egress(&mut self, link: FdLink) -> Result<SchedClassifierLink> {
-        let tc = program::<SchedClassifier>(&mut self.ebpf, TC_EGRESS)?;
+    /// As [`Probe::adopt_xdp_ingress`], for a TCX link: the ingress program's
+    /// or the egress program's.
+    pub fn adopt_tc(&mut self, at: TcAttachType, link: FdLink) -> Result<SchedClassifierLink> {
+        let name = if at == TcAttachType::Ingress { TC_INGRESS } else { TC_EGRESS };
+        let tc = program::<SchedClassifier>(&mut self.ebpf, name)?;
         let id = tc
             .attach_to_link(SchedClassifierLink::try_from(link)?)
-            .context("cannot adopt the pinned TC link")?;
+            .with_context(|| format!("cannot adopt the pinned TC {} link", direction_name(at)))?;
         Ok(tc.take_link(id)?)
     }
 
@@ -542,6 +560,11 @@ impl Probe {
     /// The ingress program, e.g. to drive it with BPF_PROG_TEST_RUN.
     pub fn ingress_program(&mut self) -> Result<&mut Xdp> {
         program::<Xdp>(&mut self.ebpf, XDP_INGRESS)
+    }
+
+    /// The ingress program's TC twin, e.g. to drive it with BPF_PROG_TEST_RUN.
+    pub fn tc_ingress_program(&mut self) -> Result<&mut SchedClassifier> {
+        program::<SchedClassifier>(&mut self.ebpf, TC_INGRESS)
     }
 
     /// The egress program, e.g. to drive it with BPF_PROG_TEST_RUN.

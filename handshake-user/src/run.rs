@@ -21,7 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     attach::Attachments,
-    cli::RunArgs,
+    cli::{IngressHook, RunArgs, XdpMode},
     detector::{Condition, Detector, Signals, Thresholds, Transition, report},
     exposition, http, interfaces, listeners, netstat, privileges,
     probe::{FlowReader, LoadOptions, Probe},
@@ -71,6 +71,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let explicit = !args.ifaces.is_empty();
     let targets = if explicit { interfaces::by_name(&args.ifaces)? } else { interfaces::up()? };
     anyhow::ensure!(!targets.is_empty(), "no interface is up to watch");
+    anyhow::ensure!(
+        args.ingress_hook != IngressHook::Tc || args.xdp_mode == XdpMode::Auto,
+        "--xdp-mode is for XDP; it cannot go with --ingress-hook tc"
+    );
     privileges::check()?;
     if let Some(dir) = &args.pin_path {
         check_bpffs(dir)?;
@@ -96,7 +100,7 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
     };
     let pin = args.pin_path.as_deref();
     let mut probe = Probe::load_pinned(&options, pin)?;
-    let mut attachments = Attachments::new(&probe, pin, args.xdp_mode, !args.no_egress)?;
+    let mut attachments = Attachments::new(&probe, pin, args.ingress_hook, args.xdp_mode, !args.no_egress)?;
     attachments.prune_stale_pins(&interfaces::up().unwrap_or_default());
     for iface in &targets {
         match attachments.attach(&mut probe, iface) {

@@ -47,6 +47,13 @@ impl Tester {
         program.test_run(options).expect("BPF_PROG_TEST_RUN (xdp)").return_value
     }
 
+    /// Runs the ingress program's TC twin on `frame`; returns its verdict.
+    pub fn ingress_tc(&mut self, frame: &[u8]) -> i32 {
+        let program = self.probe.tc_ingress_program().expect("TC ingress program");
+        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
+        program.test_run(options).expect("BPF_PROG_TEST_RUN (tc ingress)").return_value as i32
+    }
+
     /// Runs the egress (TC) program on `frame`; returns its verdict.
     pub fn egress(&mut self, frame: &[u8]) -> i32 {
         let program = self.probe.egress_program().expect("egress program");

@@ -180,57 +180,65 @@ fn xdp_attached(ns: &Netns, dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
-fn tcx_egress_programs(ns: &Netns, dev: &'static str) -> usize {
-    ns.run(move || {
-        aya::programs::SchedClassifier::query_tcx(dev, aya::programs::TcAttachType::Egress).map_or(0, |(_, p)| p.len())
-    })
+fn tcx_programs(ns: &Netns, dev: &'static str, at: aya::programs::TcAttachType) -> usize {
+    ns.run(move || aya::programs::SchedClassifier::query_tcx(dev, at).map_or(0, |(_, p)| p.len()))
+}
+
+/// (XDP attached, TCX ingress programs, TCX egress programs) on `dev`.
+fn hooks(ns: &Netns, dev: &'static str) -> (bool, usize, usize) {
+    use aya::programs::TcAttachType::{Egress, Ingress};
+    (xdp_attached(ns, dev), tcx_programs(ns, dev, Ingress), tcx_programs(ns, dev, Egress))
 }
 
 /// With --pin-path, a stopped agent leaves the programs attached and its
 /// maps pinned: connections made while it is down are counted, and the
 /// restarted agent's counters continue. `cleanup` then removes everything.
+/// The restarted agent runs with the default hooks: it adopts the pinned
+/// ingress link, on XDP or TC, rather than attach a second one.
 #[test]
 fn restarts_with_pin_path_lose_nothing() {
-    let topo = Topology::new();
-    let bpffs = BpfFs::new("restart");
-    let pin = bpffs.pin_path();
-    listen(&topo, 8080);
-    let args = ["--iface", SERVER_IF, "--pin-path", pin.as_str()];
-    let first = Agent::start(&topo.server, &args);
-    assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[]), 0.0);
-    connect_n(&topo, 8080, 10);
-    assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 10.0);
-    assert!(first.stop(), "clean exit on SIGTERM");
-    assert!(xdp_attached(&topo.server, SERVER_IF), "pinned: XDP stays attached");
-    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1, "pinned: TC egress stays attached");
-    connect_n(&topo, 8080, 7); // nobody running
-    let second = Agent::start(&topo.server, &args);
-    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1, "adopted, not attached twice");
-    let e = second.scrape(&topo.server);
-    assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 17.0, "counted while down, not reset");
-    connect_n(&topo, 8080, 5);
-    let e = second.scrape(&topo.server);
-    assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 22.0);
-    assert_eq!(v(&e, "tcp_handshake_attempts_total", &[("iface", SERVER_IF)]), 22.0);
-    assert!(second.stop());
-    let out = run_to_exit(&[], &["cleanup", "--pin-path", &pin], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!xdp_attached(&topo.server, SERVER_IF), "cleanup detaches XDP");
-    assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 0, "cleanup detaches TC");
+    for (first_hook, attached) in [("tc", (false, 1, 1)), ("xdp", (true, 0, 1))] {
+        let topo = Topology::new();
+        let bpffs = BpfFs::new("restart");
+        let pin = bpffs.pin_path();
+        listen(&topo, 8080);
+        let args = ["--iface", SERVER_IF, "--pin-path", pin.as_str()];
+        let first = Agent::start(&topo.server, &[&args[..], &["--ingress-hook", first_hook]].concat());
+        assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{first_hook}");
+        assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[]), 0.0);
+        connect_n(&topo, 8080, 10);
+        assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 10.0);
+        assert!(first.stop(), "clean exit on SIGTERM");
+        assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{first_hook}: pinned, both programs stay attached");
+        connect_n(&topo, 8080, 7); // nobody running
+        let second = Agent::start(&topo.server, &args);
+        assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{first_hook}: adopted, not attached twice");
+        let e = second.scrape(&topo.server);
+        assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 17.0, "{first_hook}: counted while down, not reset");
+        connect_n(&topo, 8080, 5);
+        let e = second.scrape(&topo.server);
+        assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 22.0, "{first_hook}");
+        assert_eq!(v(&e, "tcp_handshake_attempts_total", &[("iface", SERVER_IF)]), 22.0, "{first_hook}");
+        assert!(second.stop());
+        let out = run_to_exit(&[], &["cleanup", "--pin-path", &pin], &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(hooks(&topo.server, SERVER_IF), (false, 0, 0), "{first_hook}: cleanup detaches everything");
+    }
 }
 
-/// Without --pin-path nothing is left behind, on SIGTERM or SIGINT.
+/// Without --pin-path nothing is left behind, on SIGTERM or SIGINT, with
+/// ingress on TC (the default on veth) or on XDP.
 #[test]
 fn without_pin_path_exit_detaches_everything() {
     let topo = Topology::new();
-    for sigint in [false, true] {
-        let agent = Agent::start(&topo.server, &["--iface", SERVER_IF]);
-        assert!(xdp_attached(&topo.server, SERVER_IF));
-        assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 1);
-        let log_before = agent.log();
-        assert!(if sigint { agent.interrupt() } else { agent.stop() }, "clean exit (sigint: {sigint}): {log_before}");
-        assert!(!xdp_attached(&topo.server, SERVER_IF));
-        assert_eq!(tcx_egress_programs(&topo.server, SERVER_IF), 0);
+    for (hook, attached) in [("auto", (false, 1, 1)), ("xdp", (true, 0, 1)), ("tc", (false, 1, 1))] {
+        for sigint in [false, true] {
+            let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--ingress-hook", hook]);
+            assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{hook}");
+            let log_before = agent.log();
+            assert!(if sigint { agent.interrupt() } else { agent.stop() }, "clean exit ({hook}, sigint: {sigint}): {log_before}");
+            assert_eq!(hooks(&topo.server, SERVER_IF), (false, 0, 0), "{hook}: detached");
+        }
     }
 }
 
@@ -304,6 +312,8 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         (vec!["run".into(), "--web.telemetry-path".into(), "metrics".into()], "must start with '/'"),
         (vec!["run".into(), "--web.listen-address".into(), "nowhere".into()], "invalid value 'nowhere'"),
         (vec!["run".into(), "--xdp-mode".into(), "fast".into()], "invalid value 'fast' for '--xdp-mode"),
+        (vec!["run".into(), "--ingress-hook".into(), "bpf".into()], "invalid value 'bpf' for '--ingress-hook"),
+        (vec!["run".into(), "--ingress-hook".into(), "tc".into(), "--xdp-mode".into(), "driver".into()], "cannot go with --ingress-hook tc"),
         (vec!["run".into(), "--flow-table-size".into(), "10".into()], "invalid value '10' for '--flow-table-size"),
         (vec!["run".into(), "--iface".into(), "nope0".into()], "unknown interface \"nope0\""),
         (vec!["run".into(), "--config".into(), "/nonexistent.toml".into()], "cannot read config file /nonexistent.toml"),

@@ -21,21 +21,40 @@ use handshake_user::probe::LoadOptions;
 
 use Counter as C;
 
+/// Which ingress program a case's ingress frames go through: the XDP one
+/// or its TC twin (`--ingress-hook`). Both must leave the same counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ingress {
+    Xdp,
+    Tc,
+}
+
+impl Ingress {
+    /// Runs `frame` through this ingress program; an error unless the
+    /// verdict is pass (XDP_PASS, TC_ACT_UNSPEC).
+    fn pass(self, tester: &mut Tester, frame: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Xdp => match tester.ingress(frame) {
+                XDP_PASS => Ok(()),
+                v => Err(format!("XDP verdict {v}, not XDP_PASS")),
+            },
+            Self::Tc => match tester.ingress_tc(frame) {
+                TC_NEXT => Ok(()),
+                v => Err(format!("TC ingress verdict {v}, not TC_ACT_UNSPEC")),
+            },
+        }
+    }
+}
+
 fn run(tester: &mut Tester, steps: &[Step]) -> Result<(), String> {
+    run_on(tester, steps, Ingress::Xdp)
+}
+
+fn run_on(tester: &mut Tester, steps: &[Step], ingress: Ingress) -> Result<(), String> {
     for (i, step) in steps.iter().enumerate() {
         match step {
-            In(p) => {
-                let verdict = tester.ingress(&p.build());
-                if verdict != XDP_PASS {
-                    return Err(format!("step {i}: XDP verdict {verdict}, not XDP_PASS"));
-                }
-            }
-            InRaw(bytes) => {
-                let verdict = tester.ingress(bytes);
-                if verdict != XDP_PASS {
-                    return Err(format!("step {i}: XDP verdict {verdict}, not XDP_PASS"));
-                }
-            }
+            In(p) => ingress.pass(tester, &p.build()).map_err(|e| format!("step {i}: {e}"))?,
+            InRaw(bytes) => ingress.pass(tester, bytes).map_err(|e| format!("step {i}: {e}"))?,
             Out(p) => {
                 let verdict = tester.egress(&p.build());
                 if verdict != TC_NEXT {
@@ -47,13 +66,16 @@ fn run(tester: &mut Tester, steps: &[Step]) -> Result<(), String> {
     Ok(())
 }
 
+/// Every case, with its ingress frames through the XDP program and again
+/// through the TC one.
 #[test]
 fn packet_sequences_leave_exact_counters() {
     let mut failures = Vec::new();
-    for case in cases() {
+    for (ingress, case) in [Ingress::Xdp, Ingress::Tc].into_iter().flat_map(|i| cases().into_iter().map(move |c| (i, c))) {
         let mut tester = Tester::new();
-        if let Err(e) = run(&mut tester, &case.steps) {
-            failures.push(format!("{}: {e}", case.name));
+        let name = format!("{} (ingress on {ingress:?})", case.name);
+        if let Err(e) = run_on(&mut tester, &case.steps, ingress) {
+            failures.push(format!("{}: {e}", name));
             continue;
         }
         let counters = tester.counters();
@@ -70,21 +92,21 @@ fn packet_sequences_leave_exact_counters() {
         let mut got = counters.nonzero();
         got.sort_by_key(|(f, d, c, _)| (*f as u8, *d as u8, *c as u32));
         if got != merged {
-            failures.push(format!("{}:\n    expected {merged:?}\n    got      {got:?}", case.name));
+            failures.push(format!("{}:\n    expected {merged:?}\n    got      {got:?}", name));
         }
         let packets = counters.total(Counter::Packets);
         if packets != case.steps.len() as u64 {
-            failures.push(format!("{}: packets counted {packets}, frames sent {}", case.name, case.steps.len()));
+            failures.push(format!("{}: packets counted {packets}, frames sent {}", name, case.steps.len()));
         }
         let flows = tester.flows();
         if flows.len() != case.flows {
-            failures.push(format!("{}: {} flows left, expected {}", case.name, flows.len(), case.flows));
+            failures.push(format!("{}: {} flows left, expected {}", name, flows.len(), case.flows));
         }
         // The pending filter counts exactly the flows left in syn_received.
         let syn_received = flows.iter().filter(|(_, s)| s.stage == Stage::SynReceived as u8).count() as u64;
         let pending = tester.probe().pending_total().expect("read the pending filter");
         if pending != syn_received {
-            failures.push(format!("{}: pending filter {pending}, flows in syn_received {syn_received}", case.name));
+            failures.push(format!("{}: pending filter {pending}, flows in syn_received {syn_received}", name));
         }
     }
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
@@ -107,18 +129,20 @@ fn truncation_at_every_header_boundary() {
     assert_eq!(frame.len(), 86);
     let mut tester = Tester::new();
     // The kernel refuses test runs below an Ethernet header; from there on,
-    // every length.
-    for len in 14..frame.len() {
-        let before = tester.counters();
-        assert_eq!(tester.ingress(&frame[..len]), XDP_PASS);
-        let after = tester.counters();
-        let expected = bounds.iter().find(|(end, _)| len < *end).map(|(_, c)| *c).expect("a bound");
-        assert_eq!(
-            after.total(expected) - before.total(expected),
-            1,
-            "cut at {len}: expected {expected:?}, got {:?}",
-            after.nonzero()
-        );
+    // every length, through either ingress program.
+    for ingress in [Ingress::Xdp, Ingress::Tc] {
+        for len in 14..frame.len() {
+            let before = tester.counters();
+            ingress.pass(&mut tester, &frame[..len]).unwrap_or_else(|e| panic!("cut at {len}: {e}"));
+            let after = tester.counters();
+            let expected = bounds.iter().find(|(end, _)| len < *end).map(|(_, c)| *c).expect("a bound");
+            assert_eq!(
+                after.total(expected) - before.total(expected),
+                1,
+                "{ingress:?}, cut at {len}: expected {expected:?}, got {:?}",
+                after.nonzero()
+            );
+        }
     }
     assert_eq!(tester.counters().total(C::Attempts), 0);
     assert!(tester.flows().is_empty());

@@ -236,12 +236,20 @@ fn ipv6_scenario_every_outcome_exact_through_prometheus() {
 
 /// This kernel has no 802.1Q devices, so VLAN traffic is crafted: tagged
 /// (802.1Q) and double-tagged (QinQ) handshakes, IPv4 and IPv6, sent
-/// through the veth into the server's native XDP program.
+/// through the veth into the server's ingress program: on TC (the default
+/// on veth), which sees the frame after the kernel has moved the outer tag
+/// into the skb's metadata, and on XDP, which sees every tag.
 #[test]
 fn vlan_and_qinq_handshakes_over_veth() {
+    for hook in ["tc", "xdp"] {
+        vlan_and_qinq_handshakes(hook);
+    }
+}
+
+fn vlan_and_qinq_handshakes(hook: &str) {
     let topo = Topology::new();
     // Tap mode: the tagged SYN-ACKs come in on the wire too.
-    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--no-egress"]);
+    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--no-egress", "--ingress-hook", hook]);
     let before = agent.scrape(&topo.server);
     let mut frames = Vec::new();
     let v4 = |port| Packet::tcp(CLIENT_V4.parse().expect("ip"), port, SERVER_V4.parse().expect("ip"), 80);
@@ -256,9 +264,9 @@ fn vlan_and_qinq_handshakes_over_veth() {
     let after = agent.wait_for(&topo.server, WAIT, "4 tagged handshakes", |e| v(e, "tcp_handshake_completed_total", &[]) == 4.0);
     for family in ["ipv4", "ipv6"] {
         let l = [("iface", SERVER_IF), ("family", family), ("direction", "inbound")];
-        assert_eq!(v(&after, "tcp_handshake_attempts_total", &l) - v(&before, "tcp_handshake_attempts_total", &l), 2.0);
-        assert_eq!(v(&after, "tcp_handshake_synack_total", &l) - v(&before, "tcp_handshake_synack_total", &l), 2.0);
-        assert_eq!(v(&after, "tcp_handshake_completed_total", &l) - v(&before, "tcp_handshake_completed_total", &l), 2.0);
+        assert_eq!(v(&after, "tcp_handshake_attempts_total", &l) - v(&before, "tcp_handshake_attempts_total", &l), 2.0, "{hook}");
+        assert_eq!(v(&after, "tcp_handshake_synack_total", &l) - v(&before, "tcp_handshake_synack_total", &l), 2.0, "{hook}");
+        assert_eq!(v(&after, "tcp_handshake_completed_total", &l) - v(&before, "tcp_handshake_completed_total", &l), 2.0, "{hook}");
     }
-    assert_eq!(v(&after, "tcp_handshake_parse_errors_total", &[]), 0.0);
+    assert_eq!(v(&after, "tcp_handshake_parse_errors_total", &[]), 0.0, "{hook}");
 }

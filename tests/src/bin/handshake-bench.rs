@@ -39,7 +39,11 @@ use handshake_tests::{
     packet::{ACK, PSH, Packet},
     tester::Tester,
 };
-use handshake_user::{cli::XdpMode, probe::LoadOptions};
+use aya::programs::XdpMode;
+use handshake_user::{
+    ingress::{Fallback, IngressPlan},
+    probe::LoadOptions,
+};
 
 struct Settings {
     quick: bool,
@@ -405,10 +409,10 @@ fn step_only(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32)
     stepped_run(t, hook, frame, offset, repeat, false)
 }
 
-/// Loads and attaches, in `ns` on `dev`, our two programs (XDP in `mode`,
-/// and TC) or else the empty XDP program alone (native), until the returned
-/// sender is dropped.
-fn attach_in(ns: &Netns, dev: &'static str, ours: bool, mode: XdpMode) -> mpsc::Sender<()> {
+/// Loads and attaches, in `ns` on `dev`, our two programs (ingress as
+/// `plan` says, and TC egress) or else the empty XDP program alone (native),
+/// until the returned sender is dropped.
+fn attach_in(ns: &Netns, dev: &'static str, ours: bool, plan: IngressPlan) -> mpsc::Sender<()> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     ns.spawn(move || {
@@ -422,12 +426,12 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool, mode: XdpMode) -> mpsc::
         let iface = iface.unwrap_or(handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false });
         let iface = handshake_user::interfaces::Interface { index, ..iface };
         let _links = if ours {
-            let x = probe.attach_ingress(&iface, mode).expect("attach xdp");
+            let x = probe.attach_ingress(&iface, plan).expect("attach ingress");
             let t = probe.attach_egress(&iface).expect("attach tc");
             (Some(x), Some(t))
         } else {
             let prog = probe.baseline_xdp().expect("baseline");
-            prog.attach_to_if_index(index, aya::programs::XdpMode::Driver).expect("attach baseline");
+            prog.attach_to_if_index(index, XdpMode::Driver).expect("attach baseline");
             (None, None)
         };
         ready_tx.send(()).expect("ready");
@@ -439,21 +443,26 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool, mode: XdpMode) -> mpsc::
     stop_tx
 }
 
-/// Attaches the empty programs where and as the agent attaches its own on a
-/// veth (generic XDP on ingress, TCX on egress), in `ns`'s thread, until the
-/// returned sender is dropped: what the hooks cost with nothing in them.
-fn attach_empty_hooks_in(ns: &Netns, dev: &'static str) -> mpsc::Sender<()> {
+/// Attaches the empty programs in `ns` on `dev`, until the returned sender
+/// is dropped: what the hooks cost with nothing in them. Ingress on TC (as
+/// the agent attaches its own on a veth) or on generic XDP; egress on TCX.
+fn attach_empty_hooks_in(ns: &Netns, dev: &'static str, xdp: bool) -> mpsc::Sender<()> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     ns.spawn(move || {
         let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
-        let name = std::ffi::CString::new(dev).expect("name");
-        // SAFETY: a valid C string.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        let xdp = probe.baseline_xdp().expect("baseline xdp");
-        xdp.attach_to_if_index(index, aya::programs::XdpMode::Skb).expect("attach baseline xdp");
+        if xdp {
+            let name = std::ffi::CString::new(dev).expect("name");
+            // SAFETY: a valid C string.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            let prog = probe.baseline_xdp().expect("baseline xdp");
+            prog.attach_to_if_index(index, XdpMode::Skb).expect("attach baseline xdp");
+        }
         let tc = probe.baseline_tc().expect("baseline tc");
-        tc.attach(dev, aya::programs::TcAttachType::Egress).expect("attach baseline tc");
+        if !xdp {
+            tc.attach(dev, aya::programs::TcAttachType::Ingress).expect("attach baseline tc ingress");
+        }
+        tc.attach(dev, aya::programs::TcAttachType::Egress).expect("attach baseline tc egress");
         ready_tx.send(()).expect("ready");
         let _ = stop_rx.recv();
         // Dropping the programs detaches them.
@@ -545,7 +554,7 @@ fn b2(s: &Settings, rows: &mut Vec<Row>) {
         for _ in 0..s.runs {
             let mut pps = [0.0; 2];
             for (i, is_ours) in [false, true].into_iter().enumerate() {
-                let stop = attach_in(&topo.server, SERVER_IF, is_ours, XdpMode::Driver);
+                let stop = attach_in(&topo.server, SERVER_IF, is_ours, IngressPlan::Xdp { mode: XdpMode::Driver, fallback: Fallback::None });
                 let (rx0, drop0) = rx_stats(&topo.server, SERVER_IF);
                 let t0 = Instant::now();
                 blast(&topo, Arc::clone(&frames), s.seconds);
@@ -631,8 +640,10 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         "tcpdump (SYN filter)",
         "nf_conntrack",
         "handshake-monitor, native XDP (--xdp-mode driver)",
-        "empty XDP (generic) and TC programs: the hooks alone",
-        "our programs alone (generic XDP and TC), no agent process",
+        "handshake-monitor, generic XDP (--ingress-hook xdp)",
+        "empty programs on TC ingress and egress: the agent's hooks alone",
+        "empty programs on generic XDP and TC egress: those hooks alone",
+        "our programs alone (TC ingress and egress), no agent process",
     ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for run in 0..s.runs {
@@ -646,6 +657,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
             match i {
                 1 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF])),
                 4 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF, "--xdp-mode", "driver"])),
+                5 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF, "--ingress-hook", "xdp"])),
                 2 => {
                     let mut c = Command::new("ip")
                         .args(["netns", "exec", &topo.server.name, "tcpdump", "-i", SERVER_IF, "-w", "/dev/null", "tcp[tcpflags] & tcp-syn != 0"])
@@ -663,8 +675,9 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
                     c.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("rules");
                     assert!(c.wait().expect("nft").success(), "conntrack rules");
                 }
-                5 => attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF)),
-                6 => attached = Some(attach_in(&topo.server, SERVER_IF, true, XdpMode::Skb)),
+                6 => attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF, false)),
+                7 => attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF, true)),
+                8 => attached = Some(attach_in(&topo.server, SERVER_IF, true, IngressPlan::Tc)),
                 _ => {}
             }
             // Settle: a short discarded run first, so that neither the set-up
@@ -690,17 +703,17 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
     // under the agent against the empty ones attached the same way.
     let in_situ = |ours: bool| -> (f64, f64) {
         let agent = ours.then(|| Agent::start(&topo.server, &["--iface", SERVER_IF]));
-        let attached = (!ours).then(|| attach_empty_hooks_in(&topo.server, SERVER_IF));
+        let attached = (!ours).then(|| attach_empty_hooks_in(&topo.server, SERVER_IF, false));
         let _ = connect_rate(&topo, SETTLE_SECONDS);
-        let names = if ours {
-            [program_names::XDP_INGRESS, program_names::TC_EGRESS]
+        let names: &[&str] = if ours {
+            &[program_names::XDP_INGRESS, program_names::TC_INGRESS, program_names::TC_EGRESS]
         } else {
-            [program_names::BASELINE_XDP, program_names::BASELINE_TC]
+            &[program_names::BASELINE_TC]
         };
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
-        let before = run_stats(&names);
+        let before = run_stats(names);
         let rate = connect_rate(&topo, s.seconds);
-        let after = run_stats(&names);
+        let after = run_stats(names);
         drop(stats);
         drop((agent, attached));
         let (runs, ns) = after.iter().fold((0, 0), |(r, n), (id, (ar, an))| {
