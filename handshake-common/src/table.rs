@@ -93,19 +93,28 @@ const fn absorb(h: u64, word: u64) -> u64 {
     h ^ (h >> 29)
 }
 
+/// The keyed hash of one end of a flow: its address and port.
+#[inline(always)]
+const fn endpoint_hash(addr: &[u32; 4], port: u16, seed: u64) -> u64 {
+    let h = absorb(seed, pair(addr[0], addr[1]));
+    let h = absorb(h, pair(addr[2], addr[3]));
+    absorb(h, port as u64)
+}
+
 /// The flow table's hash of a key. `seed` is random per table (the agent
 /// sets it when it creates the table), so that nobody outside can aim
 /// spoofed SYNs at one bucket to evict a chosen flow.
+///
+/// The two ends are hashed apart and added, so a key and its reverse hash
+/// alike: both directions of a connection land in one bucket, and a segment
+/// that may belong to either (a RST) is looked up in one bucket, one cache
+/// miss, not two. The keys still differ, so the flows stay apart.
 #[inline(always)]
 #[must_use]
 pub const fn flow_hash(key: &FlowKey, seed: u64) -> u64 {
-    let mut h = absorb(seed, pair(key.src_addr[0], key.dst_addr[0]));
-    h = absorb(h, pair(key.src_addr[1], key.dst_addr[1]));
-    h = absorb(h, pair(key.src_addr[2], key.dst_addr[2]));
-    h = absorb(h, pair(key.src_addr[3], key.dst_addr[3]));
-    h = absorb(h, pair((key.src_port as u32) << 16 | key.dst_port as u32, key.family as u32));
+    let ends = endpoint_hash(&key.src_addr, key.src_port, seed).wrapping_add(endpoint_hash(&key.dst_addr, key.dst_port, seed));
     // A last multiply: every input bit reaches the low bits (the bucket).
-    let h = (h ^ (h >> 32)).wrapping_mul(MULTIPLIER);
+    let h = (ends ^ ends >> 32 ^ key.family as u64).wrapping_mul(MULTIPLIER);
     h ^ (h >> 32)
 }
 

@@ -389,13 +389,16 @@ fn on_ack_segment(seg: &TcpSegment) {
 #[inline(always)]
 fn on_rst_segment(seg: &TcpSegment) {
     // A RST from the responder maps to the reversed key; from the initiator
-    // to its own.
-    let from_responder = key_of(seg).reversed();
-    let (key, found, from_initiator) = if let Some(f) = find_flow(&from_responder) {
+    // to its own. Both keys hash alike: one bucket holds either.
+    let forward = key_of(seg);
+    let from_responder = forward.reversed();
+    let Some(place) = place_of(&forward) else {
+        return;
+    };
+    let (key, found, from_initiator) = if let Some(f) = place.find(&from_responder) {
         (from_responder, f, false)
     } else {
-        let forward = key_of(seg);
-        match find_flow(&forward) {
+        match place.find(&forward) {
             Some(f) => (forward, f, true),
             None => return,
         }

@@ -82,12 +82,27 @@ fn the_seed_moves_every_flow() {
 }
 
 #[test]
-fn both_directions_and_families_hash_apart() {
+fn both_directions_hash_alike_and_families_apart() {
     let k = ipv4_key(0xc612_0001, 40_000);
-    assert_ne!(flow_hash(&k, 7), flow_hash(&k.reversed(), 7));
+    assert_eq!(flow_hash(&k, 7), flow_hash(&k.reversed(), 7));
+    let v6k = FlowKey::new([0x2001_0db8, 0, 0, 9], [0x2001_0db8, 0, 0, 1], 40_000, 443, Family::Ipv6 as u8);
+    assert_eq!(flow_hash(&v6k, 7), flow_hash(&v6k.reversed(), 7));
     let mut v6 = k;
     v6.family = Family::Ipv6 as u8;
     assert_ne!(flow_hash(&k, 7), flow_hash(&v6, 7));
+}
+
+/// Swapping the ends is the only change that keeps the hash: the same
+/// address with the ports swapped, or one end's address and port crossed
+/// with the other's, hash apart.
+#[test]
+fn only_the_whole_reverse_hashes_alike() {
+    let k = FlowKey::new([0xc612_0001, 0, 0, 0], [0xc612_0002, 0, 0, 0], 40_000, 80, Family::Ipv4 as u8);
+    let ports_swapped = FlowKey::new(k.src_addr, k.dst_addr, k.dst_port, k.src_port, k.family);
+    let addrs_swapped = FlowKey::new(k.dst_addr, k.src_addr, k.src_port, k.dst_port, k.family);
+    for other in [ports_swapped, addrs_swapped] {
+        assert_ne!(flow_hash(&k, 7), flow_hash(&other, 7));
+    }
 }
 
 #[test]
