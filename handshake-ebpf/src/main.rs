@@ -33,7 +33,7 @@ use handshake_common::{
 use crate::{
     maps::{
         BENCH_STEP, Funnel, count, count_listener, find_flow, iface_slot, insert_new_flow, maybe_pending, now_ns,
-        pending_enter, pending_leave, place_of, record_latency, remove_flow, slot_pending,
+        pending_enter, pending_leave, place_of, record_latency, remove_flow, slot_pending, warm_pending_slot,
     },
     view::Frame,
 };
@@ -263,6 +263,7 @@ fn key_of(seg: &TcpSegment) -> FlowKey {
 #[inline(always)]
 fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     let key = key_of(seg);
+    warm_pending_slot(&key);
     let direction = Direction::of_segment(hook.egress != 0, true);
     count(slot, seg.family, direction, Counter::SynPackets);
     let Some(place) = place_of(&key) else {

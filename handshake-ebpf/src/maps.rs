@@ -284,6 +284,20 @@ fn pending_add(key: &FlowKey, delta: u64) {
     }
 }
 
+/// Loads `key`'s slot of the pending filter into this CPU's cache, and
+/// nothing else. A SYN does it before its flow-table lookup, so that the
+/// two cache misses overlap (neither waits for the other): the SYN-ACK,
+/// which the host sends from the same CPU, then finds the slot it raises
+/// already there. Without it the SYN-ACK paid a whole miss of its own
+/// (measured in situ: some 200-300 ns of a connection's ~1.6 us).
+#[inline(always)]
+pub fn warm_pending_slot(key: &FlowKey) {
+    if let Some(slot) = PENDING.get_ptr(pending_slot(key)) {
+        // SAFETY: a valid u64 in a map value; read and dropped.
+        let _ = unsafe { core::ptr::read_volatile(slot) };
+    }
+}
+
 /// A flow entered syn_received.
 #[inline(always)]
 pub fn pending_enter(key: &FlowKey) {
