@@ -32,9 +32,8 @@ pub const EMPTY: u64 = 0;
 /// Tag of a way one program is writing. Even, so never a flow's tag.
 pub const BUSY: u64 = 2;
 
-/// One way of a bucket.
+/// One way of a bucket, as a value: what it says and what it holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
 pub struct Way {
     /// [`EMPTY`], [`BUSY`], or the flow's tag (odd).
     pub tag: u64,
@@ -46,15 +45,59 @@ impl Way {
     /// Holds a flow (not free, not being written).
     #[inline(always)]
     pub const fn is_live(&self) -> bool {
-        self.tag & 1 == 1
+        is_live(self.tag)
     }
 }
 
-/// One value of the `FLOWS` array.
+/// A way with this tag holds a flow (not free, not being written).
+#[inline(always)]
+#[must_use]
+pub const fn is_live(tag: u64) -> bool {
+    tag & 1 == 1
+}
+
+/// One value of the `FLOWS` array: [`WAYS`] ways, their tags first. A
+/// lookup reads the tags, one cache line, and a way's key only when its
+/// tag matches; a new flow reads the tags and writes one way. With the tag
+/// beside each way's key and state, the same work touched five of the
+/// bucket's seven lines, and a line missed costs the programs more than
+/// anything else they do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Bucket {
-    pub ways: [Way; WAYS],
+    pub tags: [u64; WAYS],
+    pub keys: [FlowKey; WAYS],
+    pub states: [FlowState; WAYS],
+}
+
+impl Bucket {
+    /// Way `i` as a value.
+    #[inline(always)]
+    #[must_use]
+    pub const fn way(&self, i: usize) -> Way {
+        Way { tag: self.tags[i], key: self.keys[i], state: self.states[i] }
+    }
+
+    /// Sets way `i` (the agent and tests; the kernel publishes a way's tag
+    /// last, with a compare-and-swap).
+    #[inline(always)]
+    pub const fn set_way(&mut self, i: usize, way: Way) {
+        self.tags[i] = way.tag;
+        self.keys[i] = way.key;
+        self.states[i] = way.state;
+    }
+
+    /// The flows the bucket holds.
+    pub fn live(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> {
+        (0..WAYS).filter(|&i| is_live(self.tags[i])).map(|i| (&self.keys[i], &self.states[i]))
+    }
+
+    /// Whether any way holds a flow: the tags alone.
+    #[inline(always)]
+    #[must_use]
+    pub fn any_live(&self) -> bool {
+        self.tags.iter().any(|&t| is_live(t))
+    }
 }
 
 /// Buckets for a table of at least `capacity` flows: a power of two, so that
@@ -144,15 +187,24 @@ pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
 }
 
 /// The way a new flow takes in `bucket`: the one [`eviction_rank`] ranks
-/// lowest (the first of equals); None when all are being written.
+/// lowest (the first of equals); None when all are being written. A free
+/// way is found from the tags alone; the states are read only when the
+/// bucket is full.
 #[inline(always)]
 #[must_use]
 pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
+    let mut i = 0;
+    while i < WAYS {
+        if bucket.tags[i] == EMPTY {
+            return Some(i);
+        }
+        i += 1;
+    }
     let mut best = 0;
     let mut best_rank = u64::MAX;
     let mut i = 0;
     while i < WAYS {
-        let rank = eviction_rank(bucket.ways[i].tag, &bucket.ways[i].state);
+        let rank = eviction_rank(bucket.tags[i], &bucket.states[i]);
         if rank < best_rank {
             best = i;
             best_rank = rank;
@@ -168,8 +220,7 @@ pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
 pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
     let mut i = 0;
     while i < WAYS {
-        let way = &bucket.ways[i];
-        if way.tag == tag && way.key == *key {
+        if bucket.tags[i] == tag && bucket.keys[i] == *key {
             return Some(i);
         }
         i += 1;
@@ -179,10 +230,8 @@ pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `#[repr(C)]` Pod fields (a u64 and two Pod structs whose sizes
-    // are multiples of 8), no holes.
-    unsafe impl aya::Pod for super::Way {}
-    // SAFETY: an array of the above.
+    // SAFETY: `#[repr(C)]`, arrays of u64 and of two Pod structs whose
+    // sizes are multiples of 8: no holes.
     unsafe impl aya::Pod for super::Bucket {}
 }
 

@@ -16,7 +16,7 @@ use handshake_common::{
     listener::{ListenerCounters, MAX_LISTENERS, PORTS},
     parse::TcpSegment,
     pending::{PENDING_SLOTS, pending_slot, pending_slot_of},
-    table::{self, BUSY, Bucket, EMPTY, WAYS, Way},
+    table::{self, BUSY, Bucket, EMPTY, WAYS},
 };
 
 /// Handshakes in progress: the set-associative table of
@@ -135,19 +135,27 @@ pub struct Place {
     tag: u64,
 }
 
-/// One flow's way in `FLOWS`, found or claimed.
+/// One flow's way in `FLOWS`, found or claimed: its tag and its state.
 #[derive(Clone, Copy)]
 pub struct Found {
-    way: *mut Way,
+    tag_at: *mut u64,
+    state: *mut FlowState,
     tag: u64,
 }
 
 impl Found {
+    /// Way `i` of `bucket`, which holds (or will hold) a flow tagged `tag`.
+    #[inline(always)]
+    fn way(bucket: *mut Bucket, i: usize, tag: u64) -> Self {
+        let i = i & (WAYS - 1);
+        // SAFETY: `bucket` points to a live map value; `i` is in range.
+        unsafe { Self { tag_at: &raw mut (*bucket).tags[i], state: &raw mut (*bucket).states[i], tag } }
+    }
+
     /// The flow's state, in the map.
     #[inline(always)]
     pub fn state(&self) -> *mut FlowState {
-        // SAFETY: `way` points into a live map value (see `Place::find`).
-        unsafe { &raw mut (*self.way).state }
+        self.state
     }
 }
 
@@ -155,10 +163,10 @@ impl Found {
 /// compare-and-swap is fully ordered: the writes before it are visible to
 /// whoever sees its result.
 #[inline(always)]
-fn swap_tag(way: *mut Way, from: u64, to: u64) -> bool {
-    // SAFETY: `way` points into a live map value; every CPU changes tags
+fn swap_tag(tag_at: *mut u64, from: u64, to: u64) -> bool {
+    // SAFETY: `tag_at` points into a live map value; every CPU changes tags
     // with this same atomic.
-    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(&raw mut (*way).tag, from, to).1 }
+    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(tag_at, from, to).1 }
 }
 
 /// Where `key` lives in the flow table (its bucket, whether or not it is
@@ -178,9 +186,8 @@ impl Place {
     #[inline(always)]
     pub fn find(&self, key: &FlowKey) -> Option<Found> {
         // SAFETY: a live map value; plain reads, see `table` on races.
-        let bucket = unsafe { &mut *self.bucket };
-        let i = table::find(bucket, key, self.tag)?;
-        Some(Found { way: &raw mut bucket.ways[i & (WAYS - 1)], tag: self.tag })
+        let i = table::find(unsafe { &*self.bucket }, key, self.tag)?;
+        Some(Found::way(self.bucket, i, self.tag))
     }
 }
 
@@ -234,21 +241,19 @@ pub fn insert_flow(place: &Place, key: &FlowKey, state: &FlowState) -> bool {
     let Some(i) = table::way_for_new_flow(bucket) else {
         return false;
     };
-    let way = &raw mut bucket.ways[i & (WAYS - 1)];
-    // SAFETY: as above.
-    let seen = unsafe { (*way).tag };
+    let i = i & (WAYS - 1);
+    let seen = bucket.tags[i];
     // Claim the way; if another CPU changed it since we ranked it, give up.
-    if seen == BUSY || !swap_tag(way, seen, BUSY) {
+    if seen == BUSY || !swap_tag(&raw mut bucket.tags[i], seen, BUSY) {
         return false;
     }
-    // SAFETY: the way is ours until we publish it.
-    let way = unsafe { &mut *way };
+    // The way is ours until we publish it.
     if seen != EMPTY {
-        evicted(&way.key, &way.state);
+        evicted(&bucket.keys[i], &bucket.states[i]);
     }
-    way.key = *key;
-    way.state = *state;
-    swap_tag(way, BUSY, place.tag)
+    bucket.keys[i] = *key;
+    bucket.states[i] = *state;
+    swap_tag(&raw mut bucket.tags[i], BUSY, place.tag)
 }
 
 /// Accounts for a live flow a new one pushed out of its way.
@@ -270,7 +275,7 @@ fn evicted(key: &FlowKey, state: &FlowState) {
 /// the same handshake at once, one does).
 #[inline(always)]
 pub fn remove_flow(found: &Found) -> bool {
-    swap_tag(found.way, found.tag, EMPTY)
+    swap_tag(found.tag_at, found.tag, EMPTY)
 }
 
 #[inline(always)]

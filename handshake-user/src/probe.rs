@@ -107,8 +107,8 @@ impl FlowReader {
     /// Streams every tracked flow to `each`.
     pub fn for_each(&self, mut each: impl FnMut(&FlowKey, &FlowState)) -> Result<()> {
         self.for_each_bucket(|bucket| {
-            for way in bucket.ways.iter().filter(|w| w.is_live()) {
-                each(&way.key, &way.state);
+            for (key, state) in bucket.live() {
+                each(key, state);
             }
         })
     }
@@ -137,7 +137,7 @@ impl FlowReader {
             // SAFETY: as above; the programs may be writing the bucket, so
             // it is read with volatile reads (a torn way is possible, as with
             // any read of a live table).
-            let live = (0..WAYS).any(|w| unsafe { (&raw const (*at).ways[w].tag).read_volatile() } & 1 == 1);
+            let live = (0..WAYS).any(|w| table::is_live(unsafe { (&raw const (*at).tags[w]).read_volatile() }));
             if live {
                 // SAFETY: as above.
                 each(&unsafe { at.read_volatile() });
@@ -166,13 +166,13 @@ pub fn fill_flow_table<T: std::borrow::BorrowMut<MapData>>(
         }
         let place = table::place(table::flow_hash(&key, seed), buckets - 1);
         let bucket = &mut table[place.bucket as usize];
-        if let Some(way) = bucket.ways.iter_mut().find(|w| w.tag == table::EMPTY) {
-            *way = table::Way { tag: place.tag, key, state };
+        if let Some(i) = bucket.tags.iter().position(|&t| t == table::EMPTY) {
+            bucket.set_way(i, table::Way { tag: place.tag, key, state });
             placed += 1;
         }
     }
     for (index, bucket) in table.iter().enumerate() {
-        if bucket.ways.iter().any(table::Way::is_live) {
+        if bucket.any_live() {
             array.set(index as u32, *bucket, 0)?;
         }
     }

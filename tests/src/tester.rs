@@ -134,8 +134,8 @@ impl Tester {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
         let buckets: Array<_, Bucket> = Array::try_from(map).expect("flow table type");
         for bucket in buckets.iter() {
-            for way in bucket.expect("read bucket").ways.iter().filter(|w| w.is_live()) {
-                each(&way.key, &way.state);
+            for (key, state) in bucket.expect("read bucket").live() {
+                each(key, state);
             }
         }
     }

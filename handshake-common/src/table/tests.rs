@@ -17,9 +17,25 @@ fn live(stage: Stage, syn_ns: u64) -> Way {
 
 #[test]
 fn layout_is_what_the_kernel_and_agent_share() {
-    assert_eq!(size_of::<Way>(), 8 + 40 + 56);
-    assert_eq!(size_of::<Bucket>(), WAYS * size_of::<Way>());
+    assert_eq!(size_of::<FlowKey>(), 40);
+    assert_eq!(size_of::<FlowState>(), 56);
+    assert_eq!(size_of::<Bucket>(), WAYS * (8 + 40 + 56));
     assert_eq!(align_of::<Bucket>(), 8);
+    // The tags share one cache line.
+    assert_eq!(core::mem::offset_of!(Bucket, keys), 32);
+}
+
+#[test]
+fn ways_read_back_as_set() {
+    let mut b = Bucket::default();
+    let w = Way { tag: 9, key: ipv4_key(3, 4), state: FlowState { syn_ns: 5, ..FlowState::default() } };
+    b.set_way(2, w);
+    assert_eq!(b.way(2), w);
+    assert_eq!(b.way(1), Way::default());
+    assert!(b.any_live());
+    assert_eq!(b.live().collect::<Vec<_>>(), vec![(&w.key, &w.state)]);
+    b.tags[2] = BUSY;
+    assert!(!b.any_live() && b.live().next().is_none(), "a way being written holds no flow yet");
 }
 
 #[test]
@@ -126,17 +142,19 @@ fn eviction_order() {
 fn a_new_flow_takes_a_free_way_first_then_the_lowest_rank() {
     let mut b = Bucket::default();
     assert_eq!(way_for_new_flow(&b), Some(0));
-    b.ways = [live(Stage::SynReceived, 1), live(Stage::SynSent, 9), Way::default(), live(Stage::Expired, 1)];
+    for (i, w) in [live(Stage::SynReceived, 1), live(Stage::SynSent, 9), Way::default(), live(Stage::Expired, 1)].into_iter().enumerate() {
+        b.set_way(i, w);
+    }
     assert_eq!(way_for_new_flow(&b), Some(2));
-    b.ways[2] = live(Stage::SynSent, 3);
+    b.set_way(2, live(Stage::SynSent, 3));
     assert_eq!(way_for_new_flow(&b), Some(3), "the tombstone");
-    b.ways[3] = live(Stage::SynReceived, 0);
+    b.set_way(3, live(Stage::SynReceived, 0));
     assert_eq!(way_for_new_flow(&b), Some(2), "the oldest waiting for a SYN-ACK");
-    b.ways[1].tag = BUSY;
-    b.ways[2].tag = BUSY;
+    b.tags[1] = BUSY;
+    b.tags[2] = BUSY;
     assert_eq!(way_for_new_flow(&b), Some(3), "the oldest of the rest");
-    b.ways[0].tag = BUSY;
-    b.ways[3].tag = BUSY;
+    b.tags[0] = BUSY;
+    b.tags[3] = BUSY;
     assert_eq!(way_for_new_flow(&b), None);
 }
 
@@ -144,11 +162,11 @@ fn a_new_flow_takes_a_free_way_first_then_the_lowest_rank() {
 fn find_needs_both_tag_and_key() {
     let k = ipv4_key(1, 2);
     let mut b = Bucket::default();
-    b.ways[2] = Way { tag: 7, key: k, state: FlowState::default() };
+    b.set_way(2, Way { tag: 7, key: k, state: FlowState::default() });
     assert_eq!(find(&b, &k, 7), Some(2));
     assert_eq!(find(&b, &k, 9), None);
     assert_eq!(find(&b, &ipv4_key(1, 3), 7), None);
-    b.ways[2].tag = BUSY;
+    b.tags[2] = BUSY;
     assert_eq!(find(&b, &k, 7), None, "a way being written holds no flow yet");
 }
 
@@ -161,7 +179,10 @@ prop_compose! {
 proptest! {
     #[test]
     fn the_chosen_way_is_never_busy_and_ranks_lowest(ways in proptest::array::uniform4(any_way())) {
-        let b = Bucket { ways };
+        let mut b = Bucket::default();
+        for (i, w) in ways.iter().enumerate() {
+            b.set_way(i, *w);
+        }
         let ranks: Vec<u64> = ways.iter().map(|w| eviction_rank(w.tag, &w.state)).collect();
         match way_for_new_flow(&b) {
             None => prop_assert!(ways.iter().all(|w| w.tag != EMPTY && w.tag & 1 == 0)),
