@@ -56,18 +56,26 @@ pub const fn is_live(tag: u64) -> bool {
     tag & 1 == 1
 }
 
+/// What a way holds besides its tag: the flow's key and state, side by side
+/// (96 bytes: two cache lines at most).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Entry {
+    pub key: FlowKey,
+    pub state: FlowState,
+}
+
 /// One value of the `FLOWS` array: [`WAYS`] ways, their tags first. A
-/// lookup reads the tags, one cache line, and a way's key only when its
-/// tag matches; a new flow reads the tags and writes one way. With the tag
-/// beside each way's key and state, the same work touched five of the
-/// bucket's seven lines, and a line missed costs the programs more than
-/// anything else they do.
+/// lookup reads the tags, one cache line, and a way's key only where its
+/// tag matches, and then finds the state beside the key; a new flow reads
+/// the tags and writes one entry. With each tag beside its way's key and
+/// state, the same work touched five of the bucket's seven lines, and a
+/// line missed costs the programs more than anything else they do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Bucket {
     pub tags: [u64; WAYS],
-    pub keys: [FlowKey; WAYS],
-    pub states: [FlowState; WAYS],
+    pub entries: [Entry; WAYS],
 }
 
 impl Bucket {
@@ -75,7 +83,7 @@ impl Bucket {
     #[inline(always)]
     #[must_use]
     pub const fn way(&self, i: usize) -> Way {
-        Way { tag: self.tags[i], key: self.keys[i], state: self.states[i] }
+        Way { tag: self.tags[i], key: self.entries[i].key, state: self.entries[i].state }
     }
 
     /// Sets way `i` (the agent and tests; the kernel publishes a way's tag
@@ -83,13 +91,12 @@ impl Bucket {
     #[inline(always)]
     pub const fn set_way(&mut self, i: usize, way: Way) {
         self.tags[i] = way.tag;
-        self.keys[i] = way.key;
-        self.states[i] = way.state;
+        self.entries[i] = Entry { key: way.key, state: way.state };
     }
 
     /// The flows the bucket holds.
     pub fn live(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> {
-        (0..WAYS).filter(|&i| is_live(self.tags[i])).map(|i| (&self.keys[i], &self.states[i]))
+        (0..WAYS).filter(|&i| is_live(self.tags[i])).map(|i| (&self.entries[i].key, &self.entries[i].state))
     }
 
     /// Whether any way holds a flow: the tags alone.
@@ -204,7 +211,7 @@ pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
     let mut best_rank = u64::MAX;
     let mut i = 0;
     while i < WAYS {
-        let rank = eviction_rank(bucket.tags[i], &bucket.states[i]);
+        let rank = eviction_rank(bucket.tags[i], &bucket.entries[i].state);
         if rank < best_rank {
             best = i;
             best_rank = rank;
@@ -220,7 +227,7 @@ pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
 pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
     let mut i = 0;
     while i < WAYS {
-        if bucket.tags[i] == tag && bucket.keys[i] == *key {
+        if bucket.tags[i] == tag && bucket.entries[i].key == *key {
             return Some(i);
         }
         i += 1;
@@ -230,8 +237,8 @@ pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `#[repr(C)]`, arrays of u64 and of two Pod structs whose
-    // sizes are multiples of 8: no holes.
+    // SAFETY: `#[repr(C)]`, an array of u64 and an array of two Pod structs
+    // whose sizes are multiples of 8: no holes.
     unsafe impl aya::Pod for super::Bucket {}
 }
 

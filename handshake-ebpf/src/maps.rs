@@ -16,7 +16,7 @@ use handshake_common::{
     listener::{ListenerCounters, MAX_LISTENERS, PORTS},
     parse::TcpSegment,
     pending::{PENDING_SLOTS, pending_slot, pending_slot_of},
-    table::{self, BUSY, Bucket, EMPTY, WAYS},
+    table::{self, BUSY, Bucket, EMPTY, Entry, WAYS},
 };
 
 /// Handshakes in progress: the set-associative table of
@@ -149,7 +149,7 @@ impl Found {
     fn way(bucket: *mut Bucket, i: usize, tag: u64) -> Self {
         let i = i & (WAYS - 1);
         // SAFETY: `bucket` points to a live map value; `i` is in range.
-        unsafe { Self { tag_at: &raw mut (*bucket).tags[i], state: &raw mut (*bucket).states[i], tag } }
+        unsafe { Self { tag_at: &raw mut (*bucket).tags[i], state: &raw mut (*bucket).entries[i].state, tag } }
     }
 
     /// The flow's state, in the map.
@@ -249,10 +249,9 @@ pub fn insert_flow(place: &Place, key: &FlowKey, state: &FlowState) -> bool {
     }
     // The way is ours until we publish it.
     if seen != EMPTY {
-        evicted(&bucket.keys[i], &bucket.states[i]);
+        evicted(&bucket.entries[i].key, &bucket.entries[i].state);
     }
-    bucket.keys[i] = *key;
-    bucket.states[i] = *state;
+    bucket.entries[i] = Entry { key: *key, state: *state };
     swap_tag(&raw mut bucket.tags[i], BUSY, place.tag)
 }
 

@@ -21,8 +21,9 @@ fn layout_is_what_the_kernel_and_agent_share() {
     assert_eq!(size_of::<FlowState>(), 56);
     assert_eq!(size_of::<Bucket>(), WAYS * (8 + 40 + 56));
     assert_eq!(align_of::<Bucket>(), 8);
-    // The tags share one cache line.
-    assert_eq!(core::mem::offset_of!(Bucket, keys), 32);
+    // The tags share one cache line; an entry (key and state) spans at most two.
+    assert_eq!(core::mem::offset_of!(Bucket, entries), 32);
+    assert_eq!(size_of::<Entry>(), 96);
 }
 
 #[test]
