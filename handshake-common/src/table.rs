@@ -41,14 +41,6 @@ pub struct Way {
     pub state: FlowState,
 }
 
-impl Way {
-    /// Holds a flow (not free, not being written).
-    #[inline(always)]
-    pub const fn is_live(&self) -> bool {
-        is_live(self.tag)
-    }
-}
-
 /// A way with this tag holds a flow (not free, not being written).
 #[inline(always)]
 #[must_use]

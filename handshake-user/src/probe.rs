@@ -88,6 +88,12 @@ fn direction_name(at: TcAttachType) -> &'static str {
     if at == TcAttachType::Ingress { "ingress" } else { "egress" }
 }
 
+/// Our TC program for a direction: the ingress program's TC twin, or the
+/// egress program.
+fn tc_program_name(at: TcAttachType) -> &'static str {
+    if at == TcAttachType::Ingress { TC_INGRESS } else { TC_EGRESS }
+}
+
 pub struct Probe {
     ebpf: Ebpf,
     cpus: usize,
@@ -241,7 +247,7 @@ impl Probe {
     /// detaches when dropped, unless pinned.
     pub fn attach_ingress(&mut self, iface: &Interface, plan: IngressPlan) -> Result<IngressLink> {
         let (mode, fallback) = match plan {
-            IngressPlan::Tc => return self.attach_tc(TC_INGRESS, iface, TcAttachType::Ingress).map(IngressLink::Tc),
+            IngressPlan::Tc => return self.attach_tc(iface, TcAttachType::Ingress).map(IngressLink::Tc),
             IngressPlan::Xdp { mode, fallback } => (mode, fallback),
         };
         let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
@@ -253,7 +259,7 @@ impl Probe {
             // by itself.
             (Err(e), Fallback::Tc) => {
                 log::info!("{}: native XDP refused ({e}); ingress on TC", iface.name);
-                return self.attach_tc(TC_INGRESS, iface, TcAttachType::Ingress).map(IngressLink::Tc);
+                return self.attach_tc(iface, TcAttachType::Ingress).map(IngressLink::Tc);
             }
             (Err(e), Fallback::GenericXdp) => {
                 log::info!("{}: native XDP refused ({e}); using generic (skb) mode", iface.name);
@@ -274,11 +280,11 @@ impl Probe {
 
     /// Attaches the egress (TC, TCX where the kernel has it) program to `iface`.
     pub fn attach_egress(&mut self, iface: &Interface) -> Result<SchedClassifierLink> {
-        self.attach_tc(TC_EGRESS, iface, TcAttachType::Egress)
+        self.attach_tc(iface, TcAttachType::Egress)
     }
 
-    fn attach_tc(&mut self, name: &str, iface: &Interface, at: TcAttachType) -> Result<SchedClassifierLink> {
-        let tc = program::<SchedClassifier>(&mut self.ebpf, name)?;
+    fn attach_tc(&mut self, iface: &Interface, at: TcAttachType) -> Result<SchedClassifierLink> {
+        let tc = program::<SchedClassifier>(&mut self.ebpf, tc_program_name(at))?;
         let id = tc.attach(&iface.name, at).with_context(|| format!("cannot attach TC {} to {}", direction_name(at), iface.name))?;
         Ok(tc.take_link(id)?)
     }
@@ -294,8 +300,7 @@ impl Probe {
     /// As [`Probe::adopt_xdp_ingress`], for a TCX link: the ingress program's
     /// or the egress program's.
     pub fn adopt_tc(&mut self, at: TcAttachType, link: FdLink) -> Result<SchedClassifierLink> {
-        let name = if at == TcAttachType::Ingress { TC_INGRESS } else { TC_EGRESS };
-        let tc = program::<SchedClassifier>(&mut self.ebpf, name)?;
+        let tc = program::<SchedClassifier>(&mut self.ebpf, tc_program_name(at))?;
         let id = tc
             .attach_to_link(SchedClassifierLink::try_from(link)?)
             .with_context(|| format!("cannot adopt the pinned TC {} link", direction_name(at)))?;

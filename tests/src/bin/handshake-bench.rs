@@ -409,6 +409,13 @@ fn step_only(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32)
     stepped_run(t, hook, frame, offset, repeat, false)
 }
 
+/// The index of interface `dev` in the calling thread's network namespace.
+fn ifindex(dev: &str) -> u32 {
+    let name = std::ffi::CString::new(dev).expect("name");
+    // SAFETY: a valid C string.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
 /// Loads and attaches, in `ns` on `dev`, our two programs (ingress as
 /// `plan` says, and TC egress) or else the empty XDP program alone (native),
 /// until the returned sender is dropped.
@@ -418,11 +425,7 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool, plan: IngressPlan) -> mp
     ns.spawn(move || {
         let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
         let iface = handshake_user::interfaces::by_name(&[dev.to_owned()]).ok().and_then(|v| v.into_iter().next());
-        let index = {
-            let name = std::ffi::CString::new(dev).expect("name");
-            // SAFETY: a valid C string.
-            unsafe { libc::if_nametoindex(name.as_ptr()) }
-        };
+        let index = ifindex(dev);
         let iface = iface.unwrap_or(handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false });
         let iface = handshake_user::interfaces::Interface { index, ..iface };
         let _links = if ours {
@@ -452,11 +455,8 @@ fn attach_empty_hooks_in(ns: &Netns, dev: &'static str, xdp: bool) -> mpsc::Send
     ns.spawn(move || {
         let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
         if xdp {
-            let name = std::ffi::CString::new(dev).expect("name");
-            // SAFETY: a valid C string.
-            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
             let prog = probe.baseline_xdp().expect("baseline xdp");
-            prog.attach_to_if_index(index, XdpMode::Skb).expect("attach baseline xdp");
+            prog.attach_to_if_index(ifindex(dev), XdpMode::Skb).expect("attach baseline xdp");
         }
         let tc = probe.baseline_tc().expect("baseline tc");
         if !xdp {
@@ -488,11 +488,10 @@ fn rx_stats(ns: &Netns, dev: &str) -> (u64, u64) {
 /// `seconds`; returns how many were sent.
 fn blast(topo: &Topology, frames: Arc<Vec<Vec<u8>>>, seconds: f64) -> u64 {
     topo.client.run(move || {
-        let ifname = std::ffi::CString::new(CLIENT_IF).expect("name");
+        let ifindex = ifindex(CLIENT_IF);
         // SAFETY: socket calls with valid buffers; the iovecs and headers
         // point into `frames`, which outlives the calls.
         unsafe {
-            let ifindex = libc::if_nametoindex(ifname.as_ptr());
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
             assert!(fd >= 0);
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
