@@ -120,11 +120,22 @@ fn unlimited(flow_table_size: u32) -> LoadOptions {
 
 /// B1: ns per packet over the empty program, for one case. `measure(ours)`
 /// returns ns per packet for one run of ours (true) or the baseline.
-fn b1_case(s: &Settings, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, mut measure: impl FnMut(bool) -> f64) {
+fn b1_case(s: &Settings, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, measure: impl FnMut(bool) -> f64) {
+    b1_case_runs(s.runs, rows, case, goal_ns, measure);
+}
+
+fn b1_case_runs(runs: usize, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, mut measure: impl FnMut(bool) -> f64) {
     let (mut b, mut o, mut d) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..s.runs {
-        let bv = measure(false);
-        let ov = measure(true);
+    for i in 0..runs {
+        // Each pair in turn starts with the baseline, then with ours: a
+        // drift in the machine's speed does not always favour one side.
+        let (bv, ov) = if i % 2 == 0 {
+            let bv = measure(false);
+            (bv, measure(true))
+        } else {
+            let ov = measure(true);
+            (measure(false), ov)
+        };
         b.push(bv);
         o.push(ov);
         d.push(ov - bv);
@@ -164,8 +175,12 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // Prime the retransmit case: the first SYN inserts, the rest look up.
     t.ingress(&syn(&client(), 1).build());
     let r = s.repeat;
+    // These runs are short (the same frame `repeat` times, some 30 ms): three
+    // times as many pairs, for a steadier median on a machine whose speed
+    // wanders (see docs/benchmark-method.md).
+    let runs = s.runs * 3;
     for (name, frame, goal, egress) in repeat_cases {
-        b1_case(s, rows, name, goal, |ours| {
+        b1_case_runs(runs, rows, name, goal, |ours| {
             let p = t.probe();
             match (egress, ours) {
                 (false, false) => xdp_ns(p.baseline_xdp().expect("xdp"), &frame, r),
