@@ -129,16 +129,16 @@ impl Attachments {
         }
         let skb_only = iface.loopback || interfaces::driver(&iface.name).as_deref() == Some("veth");
         let plan = ingress::plan(self.hook, self.mode, skb_only);
-        let (kind, fd): (&str, Result<FdLink, _>) = match probe.attach_ingress(iface, plan)? {
-            IngressLink::Xdp(link) => {
-                log::info!("{}: ingress on {}", iface.name, ingress::describe(plan));
+        let link = probe.attach_ingress(iface, plan)?;
+        log::info!("{}: ingress on {}", iface.name, link.describe());
+        let (kind, fd): (&str, Result<FdLink, _>) = match link {
+            IngressLink::Xdp(link, _) => {
                 if self.links_dir.is_none() {
                     return Ok(Held { link: Link::Xdp(link), pin: None });
                 }
                 (XDP, link.try_into().context("this kernel has no XDP links to pin"))
             }
             IngressLink::Tc(link) => {
-                log::info!("{}: ingress on TC", iface.name);
                 if self.links_dir.is_none() {
                     return Ok(Held { link: Link::Tc(link), pin: None });
                 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingress;
 pub mod interfaces;
 pub mod listeners;
+pub mod mapped;
 pub mod netstat;
 pub mod pcap;
 pub mod privileges;

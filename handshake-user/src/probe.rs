@@ -1,6 +1,6 @@
 //! The loaded kernel programs: load, attach, and read and write the maps.
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -30,6 +30,7 @@ use crate::{
     batch,
     ingress::{Fallback, IngressPlan},
     interfaces::Interface,
+    mapped::MappedBuckets,
 };
 
 /// The compiled kernel programs, built from source by build.rs.
@@ -78,10 +79,21 @@ impl Default for LoadOptions {
     }
 }
 
-/// The ingress program's link, on whichever hook it went.
+/// The ingress program's link, on whichever hook it went (for XDP, in the
+/// mode it runs in).
 pub enum IngressLink {
-    Xdp(XdpLink),
+    Xdp(XdpLink, XdpMode),
     Tc(SchedClassifierLink),
+}
+
+impl IngressLink {
+    /// Where the ingress program runs, in words: "TC", "XDP (native)", ...
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Xdp(_, mode) => crate::ingress::describe(IngressPlan::Xdp { mode: *mode, fallback: Fallback::None }),
+            Self::Tc(_) => crate::ingress::describe(IngressPlan::Tc),
+        }
+    }
 }
 
 fn direction_name(at: TcAttachType) -> &'static str {
@@ -129,28 +141,18 @@ impl FlowReader {
     /// with no syscall per entry or per batch, and an empty bucket costs
     /// only the reads of its tags.
     pub fn for_each_bucket(&self, mut each: impl FnMut(&Bucket)) -> Result<()> {
-        let buckets = self.buckets as usize;
-        let len = (buckets * size_of::<Bucket>()).next_multiple_of(4096);
-        // SAFETY: maps the array's values read-only and shared; the kernel
-        // keeps the memory alive while mapped; unmapped below.
-        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, self.fd.as_raw_fd(), 0) };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping the flow table");
-        }
-        for i in 0..buckets {
-            // SAFETY: bucket `i` lies inside the mapping.
-            let at = unsafe { base.cast::<Bucket>().add(i) };
-            // SAFETY: as above; the programs may be writing the bucket, so
-            // it is read with volatile reads (a torn way is possible, as with
-            // any read of a live table).
+        let table = MappedBuckets::read_only(&self.fd, self.buckets)?;
+        for i in 0..table.len() {
+            let at = table.bucket(i);
+            // SAFETY: a bucket of the mapping; the programs may be writing
+            // it, so it is read with volatile reads (a torn way is possible,
+            // as with any read of a live table).
             let live = (0..WAYS).any(|w| table::is_live(unsafe { (&raw const (*at).tags[w]).read_volatile() }));
             if live {
                 // SAFETY: as above.
                 each(&unsafe { at.read_volatile() });
             }
         }
-        // SAFETY: the mapping made above.
-        unsafe { libc::munmap(base, len) };
         Ok(())
     }
 }
@@ -252,22 +254,22 @@ impl Probe {
         };
         let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
         let attached = match (xdp.attach_to_if_index(iface.index, mode), fallback) {
-            (Ok(id), _) => Ok(id),
+            (Ok(id), _) => Ok((id, mode)),
             // A driver with native XDP may still refuse it (virtio_net with
             // the host's GRO offloads on, too few queues, ...), and one
             // without it refuses driver mode; the kernel does not fall back
             // by itself.
             (Err(e), Fallback::Tc) => {
-                log::info!("{}: native XDP refused ({e}); ingress on TC", iface.name);
+                log::info!("{}: native XDP refused ({e})", iface.name);
                 return self.attach_tc(iface, TcAttachType::Ingress).map(IngressLink::Tc);
             }
             (Err(e), Fallback::GenericXdp) => {
-                log::info!("{}: native XDP refused ({e}); using generic (skb) mode", iface.name);
-                xdp.attach_to_if_index(iface.index, XdpMode::Skb)
+                log::info!("{}: native XDP refused ({e})", iface.name);
+                xdp.attach_to_if_index(iface.index, XdpMode::Skb).map(|id| (id, XdpMode::Skb))
             }
             (Err(e), Fallback::None) => Err(e),
         };
-        let id = attached.map_err(|e| {
+        let (id, mode) = attached.map_err(|e| {
             let busy = matches!(&e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY));
             if busy {
                 anyhow!("cannot attach XDP to {}: another XDP program is attached (a handshake-monitor run with --pin-path? `handshake-monitor cleanup --pin-path DIR` removes it)", iface.name)
@@ -275,7 +277,7 @@ impl Probe {
                 anyhow::Error::new(e).context(format!("cannot attach XDP to {}", iface.name))
             }
         })?;
-        Ok(IngressLink::Xdp(xdp.take_link(id)?))
+        Ok(IngressLink::Xdp(xdp.take_link(id)?, mode))
     }
 
     /// Attaches the egress (TC, TCX where the kernel has it) program to `iface`.

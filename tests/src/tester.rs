@@ -13,7 +13,10 @@ use handshake_common::{
     table::Bucket,
 };
 
-use handshake_user::probe::{LoadOptions, Probe};
+use handshake_user::{
+    mapped::MappedBuckets,
+    probe::{LoadOptions, Probe},
+};
 
 /// The flow table's hash seed in tests (any fixed non-zero value).
 pub const TEST_FLOW_SEED: u64 = 0x7465_7374_7365_6564;
@@ -109,22 +112,17 @@ impl Tester {
     /// may use non-temporal stores, which would leave the table out of the
     /// caches as no real table is.
     pub fn empty_flow_table(&self) {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
         let aya::maps::Map::Array(data) = map else { panic!("FLOWS is not an array") };
-        let buckets = data.info().expect("map info").max_entries() as usize;
-        let len = (buckets * size_of::<Bucket>()).next_multiple_of(4096);
-        let fd = data.fd().as_fd().as_raw_fd();
-        // SAFETY: maps the array's values (mmapable) shared and writable;
-        // all-zero bytes are an empty bucket; unmapped below.
-        unsafe {
-            let base = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
-            assert_ne!(base, libc::MAP_FAILED, "mapping the flow table: {}", std::io::Error::last_os_error());
-            let words = base.cast::<u64>();
-            for i in 0..buckets * size_of::<Bucket>() / 8 {
-                words.add(i).write_volatile(0);
+        let buckets = data.info().expect("map info").max_entries();
+        let table = MappedBuckets::writable(data.fd(), buckets).expect("mapping the flow table");
+        for i in 0..table.len() {
+            let words = table.bucket(i).cast::<u64>();
+            for w in 0..size_of::<Bucket>() / 8 {
+                // SAFETY: a word of a mapped bucket; all-zero bytes are an
+                // empty bucket.
+                unsafe { words.add(w).write_volatile(0) };
             }
-            libc::munmap(base, len);
         }
     }
 
