@@ -439,10 +439,11 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool, plan: IngressPlan) -> mp
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     ns.spawn(move || {
         let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
-        let iface = handshake_user::interfaces::by_name(&[dev.to_owned()]).ok().and_then(|v| v.into_iter().next());
+        // The index from if_nametoindex, which answers in this thread's
+        // namespace (/sys/class/net, which interfaces::by_name reads, shows
+        // the namespace sysfs was mounted in).
         let index = ifindex(dev);
-        let iface = iface.unwrap_or(handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false });
-        let iface = handshake_user::interfaces::Interface { index, ..iface };
+        let iface = handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false };
         let _links = if ours {
             let x = probe.attach_ingress(&iface, plan).expect("attach ingress");
             let t = probe.attach_egress(&iface).expect("attach tc");
