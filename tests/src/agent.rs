@@ -1,7 +1,7 @@
 //! The agent as a process inside a test namespace.
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -48,10 +48,19 @@ impl Agent {
     /// As [`Agent::start_with_env`]; `addr`: where it will serve, when the
     /// flags and environment do not say (a config file does).
     pub fn start_full(ns: &Netns, args: &[&str], env: &[(&str, &str)], addr: Option<&str>) -> Self {
+        Self::launch(&binary(), ns, args, env, addr)
+    }
+
+    /// As [`Agent::start`], with another build of the agent: `bin`.
+    pub fn start_binary(bin: &Path, ns: &Netns, args: &[&str]) -> Self {
+        Self::launch(bin, ns, args, &[], None)
+    }
+
+    fn launch(bin: &Path, ns: &Netns, args: &[&str], env: &[(&str, &str)], addr: Option<&str>) -> Self {
         let log = std::env::temp_dir().join(format!("{}.agent.log", ns.name));
         let file = std::fs::File::create(&log).expect("create agent log");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name]).arg(binary()).arg("run").args(args);
+        cmd.args(["netns", "exec", &ns.name]).arg(bin).arg("run").args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -41,6 +41,18 @@ enum Task {
         quick: bool,
         /// Only these benchmarks (B1 .. B6); the report is then not written.
         only: Vec<String>,
+        /// Instead of the benchmarks: the kernel programs of two agent
+        /// binaries (two builds of `handshake-monitor`), in situ on B3's
+        /// path, as ns of program time per connection, in interleaved
+        /// rounds. Writes nothing.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with_all = ["quick", "only"])]
+        compare: Option<Vec<PathBuf>>,
+        /// Rounds of --compare.
+        #[arg(long, default_value_t = 7, requires = "compare")]
+        rounds: u32,
+        /// Seconds of connections per agent per round of --compare.
+        #[arg(long, default_value_t = 3.0, requires = "compare")]
+        seconds: f64,
     },
     /// Fuzz the parser and the handshake decisions (cargo fuzz, libFuzzer).
     Fuzz {
@@ -73,13 +85,22 @@ fn run(task: Task) -> Result<()> {
             }
             Ok(())
         }
-        Task::Bench { quick, only } => {
+        Task::Bench { quick, only, compare, rounds, seconds } => {
             setup::ensure()?;
             cargo(&["build", "--release", "--package", "handshake-user", "--package", "handshake-tests", "--bin", "handshake-monitor", "--bin", "handshake-bench"])?;
             let release = workspace_root().join("target/release");
             let mut cmd = Command::new(release.join("handshake-bench"));
             if quick {
                 cmd.arg("--quick");
+            }
+            if let Some(bins) = compare {
+                for bin in &bins {
+                    if !bin.is_file() {
+                        bail!("--compare: {} is not a file (give two handshake-monitor binaries)", bin.display());
+                    }
+                }
+                let bins = bins.iter().map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone()));
+                cmd.arg("--compare").args(bins).args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()]);
             }
             let status = cmd
                 .args(&only)

@@ -12,6 +12,7 @@ use std::{
     fmt::Write as _,
     io::{Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -625,30 +626,7 @@ const SETTLE_SECONDS: f64 = 0.3;
 fn b3(s: &Settings, rows: &mut Vec<Row>) {
     eprintln!("B3 connections/s through the normal stack: none, ours, tcpdump, nf_conntrack");
     let topo = Topology::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        let (tx, rx) = mpsc::channel();
-        topo.server.spawn(move || {
-            let l = TcpListener::bind((SERVER_V4, 7000)).expect("bind");
-            // A deep accept queue, drained by a thread that blocks in accept:
-            // with a short queue (std's 128) and a server that napped when it
-            // was empty, a descheduled server let the queue fill, the
-            // listener dropped SYNs, and the client's 1 s SYN retransmission
-            // turned a round into an outlier at a quarter of the rate.
-            // SAFETY: listen(2) again on our own listening socket only sets
-            // its backlog.
-            let ok = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) } == 0;
-            assert!(ok, "listen backlog");
-            tx.send(()).expect("ready");
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((s, _)) = l.accept() {
-                    drop(s);
-                }
-            }
-        });
-        rx.recv().expect("ready");
-    }
+    let server = Server::start(&topo);
     let configs = [
         "no monitor",
         "handshake-monitor",
@@ -726,23 +704,10 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
     let in_situ = |ours: bool| -> (f64, f64) {
         let agent = ours.then(|| Agent::start(&topo.server, &["--iface", SERVER_IF]));
         let attached = (!ours).then(|| attach_empty_hooks_in(&topo.server, SERVER_IF, false));
-        let _ = connect_rate(&topo, SETTLE_SECONDS);
-        let names: &[&str] = if ours {
-            &[program_names::XDP_INGRESS, program_names::TC_INGRESS, program_names::TC_EGRESS]
-        } else {
-            &[program_names::BASELINE_TC]
-        };
-        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
-        let before = run_stats(names);
-        let rate = connect_rate(&topo, s.seconds);
-        let after = run_stats(names);
-        drop(stats);
+        let names: &[&str] = if ours { AGENT_PROGRAMS } else { &[program_names::BASELINE_TC] };
+        let measured = program_time(&topo, names, s.seconds);
         drop((agent, attached));
-        let (runs, ns) = after.iter().fold((0, 0), |(r, n), (id, (ar, an))| {
-            let (br, bn) = before.get(id).copied().unwrap_or_default();
-            (r + ar - br, n + an - bn)
-        });
-        (ns as f64 / runs.max(1) as f64, runs as f64 / (rate * s.seconds))
+        measured
     };
     let (ours_ns, ours_runs) = in_situ(true);
     let (empty_ns, _) = in_situ(false);
@@ -756,9 +721,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         verdict: "-",
     };
     eprintln!("  B3 in situ: ours {ours_ns:.0} ns per run, empty {empty_ns:.0} ns");
-    stop.store(true, Ordering::Relaxed);
-    // One more connection wakes the server out of accept to see `stop`.
-    topo.client.run(|| drop(TcpStream::connect((SERVER_V4, 7000))));
+    server.stop(&topo);
     let none = median(&mut results[0].clone());
     // Each round's rate over that round's no-monitor rate: the comparisons
     // are made on these, paired by round.
@@ -789,6 +752,103 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         eprintln!("  B3 {config}: {r:.3}x of no monitor (rounds {lo:.2}-{hi:.2})");
     }
     rows.push(in_situ_row);
+}
+
+/// A server in `topo`'s server namespace accepting (and at once closing)
+/// connections on port 7000, until [`Server::stop`].
+struct Server {
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(topo: &Topology) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let stopping = Arc::clone(&stop);
+        topo.server.spawn(move || {
+            let l = TcpListener::bind((SERVER_V4, 7000)).expect("bind");
+            // A deep accept queue, drained by a thread that blocks in accept:
+            // with a short queue (std's 128) and a server that napped when it
+            // was empty, a descheduled server let the queue fill, the
+            // listener dropped SYNs, and the client's 1 s SYN retransmission
+            // turned a round into an outlier at a quarter of the rate.
+            // SAFETY: listen(2) again on our own listening socket only sets
+            // its backlog.
+            let ok = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) } == 0;
+            assert!(ok, "listen backlog");
+            tx.send(()).expect("ready");
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok((s, _)) = l.accept() {
+                    drop(s);
+                }
+            }
+        });
+        rx.recv().expect("ready");
+        Self { stop }
+    }
+
+    fn stop(self, topo: &Topology) {
+        self.stop.store(true, Ordering::Relaxed);
+        // One more connection wakes the server out of accept to see `stop`.
+        topo.client.run(|| drop(TcpStream::connect((SERVER_V4, 7000))));
+    }
+}
+
+/// The agent's programs, as the kernel names them.
+const AGENT_PROGRAMS: &[&str] = &[program_names::XDP_INGRESS, program_names::TC_INGRESS, program_names::TC_EGRESS];
+
+/// What the programs named `names`, attached in `topo`'s server namespace,
+/// cost per run, by the kernel's own run-time statistics, over `seconds` of
+/// connections (after a discarded settling run): (ns per run, runs per
+/// connection). The statistics cost two clock reads per run, so they are
+/// on only here.
+fn program_time(topo: &Topology, names: &[&str], seconds: f64) -> (f64, f64) {
+    let _ = connect_rate(topo, SETTLE_SECONDS);
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let before = run_stats(names);
+    let rate = connect_rate(topo, seconds);
+    let after = run_stats(names);
+    drop(stats);
+    let (runs, ns) = after.iter().fold((0, 0), |(r, n), (id, (ar, an))| {
+        let (br, bn) = before.get(id).copied().unwrap_or_default();
+        (r + ar - br, n + an - bn)
+    });
+    (ns as f64 / runs.max(1) as f64, runs as f64 / (rate * seconds))
+}
+
+/// `cargo xtask bench --compare OLD NEW`: the kernel programs of two builds
+/// of the agent, in situ (B3's path: connections through the normal stack,
+/// the agent on the server's veth), `rounds` times each, alternating which
+/// goes first. Prints program time per connection for each and the median
+/// of the rounds' differences; writes nothing.
+fn compare(bins: &[PathBuf], rounds: usize, seconds: f64) {
+    let [old, new] = bins else { panic!("--compare takes two agent binaries") };
+    for bin in [old, new] {
+        assert!(bin.exists(), "{}: no such agent binary", bin.display());
+    }
+    eprintln!("in situ, {rounds} rounds of {seconds} s each: ns of program time per connection");
+    let topo = Topology::new();
+    let server = Server::start(&topo);
+    let (mut per_conn, mut diffs) = ([Vec::new(), Vec::new()], Vec::new());
+    for round in 0..rounds {
+        let mut this = [0.0; 2];
+        for k in 0..2 {
+            let i = (k + round) % 2;
+            let agent = Agent::start_binary(&bins[i], &topo.server, &["--iface", SERVER_IF]);
+            let (ns_per_run, runs_per_conn) = program_time(&topo, AGENT_PROGRAMS, seconds);
+            drop(agent);
+            this[i] = ns_per_run * runs_per_conn;
+            per_conn[i].push(this[i]);
+        }
+        diffs.push(this[1] - this[0]);
+        eprintln!("  round {}: old {:.0} ns, new {:.0} ns, new - old {:+.0} ns", round + 1, this[0], this[1], this[1] - this[0]);
+    }
+    server.stop(&topo);
+    let (o, n, d) = (median(&mut per_conn[0]), median(&mut per_conn[1]), median(&mut diffs));
+    let (lo, hi) = (diffs.first().copied().unwrap_or(f64::NAN), diffs.last().copied().unwrap_or(f64::NAN));
+    println!("old {}: {o:.0} ns per connection", old.display());
+    println!("new {}: {n:.0} ns per connection", new.display());
+    println!("new - old: {d:+.0} ns per connection (median of {rounds} rounds; rounds {lo:+.0} .. {hi:+.0})");
 }
 
 /// (runs, ns running) of every loaded program named one of `names`, by
@@ -1095,6 +1155,14 @@ fn machine() -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--compare") {
+        let bins: Vec<PathBuf> = args.iter().skip(at + 1).take(2).map(PathBuf::from).collect();
+        let number = |flag: &str, default: f64| {
+            args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        };
+        compare(&bins, number("--rounds", 7.0) as usize, number("--seconds", 3.0));
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only: Vec<String> = args.iter().skip(1).filter(|a| a.starts_with('B')).cloned().collect();
     let s = if quick {
