@@ -202,12 +202,12 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // flows), from empty. `repeat` new flows cannot all fit in it, so they
     // go in test runs of half a table each, the table emptied (untimed)
     // before each: it is never more than half full.
-    let new_flow = |name: &str, frame: Vec<u8>, offset: u32, rows: &mut Vec<Row>| {
+    let new_flow = |name: &str, hook: Hook, frame: Vec<u8>, offset: u32, rows: &mut Vec<Row>| {
         b1_case(s, rows, name, Some(250.0), |ours| {
             let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
             in_half_tables(&mut t, r, |_| {}, |t| {
                 let evicted = t.counters().total(Counter::EvictedSynSent);
-                let ns = stepped_run(t, Ingress, &frame, offset, HALF_TABLE, ours);
+                let ns = stepped_run(t, hook, &frame, offset, HALF_TABLE, ours);
                 if ours {
                     let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
                     assert_eq!(tracked(t) + evicted, u64::from(HALF_TABLE), "{name}: every SYN a new flow");
@@ -216,9 +216,12 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             })
         });
     };
-    new_flow("SYN into an empty table (new flow), IPv4", syn(&client(), 7).build(), ipv4_src, rows);
-    new_flow("SYN into an empty table (new flow), IPv6", syn(&v6, 7).build(), v6_src_last_word, rows);
-    new_flow("SYN into an empty table (new flow), QinQ", syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src, rows);
+    new_flow("SYN into an empty table (new flow), IPv4", Ingress, syn(&client(), 7).build(), ipv4_src, rows);
+    new_flow("SYN into an empty table (new flow), IPv6", Ingress, syn(&v6, 7).build(), v6_src_last_word, rows);
+    new_flow("SYN into an empty table (new flow), QinQ", Ingress, syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src, rows);
+    // The host's own connections: its SYNs leave through the egress
+    // program, each here to another server.
+    new_flow("outbound SYN, new flow, egress (TC)", Egress, syn(&client(), 7).build(), ipv4_dst, rows);
     b1_case(s, rows, "SYN into a full table (evicts)", Some(400.0), |ours| {
         let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
         // Other flows (another address range) fill the table first.
