@@ -18,6 +18,15 @@ pub fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The index of interface `dev` in the calling thread's network namespace
+/// (0 if there is none). /sys/class/net would answer for the namespace
+/// sysfs was mounted in, not the thread's.
+pub fn ifindex(dev: &str) -> u32 {
+    let Ok(name) = std::ffi::CString::new(dev) else { return 0 };
+    // SAFETY: a valid C string.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
 /// A network namespace, deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
@@ -186,11 +195,10 @@ impl Topology {
                 libc::CPU_SET(0, &mut set);
                 assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU 0");
             }
-            let ifname = std::ffi::CString::new(CLIENT_IF).expect("name");
+            let ifindex = ifindex(CLIENT_IF);
+            assert_ne!(ifindex, 0, "c0 in the client namespace");
             // SAFETY: plain socket calls with valid buffers and lengths.
             unsafe {
-                let ifindex = libc::if_nametoindex(ifname.as_ptr());
-                assert_ne!(ifindex, 0, "c0 in the client namespace");
                 let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
                 assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
                 let mut addr: libc::sockaddr_ll = std::mem::zeroed();

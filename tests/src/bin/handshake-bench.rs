@@ -36,7 +36,7 @@ use handshake_tests::{
     agent::{Agent, binary},
     cases::{ack, client, syn, synack, v4},
     metrics::Exposition,
-    netns::{CLIENT_IF, Netns, SERVER_IF, SERVER_V4, Topology},
+    netns::{CLIENT_IF, Netns, SERVER_IF, SERVER_V4, Topology, ifindex},
     packet::{ACK, PSH, Packet},
     tester::Tester,
 };
@@ -428,13 +428,6 @@ fn step_only(t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32)
     stepped_run(t, hook, frame, offset, repeat, false)
 }
 
-/// The index of interface `dev` in the calling thread's network namespace.
-fn ifindex(dev: &str) -> u32 {
-    let name = std::ffi::CString::new(dev).expect("name");
-    // SAFETY: a valid C string.
-    unsafe { libc::if_nametoindex(name.as_ptr()) }
-}
-
 /// Loads and attaches, in `ns` on `dev`, our two programs (ingress as
 /// `plan` says, and TC egress) or else the empty XDP program alone (native),
 /// until the returned sender is dropped.
@@ -443,9 +436,7 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool, plan: IngressPlan) -> mp
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     ns.spawn(move || {
         let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
-        // The index from if_nametoindex, which answers in this thread's
-        // namespace (/sys/class/net, which interfaces::by_name reads, shows
-        // the namespace sysfs was mounted in).
+        // Not interfaces::by_name: it reads /sys/class/net (see `ifindex`).
         let index = ifindex(dev);
         let iface = handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false };
         let _links = if ours {
@@ -477,11 +468,11 @@ fn attach_empty_hooks_in(ns: &Netns, dev: &'static str, xdp: bool) -> mpsc::Send
         if xdp {
             let prog = probe.baseline_xdp().expect("baseline xdp");
             prog.attach_to_if_index(ifindex(dev), XdpMode::Skb).expect("attach baseline xdp");
-        }
-        let tc = probe.baseline_tc().expect("baseline tc");
-        if !xdp {
+        } else {
+            let tc = probe.baseline_tc().expect("baseline tc");
             tc.attach(dev, aya::programs::TcAttachType::Ingress).expect("attach baseline tc ingress");
         }
+        let tc = probe.baseline_tc().expect("baseline tc");
         tc.attach(dev, aya::programs::TcAttachType::Egress).expect("attach baseline tc egress");
         ready_tx.send(()).expect("ready");
         let _ = stop_rx.recv();
