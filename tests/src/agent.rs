@@ -157,6 +157,12 @@ impl Drop for Agent {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.terminate();
         }
+        // A failing test keeps the agent's log for whoever reads the
+        // failure (its path is in /tmp, named after the namespace); a
+        // passing one leaves nothing behind.
+        if !thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
