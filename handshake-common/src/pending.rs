@@ -45,7 +45,15 @@ pub const fn pending_slot_of(ipv4: bool, s: &[u32; 4], d: &[u32; 4], src_port: u
 /// a slot, which costs at worst a needless lookup.
 #[inline(always)]
 pub const fn pending_slot_folded(src: u32, dst: u32, src_port: u16, dst_port: u16) -> u32 {
-    let h = src ^ dst.rotate_left(11) ^ (((src_port as u32) << 16) | dst_port as u32);
+    pending_slot_of_ports(src, dst, ((src_port as u32) << 16) | dst_port as u32)
+}
+
+/// [`pending_slot_folded`] with both ports in one word, source port high:
+/// the TCP header's first word in host order, which the data-segment screen
+/// reads in one load.
+#[inline(always)]
+pub const fn pending_slot_of_ports(src: u32, dst: u32, ports: u32) -> u32 {
+    let h = src ^ dst.rotate_left(11) ^ ports;
     // Fibonacci hashing: the top bits of the product are well mixed.
     h.wrapping_mul(0x9E37_79B1) >> (32 - PENDING_SLOTS.trailing_zeros())
 }

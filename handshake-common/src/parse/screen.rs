@@ -13,6 +13,14 @@
 //! over an empty program to +8..+9, IPv6 from +14..+16 to +10; other frames
 //! pay the screen's few tests, about 2 ns, before the full parse.)
 //!
+//! On a path this short every instruction shows (some 10 of the JIT's make
+//! a ns here), so the screen tests fields as they sit in the frame, against
+//! constants put in network order at compile time; tests fields that share
+//! a word with one load and one mask (IPv4's fragment offset and protocol);
+//! reads both ports as one word; and tries untagged IPv4 first. An IPv4
+//! data segment's path is 15 BPF instructions shorter for it, about 1 ns in
+//! paired runs against the earlier screen.
+//!
 //! The contract, property-tested against the full parse: when the screen
 //! returns `Some(slot)`, [`super::parse_ethernet`] reads the frame as a TCP
 //! segment that [`crate::handshake::classify`] calls an ACK, and `slot` is
@@ -20,17 +28,36 @@
 //! including every malformed one, gives `None` and goes through the full
 //! parse, which counts what it finds.
 
-use super::{
-    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, Ipv4Header, PacketView, TCP_ACK, TCP_RST, TCP_SYN, TcpHeader,
-};
-use crate::pending::pending_slot_folded;
+use super::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, PacketView, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::pending::pending_slot_of_ports;
 
-/// IPv4 without options, then the TCP header: one read.
+// The screen compares fields as they sit in the frame (network order)
+// against constants turned to network order when compiled: no byte swap
+// at run time for a test.
+const IP_WIRE: u16 = ETH_P_IP.to_be();
+const IPV6_WIRE: u16 = ETH_P_IPV6.to_be();
+const VLAN_WIRE: u16 = ETH_P_8021Q.to_be();
+const QINQ_WIRE: u16 = ETH_P_8021AD.to_be();
+/// IPv4's flags-and-fragment-offset, TTL and protocol word: the fragment
+/// offset (13 bits) and the protocol byte, which must be 0 (the first or
+/// only fragment) and TCP.
+const FRAG_OFFSET_AND_PROTO: u32 = 0x1fff_00ffu32.to_be();
+const FIRST_FRAGMENT_TCP: u32 = (IPPROTO_TCP as u32).to_be();
+
+/// IPv4 without options, then the TCP header: one read. The fields the
+/// screen tests together are read as the word they share.
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Ipv4Tcp {
-    ip: Ipv4Header,
-    tcp: TcpHeader,
+    ver_ihl: u8,
+    tos: u8,
+    total_len: u16,
+    id: u16,
+    frag_ttl_proto: u32,
+    check: u16,
+    src: u32,
+    dst: u32,
+    tcp: TcpFixed,
 }
 
 /// IPv6 without extension headers, then the TCP header. The IPv6 fields
@@ -46,52 +73,85 @@ struct Ipv6Tcp {
     hop_limit: u8,
     src: [u64; 2],
     dst: [u64; 2],
-    tcp: TcpHeader,
+    tcp: TcpFixed,
 }
 
-/// What the full parse accepts and `classify` calls an ACK: a TCP header
-/// length that the full parse accepts, ACK set, SYN and RST clear.
-#[inline(always)]
-fn is_ack_within(tcp: &TcpHeader, ip_payload: u16) -> bool {
-    tcp.flags & (TCP_ACK | TCP_SYN | TCP_RST) == TCP_ACK && tcp.length_within(ip_payload).is_some()
+/// TCP's fixed header with both ports in one word (the pending slot takes
+/// them as one).
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct TcpFixed {
+    ports: u32,
+    seq: u32,
+    ack: u32,
+    doff: u8,
+    flags: u8,
+    window: u16,
+    check: u16,
+    urgent: u16,
+}
+
+impl TcpFixed {
+    /// The header's length, for an ACK (ACK set, SYN and RST clear) whose
+    /// data offset the full parse accepts as at least the fixed 20 bytes;
+    /// whether it fits the IP payload is the caller's test.
+    #[inline(always)]
+    fn ack_header_len(&self) -> Option<u16> {
+        if self.flags & (TCP_ACK | TCP_SYN | TCP_RST) != TCP_ACK || self.doff < 5 << 4 {
+            return None;
+        }
+        Some(u16::from(self.doff >> 4) * 4)
+    }
+
+    #[inline(always)]
+    fn ports(&self) -> u32 {
+        u32::from_be(self.ports)
+    }
 }
 
 /// The pending-filter slot of a frame that is an ACK-bearing TCP segment in
 /// one of the usual layouts; `None` for anything else (see the module).
 #[inline(always)]
 pub fn ordinary_ack_slot<P: PacketView + ?Sized>(pkt: &P) -> Option<u32> {
-    let outer = pkt.be16_at(12)?;
-    let (ethertype, l3) = if outer == ETH_P_8021Q || outer == ETH_P_8021AD { (pkt.be16_at(16)?, 18) } else { (outer, 14) };
+    let outer = pkt.read::<u16>(12)?;
+    // Untagged IPv4 first: most frames, and the fewest tests.
+    if outer == IP_WIRE {
+        return ipv4(pkt, 14);
+    }
+    let (ethertype, l3) = if outer == VLAN_WIRE || outer == QINQ_WIRE { (pkt.read::<u16>(16)?, 18) } else { (outer, 14) };
     match ethertype {
-        ETH_P_IP => ipv4(pkt, l3),
-        ETH_P_IPV6 => ipv6(pkt, l3),
+        IPV6_WIRE => ipv6(pkt, l3),
+        IP_WIRE => ipv4(pkt, l3),
         _ => None,
     }
 }
 
 #[inline(always)]
 fn ipv4<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Option<u32> {
-    let Ipv4Tcp { ip, tcp } = pkt.read::<Ipv4Tcp>(l3)?;
-    let total_len = u16::from_be(ip.total_len);
-    // Version 4 with a 20-byte header; TCP; not a non-first fragment.
-    if ip.ver_ihl != 0x45 || ip.proto != IPPROTO_TCP || u16::from_be(ip.frag) & 0x1fff != 0 || total_len < 20 {
+    let h = pkt.read::<Ipv4Tcp>(l3)?;
+    // Version 4 with a 20-byte header; the first (or only) fragment; TCP.
+    if h.ver_ihl != 0x45 || h.frag_ttl_proto & FRAG_OFFSET_AND_PROTO != FIRST_FRAGMENT_TCP {
         return None;
     }
-    if !is_ack_within(&tcp, total_len - 20) {
+    let tcp = h.tcp;
+    let len = tcp.ack_header_len()?;
+    // The IP header's 20 bytes and the TCP header's fit the total length
+    // (20 + at most 60: no overflow).
+    if u16::from_be(h.total_len) < 20 + len {
         return None;
     }
-    Some(pending_slot_folded(ip.src, ip.dst, u16::from_be(tcp.src_port), u16::from_be(tcp.dst_port)))
+    Some(pending_slot_of_ports(h.src, h.dst, tcp.ports()))
 }
 
 #[inline(always)]
 fn ipv6<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Option<u32> {
     let h = pkt.read::<Ipv6Tcp>(l3)?;
     let tcp = h.tcp;
-    if h.next != IPPROTO_TCP || !is_ack_within(&tcp, u16::from_be(h.payload_len)) {
+    if h.next != IPPROTO_TCP || tcp.ack_header_len()? > u16::from_be(h.payload_len) {
         return None;
     }
     let (src, dst) = (h.src, h.dst);
-    Some(pending_slot_folded(fold(src), fold(dst), u16::from_be(tcp.src_port), u16::from_be(tcp.dst_port)))
+    Some(pending_slot_of_ports(fold(src), fold(dst), tcp.ports()))
 }
 
 /// The XOR of an IPv6 address's four 32-bit words, from its two 64-bit
