@@ -116,7 +116,7 @@ fn distinct_clients(n: usize, v6: bool, qinq: bool) -> Vec<Packet> {
 /// wall-clock `duration` counts. What the call costs besides the runs (the
 /// frame's copy in and out, an skb for TC: some 4 us) is a few thousandths
 /// of a ns a run, the same for both programs of a pair. An XDP call would
-/// also change the kernel's XDP dispatcher twice (0.3-0.9 ms, unevenly):
+/// also change the kernel's XDP dispatcher twice (0.25-0.9 ms, unevenly):
 /// the program is kept in it instead (see `handshake_tests::dispatcher`).
 struct TestRunClock {
     hold: DispatcherHold,
