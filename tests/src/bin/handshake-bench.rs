@@ -114,8 +114,9 @@ fn distinct_clients(n: usize, v6: bool, qinq: bool) -> Vec<Packet> {
 /// CPU clock has ns resolution over a call of some 30 ms, and leaves out
 /// time the hypervisor took the vCPU away (steal time), which the kernel's
 /// wall-clock `duration` counts. What the call costs besides the runs (the
-/// frame's copy in and out, an skb for TC: some 4 us) is a few thousandths
-/// of a ns a run, the same for both programs of a pair. An XDP call would
+/// frame's copy in and out, the context: 4 to 40 us) is a few thousandths
+/// of a ns a run at 1M runs, about 1 ns at 32768, the same for both
+/// programs of a pair. An XDP call would
 /// also change the kernel's XDP dispatcher twice (0.25-0.9 ms, unevenly):
 /// the program is kept in it instead (see `handshake_tests::dispatcher`).
 struct TestRunClock {
@@ -128,7 +129,7 @@ impl TestRunClock {
     }
 
     fn xdp_ns(&self, prog: &Xdp, frame: &[u8], repeat: u32) -> f64 {
-        let _kept = self.hold.keep(prog).expect("keep the program in the XDP dispatcher");
+        self.hold.keep(prog).expect("keep the program in the XDP dispatcher");
         ns_per_run(repeat, || {
             prog.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() }).expect("test run");
         })
