@@ -169,21 +169,46 @@ fn b1_case(s: &Settings, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, 
 }
 
 fn b1_case_runs(runs: usize, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, mut measure: impl FnMut(bool) -> f64) {
-    let (mut b, mut o, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    let pairs: Vec<(f64, f64)> = (0..runs).map(|i| b1_pair(i, &mut measure)).collect();
+    b1_row(rows, case, goal_ns, &pairs);
+}
+
+/// B1 for cases measured in rounds: each round runs one pair of every case
+/// in turn, so that every case's pairs are spread over the whole time the
+/// cases take, and a spell of the machine running slower or faster (see
+/// docs/benchmark-method.md) weighs on all of them alike rather than on
+/// whichever case it fell in. `measure(case, ours)` as in [`b1_case`].
+fn b1_cases_in_rounds(runs: usize, rows: &mut Vec<Row>, cases: &[(&str, Option<f64>)], mut measure: impl FnMut(usize, bool) -> f64) {
+    let mut pairs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
     for i in 0..runs {
-        // Each pair in turn starts with the baseline, then with ours: a
-        // drift in the machine's speed does not always favour one side.
-        let (bv, ov) = if i % 2 == 0 {
-            let bv = measure(false);
-            (bv, measure(true))
-        } else {
-            let ov = measure(true);
-            (measure(false), ov)
-        };
-        b.push(bv);
-        o.push(ov);
-        d.push(ov - bv);
+        for (case, case_pairs) in pairs.iter_mut().enumerate() {
+            case_pairs.push(b1_pair(i, &mut |ours| measure(case, ours)));
+        }
     }
+    for ((case, goal_ns), case_pairs) in cases.iter().zip(&pairs) {
+        b1_row(rows, case, *goal_ns, case_pairs);
+    }
+}
+
+/// Pair `i` of runs: (baseline, ours). Each pair in turn starts with the
+/// baseline, then with ours: a drift in the machine's speed does not always
+/// favour one side.
+fn b1_pair(i: usize, measure: &mut impl FnMut(bool) -> f64) -> (f64, f64) {
+    if i.is_multiple_of(2) {
+        let bv = measure(false);
+        (bv, measure(true))
+    } else {
+        let ov = measure(true);
+        (measure(false), ov)
+    }
+}
+
+/// The row of a B1 case from its pairs of runs: the medians, and the
+/// median of the pairs' differences graded against `goal_ns`.
+fn b1_row(rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, pairs: &[(f64, f64)]) {
+    let mut b: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let mut o: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    let mut d: Vec<f64> = pairs.iter().map(|p| p.1 - p.0).collect();
     let (bm, om, dm) = (median(&mut b), median(&mut o), median(&mut d));
     rows.push(Row {
         bench: "B1",
@@ -225,17 +250,17 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // times as many pairs, for a steadier median on a machine whose speed
     // wanders (see docs/benchmark-method.md).
     let runs = s.runs * 3;
-    for (name, frame, goal, egress) in repeat_cases {
-        b1_case_runs(runs, rows, name, goal, |ours| {
-            let p = t.probe();
-            match (egress, ours) {
-                (false, false) => clock.xdp_ns(p.baseline_xdp().expect("xdp"), &frame, r),
-                (false, true) => clock.xdp_ns(p.ingress_program().expect("xdp"), &frame, r),
-                (true, false) => clock.tc_ns(p.baseline_tc().expect("tc"), &frame, r),
-                (true, true) => clock.tc_ns(p.egress_program().expect("tc"), &frame, r),
-            }
-        });
-    }
+    let names: Vec<(&str, Option<f64>)> = repeat_cases.iter().map(|(name, _, goal, _)| (*name, *goal)).collect();
+    b1_cases_in_rounds(runs, rows, &names, |case, ours| {
+        let (_, frame, _, egress) = &repeat_cases[case];
+        let p = t.probe();
+        match (egress, ours) {
+            (false, false) => clock.xdp_ns(p.baseline_xdp().expect("xdp"), frame, r),
+            (false, true) => clock.xdp_ns(p.ingress_program().expect("xdp"), frame, r),
+            (true, false) => clock.tc_ns(p.baseline_tc().expect("tc"), frame, r),
+            (true, true) => clock.tc_ns(p.egress_program().expect("tc"), frame, r),
+        }
+    });
     // State-changing cases: the stepping programs advance an address before
     // every run, so `repeat` runs are `repeat` different flows; the baseline
     // is the step alone.
