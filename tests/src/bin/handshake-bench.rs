@@ -294,22 +294,22 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // The host's own connections: its SYNs leave through the egress
     // program, each here to another server.
     new_flow("outbound SYN, new flow, egress (TC)", Egress, syn(&client(), 7).build(), ipv4_dst, rows);
-    let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
+    let mut full = Tester::with(&unlimited(DEFAULT_TABLE));
     b1_case(s, rows, "SYN into a full table (evicts)", Some(400.0), |ours| {
         // Other flows (another address range) fill the table first: from
         // empty, so that no flow of the measured SYNs is left from a run
         // before.
-        t.empty_flow_table();
+        full.empty_flow_table();
         let mut other = syn(&client(), 3).build();
         other[ipv4_src as usize] = 10;
-        stepped(clock, &mut t, Ingress, &other, ipv4_src, DEFAULT_TABLE * 2);
+        stepped(clock, &mut full, Ingress, &other, ipv4_src, DEFAULT_TABLE * 2);
         let frame = syn(&client(), 7).build();
         if !ours {
-            return step_only(clock, &mut t, Ingress, &frame, ipv4_src, r);
+            return step_only(clock, &mut full, Ingress, &frame, ipv4_src, r);
         }
-        let before = t.counters().total(Counter::Attempts);
-        let ns = stepped(clock, &mut t, Ingress, &frame, ipv4_src, r);
-        assert_eq!(t.counters().total(Counter::Attempts) - before, u64::from(r), "every run a new flow");
+        let before = full.counters().total(Counter::Attempts);
+        let ns = stepped(clock, &mut full, Ingress, &frame, ipv4_src, r);
+        assert_eq!(full.counters().total(Counter::Attempts) - before, u64::from(r), "every run a new flow");
         ns
     });
     // SYN-ACK (egress) and completing ACK (ingress), on flows the stepped
