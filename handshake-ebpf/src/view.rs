@@ -2,6 +2,7 @@
 //! per read that the verifier needs to see.
 use handshake_common::parse::PacketView;
 
+#[derive(Clone, Copy)]
 pub struct Frame {
     pub start: usize,
     pub end: usize,
