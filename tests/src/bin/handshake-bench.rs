@@ -271,29 +271,31 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // New flows into an empty table: the agent's default table (65536
     // flows), from empty. `repeat` new flows cannot all fit in it, so they
     // go in test runs of half a table each, the table emptied (untimed)
-    // before each: it is never more than half full. Each case loads its
-    // programs once (a load is some 0.3 s of verifying) and empties the
-    // table for every run instead.
-    let new_flow = |name: &str, hook: Hook, frame: Vec<u8>, offset: u32, rows: &mut Vec<Row>| {
-        let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
-        b1_case(s, rows, name, Some(250.0), |ours| {
-            in_half_tables(&mut t, r, |_| {}, |t| {
-                let evicted = t.counters().total(Counter::EvictedSynSent);
-                let ns = stepped_run(clock, t, hook, &frame, offset, HALF_TABLE, ours);
-                if ours {
-                    let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
-                    assert_eq!(tracked(t) + evicted, u64::from(HALF_TABLE), "{name}: every SYN a new flow");
-                }
-                ns
-            })
-        });
-    };
-    new_flow("SYN into an empty table (new flow), IPv4", Ingress, syn(&client(), 7).build(), ipv4_src, rows);
-    new_flow("SYN into an empty table (new flow), IPv6", Ingress, syn(&v6, 7).build(), v6_src_last_word, rows);
-    new_flow("SYN into an empty table (new flow), QinQ", Ingress, syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src, rows);
-    // The host's own connections: its SYNs leave through the egress
-    // program, each here to another server.
-    new_flow("outbound SYN, new flow, egress (TC)", Egress, syn(&client(), 7).build(), ipv4_dst, rows);
+    // before each: it is never more than half full. The cases run in
+    // rounds, as the same-frame ones, on one set of loaded programs (a load
+    // is some 0.3 s of verifying); every test run starts from the emptied
+    // table. The last case is the host's own connections: its SYNs leave
+    // through the egress program, each here to another server.
+    let new_flows: Vec<(&str, Hook, Vec<u8>, u32)> = vec![
+        ("SYN into an empty table (new flow), IPv4", Ingress, syn(&client(), 7).build(), ipv4_src),
+        ("SYN into an empty table (new flow), IPv6", Ingress, syn(&v6, 7).build(), v6_src_last_word),
+        ("SYN into an empty table (new flow), QinQ", Ingress, syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src),
+        ("outbound SYN, new flow, egress (TC)", Egress, syn(&client(), 7).build(), ipv4_dst),
+    ];
+    let names: Vec<(&str, Option<f64>)> = new_flows.iter().map(|(name, ..)| (*name, Some(250.0))).collect();
+    let mut flows = Tester::with(&unlimited(DEFAULT_TABLE));
+    b1_cases_in_rounds(s.runs, rows, &names, |case, ours| {
+        let (name, hook, frame, offset) = &new_flows[case];
+        in_half_tables(&mut flows, r, |_| {}, |t| {
+            let evicted = t.counters().total(Counter::EvictedSynSent);
+            let ns = stepped_run(clock, t, *hook, frame, *offset, HALF_TABLE, ours);
+            if ours {
+                let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
+                assert_eq!(tracked(t) + evicted, u64::from(HALF_TABLE), "{name}: every SYN a new flow");
+            }
+            ns
+        })
+    });
     let mut full = Tester::with(&unlimited(DEFAULT_TABLE));
     b1_case(s, rows, "SYN into a full table (evicts)", Some(400.0), |ours| {
         // Other flows (another address range) fill the table first: from
