@@ -40,7 +40,7 @@ use crate::{
 
 #[xdp]
 pub fn handshake_ingress(ctx: XdpContext) -> u32 {
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let frame = Frame::of_xdp(&ctx);
     observe(frame, Hook::new(ctx.ingress_ifindex() as u32, false), || frame);
     xdp_action::XDP_PASS
 }
@@ -55,7 +55,7 @@ const HEADROOM_NEEDED: u32 = 256;
 /// say), which a monitor must never do.
 #[classifier]
 pub fn handshake_egress(ctx: TcContext) -> i32 {
-    observe(skb_frame(&ctx), tc_hook(&ctx, true), || linear_headers(&ctx));
+    observe(Frame::of_skb(&ctx), tc_hook(&ctx, true), || linear_headers(&ctx));
     TC_ACT_UNSPEC
 }
 
@@ -66,16 +66,8 @@ pub fn handshake_egress(ctx: TcContext) -> i32 {
 /// Same parse, same maps, same decisions as [`handshake_ingress`].
 #[classifier]
 pub fn handshake_tc_ingress(ctx: TcContext) -> i32 {
-    observe(skb_frame(&ctx), tc_hook(&ctx, false), || linear_headers(&ctx));
+    observe(Frame::of_skb(&ctx), tc_hook(&ctx, false), || linear_headers(&ctx));
     TC_ACT_UNSPEC
-}
-
-/// The linear part of a TC program's frame, as it is: all the screen
-/// reads, since a frame whose headers it does not find there goes on to
-/// [`linear_headers`] and the full parse.
-#[inline(always)]
-fn skb_frame(ctx: &TcContext) -> Frame {
-    Frame { start: ctx.data(), end: ctx.data_end() }
 }
 
 /// The frame of a TC program, its headers made linear where they were not.
@@ -89,7 +81,7 @@ fn linear_headers(ctx: &TcContext) -> Frame {
         // failure we parse what is linear and count what does not fit.
         let _ = ctx.pull_data(HEADROOM_NEEDED.min(ctx.len()));
     }
-    Frame { start: ctx.data(), end: ctx.data_end() }
+    Frame::of_skb(ctx)
 }
 
 /// The hook a TC program runs at: the skb's interface, and the direction
@@ -122,7 +114,7 @@ pub fn baseline_tc(_ctx: TcContext) -> i32 {
 /// [`bench_step_xdp`] does only the step: the baseline.
 #[xdp]
 pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let frame = Frame::of_xdp(&ctx);
     bench_step(&frame);
     observe(frame, Hook::new(ctx.ingress_ifindex() as u32, false), || frame);
     xdp_action::XDP_PASS
@@ -131,7 +123,7 @@ pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
 /// The egress program's [`bench_stepped_ingress`].
 #[classifier]
 pub fn bench_stepped_egress(ctx: TcContext) -> i32 {
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let frame = Frame::of_skb(&ctx);
     bench_step(&frame);
     observe(frame, tc_hook(&ctx, true), || frame);
     TC_ACT_UNSPEC
@@ -140,14 +132,14 @@ pub fn bench_stepped_egress(ctx: TcContext) -> i32 {
 /// The step alone: the baseline of [`bench_stepped_ingress`].
 #[xdp]
 pub fn bench_step_xdp(ctx: XdpContext) -> u32 {
-    bench_step(&Frame { start: ctx.data(), end: ctx.data_end() });
+    bench_step(&Frame::of_xdp(&ctx));
     xdp_action::XDP_PASS
 }
 
 /// The step alone: the baseline of [`bench_stepped_egress`].
 #[classifier]
 pub fn bench_step_tc(ctx: TcContext) -> i32 {
-    bench_step(&Frame { start: ctx.data(), end: ctx.data_end() });
+    bench_step(&Frame::of_skb(&ctx));
     TC_ACT_UNSPEC
 }
 
@@ -156,7 +148,7 @@ pub fn bench_step_tc(ctx: TcContext) -> i32 {
 /// over [`bench_step_xdp`] is the table's share of a new flow's.
 #[xdp]
 pub fn bench_insert_only(ctx: XdpContext) -> u32 {
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let frame = Frame::of_xdp(&ctx);
     bench_step(&frame);
     if let Ok(Parsed::Tcp(seg)) = parse_ethernet(&frame) {
         let key = key_of(&seg);
@@ -190,7 +182,7 @@ fn bench_step(frame: &Frame) {
 /// (see `handshake_common::expire`).
 #[xdp]
 pub fn handshake_expire(ctx: XdpContext) -> u32 {
-    let frame = Frame { start: ctx.data(), end: ctx.data_end() };
+    let frame = Frame::of_xdp(&ctx);
     let Some(request) = frame.read::<ExpireRequest>(0) else {
         return NOT_EXPIRED;
     };

@@ -28,7 +28,7 @@
 //! including every malformed one, gives `None` and goes through the full
 //! parse, which counts what it finds.
 
-use super::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, PacketView, TCP_ACK, TCP_RST, TCP_SYN};
+use super::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, PacketView, TCP_ACK, TCP_RST, TCP_SYN, TcpHeader};
 use crate::pending::pending_slot_of_ports;
 
 // The screen compares fields as they sit in the frame (network order)
@@ -44,8 +44,9 @@ const QINQ_WIRE: u16 = ETH_P_8021AD.to_be();
 const FRAG_OFFSET_AND_PROTO: u32 = 0x1fff_00ffu32.to_be();
 const FIRST_FRAGMENT_TCP: u32 = (IPPROTO_TCP as u32).to_be();
 
-/// IPv4 without options, then the TCP header: one read. The fields the
-/// screen tests together are read as the word they share.
+/// IPv4 without options, then the TCP header: one read. The IPv4 fields
+/// are [`super::Ipv4Header`]'s, but those the screen tests together are
+/// read as the word they share.
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Ipv4Tcp {
@@ -57,7 +58,7 @@ struct Ipv4Tcp {
     check: u16,
     src: u32,
     dst: u32,
-    tcp: TcpFixed,
+    tcp: TcpHeader,
 }
 
 /// IPv6 without extension headers, then the TCP header. The IPv6 fields
@@ -73,40 +74,18 @@ struct Ipv6Tcp {
     hop_limit: u8,
     src: [u64; 2],
     dst: [u64; 2],
-    tcp: TcpFixed,
+    tcp: TcpHeader,
 }
 
-/// TCP's fixed header with both ports in one word (the pending slot takes
-/// them as one).
-#[derive(Clone, Copy)]
-#[repr(C, packed)]
-struct TcpFixed {
-    ports: u32,
-    seq: u32,
-    ack: u32,
-    doff: u8,
-    flags: u8,
-    window: u16,
-    check: u16,
-    urgent: u16,
-}
-
-impl TcpFixed {
-    /// The header's length, for an ACK (ACK set, SYN and RST clear) whose
-    /// data offset the full parse accepts as at least the fixed 20 bytes;
-    /// whether it fits the IP payload is the caller's test.
-    #[inline(always)]
-    fn ack_header_len(&self) -> Option<u16> {
-        if self.flags & (TCP_ACK | TCP_SYN | TCP_RST) != TCP_ACK || self.doff < 5 << 4 {
-            return None;
-        }
-        Some(u16::from(self.doff >> 4) * 4)
+/// The TCP header's length, for an ACK (ACK set, SYN and RST clear) whose
+/// data offset the full parse accepts; whether it fits the IP payload is
+/// the caller's test.
+#[inline(always)]
+fn ack_header_len(tcp: &TcpHeader) -> Option<u16> {
+    if tcp.flags & (TCP_ACK | TCP_SYN | TCP_RST) != TCP_ACK {
+        return None;
     }
-
-    #[inline(always)]
-    fn ports(&self) -> u32 {
-        u32::from_be(self.ports)
-    }
+    tcp.header_len()
 }
 
 /// The pending-filter slot of a frame that is an ACK-bearing TCP segment in
@@ -134,7 +113,7 @@ fn ipv4<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Option<u32> {
         return None;
     }
     let tcp = h.tcp;
-    let len = tcp.ack_header_len()?;
+    let len = ack_header_len(&tcp)?;
     // The IP header's 20 bytes and the TCP header's fit the total length
     // (20 + at most 60: no overflow).
     if u16::from_be(h.total_len) < 20 + len {
@@ -147,7 +126,7 @@ fn ipv4<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Option<u32> {
 fn ipv6<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Option<u32> {
     let h = pkt.read::<Ipv6Tcp>(l3)?;
     let tcp = h.tcp;
-    if h.next != IPPROTO_TCP || tcp.ack_header_len()? > u16::from_be(h.payload_len) {
+    if h.next != IPPROTO_TCP || ack_header_len(&tcp)? > u16::from_be(h.payload_len) {
         return None;
     }
     let (src, dst) = (h.src, h.dst);
