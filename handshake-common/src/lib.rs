@@ -57,6 +57,8 @@ pub mod program_names {
     pub const BENCH_STEP_TC: &str = "bench_step_tc";
     /// Benchmarks: step, parse, and the flow table's lookup and insert only.
     pub const BENCH_INSERT_ONLY: &str = "bench_insert_only";
+    /// Benchmarks: the clock read alone, as a new flow reads it.
+    pub const BENCH_CLOCK_XDP: &str = "bench_clock_xdp";
 }
 
 /// Names of the load-time constants in the object.

@@ -162,6 +162,18 @@ pub fn bench_insert_only(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Benchmarks only: reads the clock, as a new flow, a SYN-ACK and a
+/// completing ACK each do once, and nothing else. Its cost over
+/// [`baseline_xdp`] is the clock's share of theirs: one helper call, which
+/// no other step of theirs is (the verifier inlines the array lookups).
+#[xdp]
+pub fn bench_clock_xdp(_ctx: XdpContext) -> u32 {
+    // The call cannot be dropped: to the compiler a helper is an opaque
+    // function pointer.
+    let _ = now_ns();
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn bench_step(frame: &Frame) {
     let offset = BENCH_STEP.get(0).copied().unwrap_or(0) as usize & 0xff;

@@ -528,3 +528,42 @@ fn a_full_bucket_evicts_the_least_valuable_way_and_counts_it() {
     assert_eq!(tester.probe().pending_total().expect("pending"), 0);
     assert_eq!(tester.flows().len(), 1, "c6, still waiting");
 }
+
+/// The benchmarks' own programs do what their rows say (`cargo xtask
+/// bench`, B1): the stepping program makes a new flow on every run and
+/// counts it as the ingress program does; "lookup and insert alone" makes
+/// the same flows and counts nothing; the clock program changes nothing.
+#[test]
+fn benchmark_programs_do_what_their_rows_say() {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    use handshake_common::program_names;
+
+    const RUNS: u32 = 10;
+    let ipv4_src = 14 + 12;
+    let frame = syn(&client(), X).build();
+    let run = |tester: &mut Tester, program: &str| {
+        let p = tester.probe();
+        p.set_bench_step(ipv4_src).expect("BENCH_STEP");
+        let result = p
+            .bench_xdp(program)
+            .expect(program)
+            .test_run(TestRunOptions { data_in: Some(&frame), repeat: RUNS, ..TestRunOptions::default() })
+            .expect("test run");
+        assert_eq!(result.return_value, XDP_PASS, "{program}");
+    };
+
+    let mut stepped = Tester::new();
+    run(&mut stepped, program_names::BENCH_STEPPED_INGRESS);
+    assert_eq!(stepped.flows().len(), RUNS as usize, "a new flow every run");
+    assert_eq!(stepped.counters().get(V4, INBOUND, C::Attempts), u64::from(RUNS));
+
+    let mut insert_only = Tester::new();
+    run(&mut insert_only, program_names::BENCH_INSERT_ONLY);
+    assert_eq!(insert_only.flows().len(), RUNS as usize, "a new flow every run");
+    assert_eq!(insert_only.counters().nonzero(), vec![], "no counter moves");
+
+    let mut clock = Tester::new();
+    run(&mut clock, program_names::BENCH_CLOCK_XDP);
+    assert!(clock.flows().is_empty());
+    assert_eq!(clock.counters().nonzero(), vec![]);
+}

@@ -232,16 +232,27 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     let mut arp = data_segment(&client());
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     let v6 = Packet::tcp(IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 1]), 40000, IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]), 443);
-    let repeat_cases: Vec<(&str, Vec<u8>, Option<f64>, bool)> = vec![
-        ("non-IP frame (ARP)", arp, None, false),
-        ("TCP data segment, IPv4", data_segment(&client()), Some(10.0), false),
-        ("TCP data segment, IPv6", data_segment(&v6), Some(10.0), false),
-        ("TCP data segment, 802.1Q", data_segment(&client().vlan(100)), Some(10.0), false),
-        ("TCP data segment, egress (TC)", data_segment(&client().reply()), Some(10.0), true),
+    // Which program a same-frame case runs, and against which empty one.
+    #[derive(Clone, Copy)]
+    enum Program {
+        Ingress,
+        Egress,
+        Clock,
+    }
+    let repeat_cases: Vec<(&str, Vec<u8>, Option<f64>, Program)> = vec![
+        ("non-IP frame (ARP)", arp, None, Program::Ingress),
+        ("TCP data segment, IPv4", data_segment(&client()), Some(10.0), Program::Ingress),
+        ("TCP data segment, IPv6", data_segment(&v6), Some(10.0), Program::Ingress),
+        ("TCP data segment, 802.1Q", data_segment(&client().vlan(100)), Some(10.0), Program::Ingress),
+        ("TCP data segment, egress (TC)", data_segment(&client().reply()), Some(10.0), Program::Egress),
         // The screen reads the usual layouts at fixed offsets; others take
         // the full parse, as this one with IPv4 options does.
-        ("TCP data segment, IPv4 with options (full parse)", data_segment(&client().ipv4_options(8)), None, false),
-        ("retransmitted SYN (flow lookup)", syn(&client(), 1).build(), None, false),
+        ("TCP data segment, IPv4 with options (full parse)", data_segment(&client().ipv4_options(8)), None, Program::Ingress),
+        ("retransmitted SYN (flow lookup)", syn(&client(), 1).build(), None, Program::Ingress),
+        // What one read of the clock costs: a new flow, a SYN-ACK and a
+        // completing ACK each make one, and it is the only helper call on
+        // their paths.
+        ("the clock alone (bpf_ktime_get_ns), which a new flow, a SYN-ACK and a completing ACK each read once", data_segment(&client()), None, Program::Clock),
     ];
     // Prime the retransmit case: the first SYN inserts, the rest look up.
     t.ingress(&syn(&client(), 1).build());
@@ -252,13 +263,14 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     let runs = s.runs * 3;
     let names: Vec<(&str, Option<f64>)> = repeat_cases.iter().map(|(name, _, goal, _)| (*name, *goal)).collect();
     b1_cases_in_rounds(runs, rows, &names, |case, ours| {
-        let (_, frame, _, egress) = &repeat_cases[case];
+        let (_, frame, _, program) = &repeat_cases[case];
         let p = t.probe();
-        match (egress, ours) {
-            (false, false) => clock.xdp_ns(p.baseline_xdp().expect("xdp"), frame, r),
-            (false, true) => clock.xdp_ns(p.ingress_program().expect("xdp"), frame, r),
-            (true, false) => clock.tc_ns(p.baseline_tc().expect("tc"), frame, r),
-            (true, true) => clock.tc_ns(p.egress_program().expect("tc"), frame, r),
+        match (program, ours) {
+            (Program::Ingress | Program::Clock, false) => clock.xdp_ns(p.baseline_xdp().expect("xdp"), frame, r),
+            (Program::Ingress, true) => clock.xdp_ns(p.ingress_program().expect("xdp"), frame, r),
+            (Program::Clock, true) => clock.xdp_ns(p.bench_xdp(program_names::BENCH_CLOCK_XDP).expect("xdp"), frame, r),
+            (Program::Egress, false) => clock.tc_ns(p.baseline_tc().expect("tc"), frame, r),
+            (Program::Egress, true) => clock.tc_ns(p.egress_program().expect("tc"), frame, r),
         }
     });
     // State-changing cases: the stepping programs advance an address before
@@ -276,22 +288,33 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // is some 0.3 s of verifying); every test run starts from the emptied
     // table. The last case is the host's own connections: its SYNs leave
     // through the egress program, each here to another server.
-    let new_flows: Vec<(&str, Hook, Vec<u8>, u32)> = vec![
-        ("SYN into an empty table (new flow), IPv4", Ingress, syn(&client(), 7).build(), ipv4_src),
-        ("SYN into an empty table (new flow), IPv6", Ingress, syn(&v6, 7).build(), v6_src_last_word),
-        ("SYN into an empty table (new flow), QinQ", Ingress, syn(&client().qinq(10, 20), 7).build(), qinq_ipv4_src),
-        ("outbound SYN, new flow, egress (TC)", Egress, syn(&client(), 7).build(), ipv4_dst),
+    // Beside them, the same table's lookup and insert alone (no clock, no
+    // counters): their share of a new flow.
+    let case = |name, goal, hook, program, frame: Packet, offset| SteppedCase { name, goal, hook, program, frame: frame.build(), offset };
+    let new_flows = [
+        case("SYN into an empty table (new flow), IPv4", Some(250.0), Ingress, program_names::BENCH_STEPPED_INGRESS, syn(&client(), 7), ipv4_src),
+        case("SYN into an empty table (new flow), IPv6", Some(250.0), Ingress, program_names::BENCH_STEPPED_INGRESS, syn(&v6, 7), v6_src_last_word),
+        case("SYN into an empty table (new flow), QinQ", Some(250.0), Ingress, program_names::BENCH_STEPPED_INGRESS, syn(&client().qinq(10, 20), 7), qinq_ipv4_src),
+        case("outbound SYN, new flow, egress (TC)", Some(250.0), Egress, program_names::BENCH_STEPPED_EGRESS, syn(&client(), 7), ipv4_dst),
+        case(
+            "flow-table lookup and insert alone, IPv4, same empty default table (its share of a new flow)",
+            None,
+            Ingress,
+            program_names::BENCH_INSERT_ONLY,
+            syn(&client(), 7),
+            ipv4_src,
+        ),
     ];
-    let names: Vec<(&str, Option<f64>)> = new_flows.iter().map(|(name, ..)| (*name, Some(250.0))).collect();
+    let names: Vec<(&str, Option<f64>)> = new_flows.iter().map(|c| (c.name, c.goal)).collect();
     let mut flows = Tester::with(&unlimited(DEFAULT_TABLE));
     b1_cases_in_rounds(s.runs, rows, &names, |case, ours| {
-        let (name, hook, frame, offset) = &new_flows[case];
+        let c = &new_flows[case];
         in_half_tables(&mut flows, r, |_| {}, |t| {
             let evicted = t.counters().total(Counter::EvictedSynSent);
-            let ns = stepped_run(clock, t, *hook, frame, *offset, HALF_TABLE, ours);
+            let ns = stepped_with(clock, t, c.hook, c.program, &c.frame, c.offset, HALF_TABLE, ours);
             if ours {
                 let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
-                assert_eq!(tracked(t) + evicted, u64::from(HALF_TABLE), "{name}: every SYN a new flow");
+                assert_eq!(tracked(t) + evicted, u64::from(HALF_TABLE), "{}: every SYN a new flow", c.name);
             }
             ns
         })
@@ -386,6 +409,18 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
         });
         eprintln!("  B1 floor, {size}: {floor:.1} ns");
     }
+}
+
+/// A B1 case of stepped runs: each run's frame is a new flow.
+struct SteppedCase {
+    name: &'static str,
+    goal: Option<f64>,
+    hook: Hook,
+    /// The stepping program that is ours; the baseline is the step alone.
+    program: &'static str,
+    frame: Vec<u8>,
+    /// Where in the frame the step adds one: an address.
+    offset: u32,
 }
 
 /// ns per packet over `total` packets, sent as test runs of [`HALF_TABLE`]
@@ -494,12 +529,22 @@ use Hook::{Egress, Ingress};
 /// `bench_stepped_ingress`): `repeat` runs, each on the next flow. Not
 /// `ours`: the same runs with the step alone, the baseline.
 fn stepped_run(clock: &TestRunClock, t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32, ours: bool) -> f64 {
+    let program = match hook {
+        Ingress => program_names::BENCH_STEPPED_INGRESS,
+        Egress => program_names::BENCH_STEPPED_EGRESS,
+    };
+    stepped_with(clock, t, hook, program, frame, offset, repeat, ours)
+}
+
+/// [`stepped_run`] with `program` (a stepping one) as ours.
+#[expect(clippy::too_many_arguments, reason = "a benchmark's knobs, each used once")]
+fn stepped_with(clock: &TestRunClock, t: &mut Tester, hook: Hook, program: &str, frame: &[u8], offset: u32, repeat: u32, ours: bool) -> f64 {
     let p = t.probe();
     p.set_bench_step(offset).expect("BENCH_STEP");
     match (hook, ours) {
-        (Ingress, true) => clock.xdp_ns(p.bench_xdp(program_names::BENCH_STEPPED_INGRESS).expect("xdp"), frame, repeat),
+        (Ingress, true) => clock.xdp_ns(p.bench_xdp(program).expect("xdp"), frame, repeat),
         (Ingress, false) => clock.xdp_ns(p.bench_xdp(program_names::BENCH_STEP_XDP).expect("xdp"), frame, repeat),
-        (Egress, true) => clock.tc_ns(p.bench_tc(program_names::BENCH_STEPPED_EGRESS).expect("tc"), frame, repeat),
+        (Egress, true) => clock.tc_ns(p.bench_tc(program).expect("tc"), frame, repeat),
         (Egress, false) => clock.tc_ns(p.bench_tc(program_names::BENCH_STEP_TC).expect("tc"), frame, repeat),
     }
 }
@@ -678,6 +723,74 @@ fn b2(s: &Settings, rows: &mut Vec<Row>) {
 
 /// Connections per second from one client thread, for `seconds`.
 fn connect_rate(topo: &Topology, seconds: f64) -> f64 {
+    connect_run(topo, seconds).0
+}
+
+/// [`connect_rate`], and the whole machine's busy CPU time per connection
+/// over the same run, in us (see [`HostCpu`]).
+fn connect_run(topo: &Topology, seconds: f64) -> (f64, f64) {
+    let before = HostCpu::now();
+    let (connections, elapsed) = connect_for(topo, seconds);
+    let busy_us = HostCpu::now().busy_us_since(&before);
+    (connections as f64 / elapsed, busy_us / connections.max(1) as f64)
+}
+
+/// The machine's CPUs' time, to tell busy from idle: wall-clock time, idle
+/// time (every CPU's cpuidle states, in us) and steal time (/proc/stat, in
+/// ticks: time the hypervisor ran something else, neither busy nor idle
+/// for us).
+struct HostCpu {
+    wall: Instant,
+    idle_us: u64,
+    steal_us: u64,
+    cpus: u64,
+}
+
+impl HostCpu {
+    fn now() -> Self {
+        let mut idle_us = 0;
+        let mut cpus = 0;
+        let mut cpuidle = false;
+        for cpu in std::fs::read_dir("/sys/devices/system/cpu").expect("/sys/devices/system/cpu").flatten() {
+            let name = cpu.file_name().to_string_lossy().into_owned();
+            if !name.strip_prefix("cpu").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+                continue;
+            }
+            cpus += 1;
+            let Ok(states) = std::fs::read_dir(cpu.path().join("cpuidle")) else { continue };
+            for state in states.flatten() {
+                if let Ok(time) = std::fs::read_to_string(state.path().join("time")) {
+                    idle_us += time.trim().parse::<u64>().unwrap_or(0);
+                    cpuidle = true;
+                }
+            }
+        }
+        // The whole machine's line: user nice system idle iowait irq
+        // softirq steal ..., in ticks.
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        let ticks: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let us_per_tick = 1_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        if !cpuidle {
+            // No cpuidle driver: idle and iowait ticks, coarser.
+            idle_us = (tick(3) + tick(4)) * us_per_tick;
+        }
+        Self { wall: Instant::now(), idle_us, steal_us: tick(7) * us_per_tick, cpus }
+    }
+
+    /// CPU time, in us, that the machine spent busy since `before`.
+    fn busy_us_since(&self, before: &Self) -> f64 {
+        let wall_us = self.wall.duration_since(before.wall).as_secs_f64() * 1e6 * self.cpus as f64;
+        let idle = self.idle_us.saturating_sub(before.idle_us) as f64;
+        let steal = self.steal_us.saturating_sub(before.steal_us) as f64;
+        (wall_us - idle - steal).max(0.0)
+    }
+}
+
+/// Connections made from one client thread in `seconds`, and the seconds
+/// they took.
+fn connect_for(topo: &Topology, seconds: f64) -> (u64, f64) {
     let target: SocketAddr = format!("{SERVER_V4}:7000").parse().expect("addr");
     topo.client.run(move || {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -694,7 +807,7 @@ fn connect_rate(topo: &Topology, seconds: f64) -> f64 {
             drop(s);
             n += 1;
         }
-        n as f64 / start.elapsed().as_secs_f64()
+        (n, start.elapsed().as_secs_f64())
     })
 }
 
@@ -717,6 +830,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         "our programs alone (TC ingress and egress), no agent process",
     ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     // Three times the rounds, each a third as long: the same seconds, but
     // each configuration is compared with a no-monitor run a few seconds
     // away, not half a minute, and this machine's speed drifts by more
@@ -762,7 +876,9 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
             // (an agent loading, tcpdump opening its socket) nor the previous
             // configuration's tear-down lands in the measured seconds.
             let _ = connect_rate(&topo, SETTLE_SECONDS);
-            results[i].push(connect_rate(&topo, seconds));
+            let (rate, cpu_us) = connect_run(&topo, seconds);
+            results[i].push(rate);
+            cpu[i].push(cpu_us);
             drop(agent);
             drop(attached);
             if let Some(mut c) = child {
@@ -804,6 +920,26 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
     // Each round's rate over that round's no-monitor rate: the comparisons
     // are made on these, paired by round.
     let ratios_of = |i: usize| -> Vec<f64> { results[i].iter().zip(&results[0]).map(|(x, b)| x / b).collect() };
+    // The machine's busy CPU time per connection, all CPUs: what each
+    // monitor costs the host, wherever it runs (tcpdump's own process runs
+    // on another CPU than the connections, and a rate may not see it).
+    let cpu_none = median(&mut cpu[0].clone());
+    let cpu_rows: Vec<Row> = (1..=3)
+        .map(|i| {
+            let mut extra: Vec<f64> = cpu[i].iter().zip(&cpu[0]).map(|(x, b)| x - b).collect();
+            let extra = median(&mut extra);
+            eprintln!("  B3 host CPU, {}: {extra:+.2} us per connection over no monitor", configs[i]);
+            Row {
+                bench: "B3",
+                case: format!("host CPU per connection (busy time of all CPUs), {}", configs[i]),
+                baseline: format!("{cpu_none:.1} us (no monitor)"),
+                ours: format!("{:.1} us", median(&mut cpu[i].clone())),
+                figure: format!("{extra:+.2} us (paired by round)"),
+                goal: "(contrast)".to_owned(),
+                verdict: "-",
+            }
+        })
+        .collect();
     for (i, config) in configs.iter().enumerate().skip(1) {
         let mut ratios = ratios_of(i);
         let r = median(&mut ratios);
@@ -836,6 +972,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         eprintln!("  B3 {config}: {r:.3}x of no monitor (rounds {lo:.2}-{hi:.2})");
     }
     rows.push(in_situ_row);
+    rows.extend(cpu_rows);
 }
 
 /// A server in `topo`'s server namespace accepting (and at once closing)
