@@ -723,7 +723,8 @@ fn b2(s: &Settings, rows: &mut Vec<Row>) {
 
 /// Connections per second from one client thread, for `seconds`.
 fn connect_rate(topo: &Topology, seconds: f64) -> f64 {
-    connect_run(topo, seconds).0
+    let (connections, elapsed) = connect_for(topo, seconds);
+    connections as f64 / elapsed
 }
 
 /// [`connect_rate`], and the whole machine's busy CPU time per connection
