@@ -27,7 +27,11 @@ impl Family {
     }
 
     pub const fn from_u8(v: u8) -> Self {
-        if v == Self::Ipv6 as u8 { Self::Ipv6 } else { Self::Ipv4 }
+        if v == Self::Ipv6 as u8 {
+            Self::Ipv6
+        } else {
+            Self::Ipv4
+        }
     }
 }
 
@@ -53,14 +57,22 @@ impl Direction {
     }
 
     pub const fn from_u8(v: u8) -> Self {
-        if v == Self::Outbound as u8 { Self::Outbound } else { Self::Inbound }
+        if v == Self::Outbound as u8 {
+            Self::Outbound
+        } else {
+            Self::Inbound
+        }
     }
 
     /// Direction of the connection a segment belongs to, given the hook that
     /// saw it and whether the segment was sent by the connection's initiator.
     pub const fn of_segment(egress: bool, from_initiator: bool) -> Self {
         // initiator's segment on ingress, or responder's on egress: inbound.
-        if egress == from_initiator { Self::Outbound } else { Self::Inbound }
+        if egress == from_initiator {
+            Self::Outbound
+        } else {
+            Self::Inbound
+        }
     }
 }
 
@@ -173,7 +185,12 @@ pub const COUNTERS_LEN: u32 = COUNTERS_PER_IFACE * IFACE_SLOTS;
 /// Index of `counter` for an interface slot, family and direction in the
 /// `COUNTERS` array.
 #[inline(always)]
-pub const fn counter_index(iface_slot: u32, family: Family, direction: Direction, counter: Counter) -> u32 {
+pub const fn counter_index(
+    iface_slot: u32,
+    family: Family,
+    direction: Direction,
+    counter: Counter,
+) -> u32 {
     // The mask keeps the index provably in bounds for the verifier.
     (iface_slot & (IFACE_SLOTS - 1)) * COUNTERS_PER_IFACE
         + ((family as u32) * 2 + direction as u32) * COUNTERS_PER_SLOT
@@ -199,7 +216,16 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|s| *s));
-        assert_eq!(counter_index(IFACE_SLOTS, Family::Ipv4, Direction::Inbound, Counter::Packets), 0, "masked");
+        assert_eq!(
+            counter_index(
+                IFACE_SLOTS,
+                Family::Ipv4,
+                Direction::Inbound,
+                Counter::Packets
+            ),
+            0,
+            "masked"
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ impl ExpireRequest {
     pub fn to_bytes(&self) -> [u8; 64] {
         let mut out = [0u8; 64];
         // SAFETY: `#[repr(C)]` with explicit padding only, and smaller than 64.
-        let raw = unsafe { core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>()) };
+        let raw = unsafe {
+            core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>())
+        };
         out[..raw.len()].copy_from_slice(raw);
         out
     }
@@ -55,7 +57,10 @@ mod tests {
     #[test]
     fn request_fits_a_minimal_frame() {
         assert!(size_of::<ExpireRequest>() <= 64);
-        let r = ExpireRequest { syn_ns: 0x0102_0304_0506_0708, ..ExpireRequest::default() };
+        let r = ExpireRequest {
+            syn_ns: 0x0102_0304_0506_0708,
+            ..ExpireRequest::default()
+        };
         let bytes = r.to_bytes();
         assert_eq!(&bytes[40..48], &0x0102_0304_0506_0708u64.to_ne_bytes());
     }

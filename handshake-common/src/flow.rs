@@ -21,8 +21,22 @@ pub struct FlowKey {
 impl FlowKey {
     #[inline(always)]
     #[must_use]
-    pub const fn new(src_addr: [u32; 4], dst_addr: [u32; 4], src_port: u16, dst_port: u16, family: u8) -> Self {
-        Self { src_addr, dst_addr, src_port, dst_port, family, _pad8: 0, _pad16: 0 }
+    pub const fn new(
+        src_addr: [u32; 4],
+        dst_addr: [u32; 4],
+        src_port: u16,
+        dst_port: u16,
+        family: u8,
+    ) -> Self {
+        Self {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            family,
+            _pad8: 0,
+            _pad16: 0,
+        }
     }
 
     /// The same flow seen from the other end: the key a responder's segment
@@ -30,7 +44,13 @@ impl FlowKey {
     #[inline(always)]
     #[must_use]
     pub const fn reversed(&self) -> Self {
-        Self::new(self.dst_addr, self.src_addr, self.dst_port, self.src_port, self.family)
+        Self::new(
+            self.dst_addr,
+            self.src_addr,
+            self.dst_port,
+            self.src_port,
+            self.family,
+        )
     }
 }
 
@@ -83,7 +103,10 @@ pub struct Hook {
 
 impl Hook {
     pub const fn new(ifindex: u32, egress: bool) -> Self {
-        Self { ifindex, egress: egress as u32 }
+        Self {
+            ifindex,
+            egress: egress as u32,
+        }
     }
 }
 
@@ -139,7 +162,10 @@ mod tests {
         // equal keys hash differently.
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 3);
         assert_eq!(size_of::<Hook>(), 8);
-        assert_eq!(size_of::<FlowState>(), 8 + 8 + 4 * 3 + 2 + 1 + 1 + 8 + 8 + 8);
+        assert_eq!(
+            size_of::<FlowState>(),
+            8 + 8 + 4 * 3 + 2 + 1 + 1 + 8 + 8 + 8
+        );
     }
 
     #[test]

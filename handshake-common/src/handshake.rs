@@ -33,7 +33,11 @@ pub const fn classify(flags: u8) -> SegmentKind {
     if flags & TCP_RST != 0 {
         SegmentKind::Rst
     } else if flags & TCP_SYN != 0 {
-        if flags & TCP_ACK != 0 { SegmentKind::SynAck } else { SegmentKind::Syn }
+        if flags & TCP_ACK != 0 {
+            SegmentKind::SynAck
+        } else {
+            SegmentKind::Syn
+        }
     } else if flags & TCP_ACK != 0 {
         SegmentKind::Ack
     } else {
@@ -68,7 +72,11 @@ pub fn on_syn(existing: Option<&FlowState>, isn: u32, hook: Hook) -> SynDecision
     };
     if stage == Stage::Expired {
         // A new ISN on a tombstone starts afresh; the old attempt is counted.
-        return if state.client_isn == isn { SynDecision::Late } else { SynDecision::NewAttempt };
+        return if state.client_isn == isn {
+            SynDecision::Late
+        } else {
+            SynDecision::NewAttempt
+        };
     }
     if state.client_isn != isn {
         SynDecision::Supersede(stage)
@@ -164,7 +172,13 @@ pub enum RstDecision {
 /// SYN-SENT only a RST whose ACK acknowledges the SYN is acceptable; later,
 /// its sequence number must be the next one expected from its sender.
 #[inline(always)]
-pub fn on_rst(state: &FlowState, from_initiator: bool, seq: u32, ack: u32, flags: u8) -> RstDecision {
+pub fn on_rst(
+    state: &FlowState,
+    from_initiator: bool,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+) -> RstDecision {
     if state.stage == Stage::Expired as u8 {
         return RstDecision::Late;
     }
@@ -172,7 +186,11 @@ pub fn on_rst(state: &FlowState, from_initiator: bool, seq: u32, ack: u32, flags
     if from_initiator {
         // The client's next sequence number is x+1 (after Fast Open data,
         // the SYN-ACK's ack).
-        let expected = if syn_received { state.synack_ack } else { state.client_isn.wrapping_add(1) };
+        let expected = if syn_received {
+            state.synack_ack
+        } else {
+            state.client_isn.wrapping_add(1)
+        };
         return if seq == expected || acks_syn(state, seq) {
             RstDecision::Aborted
         } else {
@@ -183,7 +201,11 @@ pub fn on_rst(state: &FlowState, from_initiator: bool, seq: u32, ack: u32, flags
         // The server's next sequence number is y+1; a RST at y is also
         // accepted by Linux for a SYN-ACK never acknowledged.
         let y = state.server_isn;
-        return if seq == y.wrapping_add(1) || seq == y { RstDecision::Aborted } else { RstDecision::Invalid };
+        return if seq == y.wrapping_add(1) || seq == y {
+            RstDecision::Aborted
+        } else {
+            RstDecision::Invalid
+        };
     }
     if flags & TCP_ACK != 0 && acks_syn(state, ack) {
         RstDecision::Rejected

@@ -39,7 +39,11 @@ pub const fn bucket_for_ns(ns: u64) -> u32 {
         return 0;
     }
     let bucket = 64 - (us - 1).leading_zeros();
-    if bucket >= FINITE_BUCKETS { FINITE_BUCKETS } else { bucket }
+    if bucket >= FINITE_BUCKETS {
+        FINITE_BUCKETS
+    } else {
+        bucket
+    }
 }
 
 #[inline(always)]
@@ -82,6 +86,9 @@ mod tests {
     fn histograms_do_not_overlap() {
         let last = sum_index(Direction::Outbound, Leg::SynAckToAck);
         assert_eq!(last + 1, LATENCY_LEN);
-        assert_eq!(base_index(Direction::Inbound, Leg::SynAckToAck), SLOTS_PER_HISTOGRAM);
+        assert_eq!(
+            base_index(Direction::Inbound, Leg::SynAckToAck),
+            SLOTS_PER_HISTOGRAM
+        );
     }
 }

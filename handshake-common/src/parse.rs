@@ -288,7 +288,14 @@ fn parse_ipv4<P: PacketView + ?Sized>(pkt: &P, offset: usize) -> Result<Parsed, 
     }
     let src = [ip.src, 0, 0, 0];
     let dst = [ip.dst, 0, 0, 0];
-    parse_tcp(pkt, offset + usize::from(header_len), Family::Ipv4, src, dst, total_len - header_len)
+    parse_tcp(
+        pkt,
+        offset + usize::from(header_len),
+        Family::Ipv4,
+        src,
+        dst,
+        total_len - header_len,
+    )
 }
 
 #[inline(always)]
@@ -331,7 +338,14 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, offset: usize) -> Result<Parsed, 
         }
     }
     match next {
-        IPPROTO_TCP => parse_tcp(pkt, offset, Family::Ipv6, src, dst, payload_len.saturating_sub(ext_len)),
+        IPPROTO_TCP => parse_tcp(
+            pkt,
+            offset,
+            Family::Ipv6,
+            src,
+            dst,
+            payload_len.saturating_sub(ext_len),
+        ),
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
             Err(ParseError::Ipv6ExtChainTooLong)
         }

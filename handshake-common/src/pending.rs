@@ -20,17 +20,34 @@ pub const PENDING_SLOTS: u32 = 1 << 16;
 /// Slot of `key` in the `PENDING` array.
 #[inline(always)]
 pub const fn pending_slot(key: &FlowKey) -> u32 {
-    pending_slot_of(key.family == Family::Ipv4 as u8, &key.src_addr, &key.dst_addr, key.src_port, key.dst_port)
+    pending_slot_of(
+        key.family == Family::Ipv4 as u8,
+        &key.src_addr,
+        &key.dst_addr,
+        key.src_port,
+        key.dst_port,
+    )
 }
 
 /// [`pending_slot`] from a segment's fields, before (or without) building
 /// its key: the data-segment path in the kernel.
 #[inline(always)]
-pub const fn pending_slot_of(ipv4: bool, s: &[u32; 4], d: &[u32; 4], src_port: u16, dst_port: u16) -> u32 {
+pub const fn pending_slot_of(
+    ipv4: bool,
+    s: &[u32; 4],
+    d: &[u32; 4],
+    src_port: u16,
+    dst_port: u16,
+) -> u32 {
     if ipv4 {
         pending_slot_folded(s[0], d[0], src_port, dst_port)
     } else {
-        pending_slot_folded(s[0] ^ s[1] ^ s[2] ^ s[3], d[0] ^ d[1] ^ d[2] ^ d[3], src_port, dst_port)
+        pending_slot_folded(
+            s[0] ^ s[1] ^ s[2] ^ s[3],
+            d[0] ^ d[1] ^ d[2] ^ d[3],
+            src_port,
+            dst_port,
+        )
     }
 }
 
@@ -91,16 +108,36 @@ mod tests {
             let client = [0x2001_0db8u32.to_be(), 0, 0, (0x1000 + i).to_be()];
             let server = [0x2001_0db8u32.to_be(), 0, 0, 1u32.to_be()];
             by_address.insert(pending_slot_of(false, &client, &server, 40000, 443));
-            by_port.insert(pending_slot_of(false, &server, &server, 30000 + i as u16, 443));
+            by_port.insert(pending_slot_of(
+                false,
+                &server,
+                &server,
+                30000 + i as u16,
+                443,
+            ));
         }
-        assert!(by_address.len() > 3900, "{} distinct slots by address", by_address.len());
-        assert!(by_port.len() > 3900, "{} distinct slots by port", by_port.len());
+        assert!(
+            by_address.len() > 3900,
+            "{} distinct slots by address",
+            by_address.len()
+        );
+        assert!(
+            by_port.len() > 3900,
+            "{} distinct slots by port",
+            by_port.len()
+        );
     }
 
     /// The IPv4 shortcut must give the slot the full formula gives: the
     /// kernel uses one on some paths and the other on others.
     fn full_formula(key: &FlowKey) -> u32 {
-        pending_slot_of(false, &key.src_addr, &key.dst_addr, key.src_port, key.dst_port)
+        pending_slot_of(
+            false,
+            &key.src_addr,
+            &key.dst_addr,
+            key.src_port,
+            key.dst_port,
+        )
     }
 
     proptest::proptest! {

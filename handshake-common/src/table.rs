@@ -75,7 +75,11 @@ impl Bucket {
     #[inline(always)]
     #[must_use]
     pub const fn way(&self, i: usize) -> Way {
-        Way { tag: self.tags[i], key: self.entries[i].key, state: self.entries[i].state }
+        Way {
+            tag: self.tags[i],
+            key: self.entries[i].key,
+            state: self.entries[i].state,
+        }
     }
 
     /// Sets way `i` (the agent and tests; the kernel publishes a way's tag
@@ -83,12 +87,17 @@ impl Bucket {
     #[inline(always)]
     pub const fn set_way(&mut self, i: usize, way: Way) {
         self.tags[i] = way.tag;
-        self.entries[i] = Entry { key: way.key, state: way.state };
+        self.entries[i] = Entry {
+            key: way.key,
+            state: way.state,
+        };
     }
 
     /// The flows the bucket holds.
     pub fn live(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> {
-        (0..WAYS).filter(|&i| is_live(self.tags[i])).map(|i| (&self.entries[i].key, &self.entries[i].state))
+        (0..WAYS)
+            .filter(|&i| is_live(self.tags[i]))
+            .map(|i| (&self.entries[i].key, &self.entries[i].state))
     }
 
     /// Whether any way holds a flow: the tags alone.
@@ -104,7 +113,11 @@ impl Bucket {
 #[must_use]
 pub const fn buckets_for(capacity: u32) -> u32 {
     let buckets = capacity.div_ceil(WAYS as u32);
-    if buckets <= 1 { 1 } else { buckets.next_power_of_two() }
+    if buckets <= 1 {
+        1
+    } else {
+        buckets.next_power_of_two()
+    }
 }
 
 /// Where a flow lives: its bucket and the tag its way carries.
@@ -119,7 +132,10 @@ pub struct Place {
 #[inline(always)]
 #[must_use]
 pub const fn place(hash: u64, bucket_mask: u32) -> Place {
-    Place { bucket: hash as u32 & bucket_mask, tag: (hash >> 32) << 1 | 1 }
+    Place {
+        bucket: hash as u32 & bucket_mask,
+        tag: (hash >> 32) << 1 | 1,
+    }
 }
 
 const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -154,7 +170,11 @@ const fn endpoint_hash(addr: &[u32; 4], port: u16, seed: u64) -> u64 {
 #[inline(always)]
 #[must_use]
 pub const fn flow_hash(key: &FlowKey, seed: u64) -> u64 {
-    let ends = endpoint_hash(&key.src_addr, key.src_port, seed).wrapping_add(endpoint_hash(&key.dst_addr, key.dst_port, seed));
+    let ends = endpoint_hash(&key.src_addr, key.src_port, seed).wrapping_add(endpoint_hash(
+        &key.dst_addr,
+        key.dst_port,
+        seed,
+    ));
     // A last multiply: every input bit reaches the low bits (the bucket).
     let h = (ends ^ ends >> 32 ^ key.family as u64).wrapping_mul(MULTIPLIER);
     h ^ (h >> 32)
@@ -210,7 +230,11 @@ pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
         }
         i += 1;
     }
-    if best_rank == u64::MAX { None } else { Some(best) }
+    if best_rank == u64::MAX {
+        None
+    } else {
+        Some(best)
+    }
 }
 
 /// The way of `bucket` holding the flow `key` with tag `tag`.

@@ -7,7 +7,10 @@
 #![no_std]
 #![no_main]
 // atomic_xadd: the only atomic read-modify-write the bpf target offers.
-#![expect(internal_features, reason = "core_intrinsics is how Rust reaches BPF atomic add")]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics is how Rust reaches BPF atomic add"
+)]
 #![feature(core_intrinsics)]
 
 mod maps;
@@ -23,8 +26,8 @@ use handshake_common::{
     expire::{EXPIRED, ExpireRequest, NOT_EXPIRED},
     flow::{FlowKey, FlowState, Hook, Stage},
     handshake::{
-        AckDecision, RstDecision, SegmentKind, SynAckDecision, SynDecision, classify, on_ack, on_rst, on_synack,
-        on_syn,
+        AckDecision, RstDecision, SegmentKind, SynAckDecision, SynDecision, classify, on_ack,
+        on_rst, on_syn, on_synack,
     },
     histogram::Leg,
     parse::{PacketView as _, Parsed, TcpSegment, parse_ethernet, screen::ordinary_ack_slot},
@@ -32,8 +35,9 @@ use handshake_common::{
 
 use crate::{
     maps::{
-        BENCH_STEP, Funnel, count, count_listener, find_flow, iface_slot, insert_new_flow, maybe_pending, now_ns,
-        pending_enter, pending_leave, place_of, record_latency, remove_flow, slot_pending, warm_pending_slot,
+        BENCH_STEP, Funnel, count, count_listener, find_flow, iface_slot, insert_new_flow,
+        maybe_pending, now_ns, pending_enter, pending_leave, place_of, record_latency, remove_flow,
+        slot_pending, warm_pending_slot,
     },
     view::Frame,
 };
@@ -41,7 +45,11 @@ use crate::{
 #[xdp]
 pub fn handshake_ingress(ctx: XdpContext) -> u32 {
     let frame = Frame::of_xdp(&ctx);
-    observe(frame, Hook::new(ctx.ingress_ifindex() as u32, false), || frame);
+    observe(
+        frame,
+        Hook::new(ctx.ingress_ifindex() as u32, false),
+        || frame,
+    );
     xdp_action::XDP_PASS
 }
 
@@ -55,7 +63,9 @@ const HEADROOM_NEEDED: u32 = 256;
 /// say), which a monitor must never do.
 #[classifier]
 pub fn handshake_egress(ctx: TcContext) -> i32 {
-    observe(Frame::of_skb(&ctx), tc_hook(&ctx, true), || linear_headers(&ctx));
+    observe(Frame::of_skb(&ctx), tc_hook(&ctx, true), || {
+        linear_headers(&ctx)
+    });
     TC_ACT_UNSPEC
 }
 
@@ -66,7 +76,9 @@ pub fn handshake_egress(ctx: TcContext) -> i32 {
 /// Same parse, same maps, same decisions as [`handshake_ingress`].
 #[classifier]
 pub fn handshake_tc_ingress(ctx: TcContext) -> i32 {
-    observe(Frame::of_skb(&ctx), tc_hook(&ctx, false), || linear_headers(&ctx));
+    observe(Frame::of_skb(&ctx), tc_hook(&ctx, false), || {
+        linear_headers(&ctx)
+    });
     TC_ACT_UNSPEC
 }
 
@@ -116,7 +128,11 @@ pub fn baseline_tc(_ctx: TcContext) -> i32 {
 pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
     let frame = Frame::of_xdp(&ctx);
     bench_step(&frame);
-    observe(frame, Hook::new(ctx.ingress_ifindex() as u32, false), || frame);
+    observe(
+        frame,
+        Hook::new(ctx.ingress_ifindex() as u32, false),
+        || frame,
+    );
     xdp_action::XDP_PASS
 }
 
@@ -155,7 +171,10 @@ pub fn bench_insert_only(ctx: XdpContext) -> u32 {
         if let Some(place) = place_of(&key)
             && place.find(&key).is_none()
         {
-            let state = FlowState { stage: Stage::SynSent as u8, ..FlowState::default() };
+            let state = FlowState {
+                stage: Stage::SynSent as u8,
+                ..FlowState::default()
+            };
             maps::insert_flow(&place, &key, &state);
         }
     }
@@ -209,7 +228,11 @@ pub fn handshake_expire(ctx: XdpContext) -> u32 {
     }
     let expired = state.stage == Stage::Expired as u8;
     if request.forget != 0 {
-        return if expired && remove_flow(&found) { EXPIRED } else { NOT_EXPIRED };
+        return if expired && remove_flow(&found) {
+            EXPIRED
+        } else {
+            NOT_EXPIRED
+        };
     }
     if expired {
         return NOT_EXPIRED;
@@ -223,7 +246,12 @@ pub fn handshake_expire(ctx: XdpContext) -> u32 {
         Counter::TimeoutSynSent
     };
     let family = Family::from_u8(request.key.family);
-    count(u32::from(state.iface_slot), family, Direction::from_u8(state.direction), counter);
+    count(
+        u32::from(state.iface_slot),
+        family,
+        Direction::from_u8(state.direction),
+        counter,
+    );
     EXPIRED
 }
 
@@ -272,7 +300,13 @@ fn observe(frame: Frame, hook: Hook, full: impl FnOnce() -> Frame) {
 
 #[inline(always)]
 fn key_of(seg: &TcpSegment) -> FlowKey {
-    FlowKey::new(seg.src_addr, seg.dst_addr, seg.src_port, seg.dst_port, seg.family as u8)
+    FlowKey::new(
+        seg.src_addr,
+        seg.dst_addr,
+        seg.src_port,
+        seg.dst_port,
+        seg.family as u8,
+    )
 }
 
 #[inline(always)]
@@ -306,7 +340,12 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
                     Stage::Expired => None,
                 };
                 if let Some(counter) = superseded {
-                    count(u32::from(old.iface_slot), seg.family, Direction::from_u8(old.direction), counter);
+                    count(
+                        u32::from(old.iface_slot),
+                        seg.family,
+                        Direction::from_u8(old.direction),
+                        counter,
+                    );
                 }
                 if stage == Stage::SynReceived {
                     pending_leave(&key);
@@ -335,7 +374,12 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     // The SYN-ACK travels responder -> initiator: its flow's key is reversed.
     let key = key_of(seg).reversed();
     let Some(found) = find_flow(&key) else {
-        count(slot, seg.family, Direction::of_segment(hook.egress != 0, false), Counter::Unsolicited);
+        count(
+            slot,
+            seg.family,
+            Direction::of_segment(hook.egress != 0, false),
+            Counter::Unsolicited,
+        );
         return;
     };
     // SAFETY: map values stay valid for the program's run; see
@@ -360,10 +404,21 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
             count(flow_slot, seg.family, direction, Counter::SynAck);
             record_latency(direction, Leg::SynToSynAck, now.wrapping_sub(state.syn_ns));
         }
-        SynAckDecision::Retransmit => count(flow_slot, seg.family, direction, Counter::RetransmitSynAck),
-        SynAckDecision::Duplicate => count(flow_slot, seg.family, direction, Counter::DuplicateObservation),
-        SynAckDecision::InvalidAck => count(flow_slot, seg.family, direction, Counter::InvalidSynAckAck),
-        SynAckDecision::InvalidSeq => count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq),
+        SynAckDecision::Retransmit => {
+            count(flow_slot, seg.family, direction, Counter::RetransmitSynAck)
+        }
+        SynAckDecision::Duplicate => count(
+            flow_slot,
+            seg.family,
+            direction,
+            Counter::DuplicateObservation,
+        ),
+        SynAckDecision::InvalidAck => {
+            count(flow_slot, seg.family, direction, Counter::InvalidSynAckAck)
+        }
+        SynAckDecision::InvalidSeq => {
+            count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq)
+        }
         SynAckDecision::Late => count(flow_slot, seg.family, direction, Counter::LateSegment),
     }
 }
@@ -393,7 +448,11 @@ fn on_ack_segment(seg: &TcpSegment) {
                     count_listener(key.dst_port, Funnel::Completed);
                 }
                 count(flow_slot, seg.family, direction, Counter::Completed);
-                record_latency(direction, Leg::SynAckToAck, now_ns().wrapping_sub(state.synack_ns));
+                record_latency(
+                    direction,
+                    Leg::SynAckToAck,
+                    now_ns().wrapping_sub(state.synack_ns),
+                );
             }
         }
         AckDecision::InvalidSeq => count(flow_slot, seg.family, direction, Counter::InvalidAckSeq),

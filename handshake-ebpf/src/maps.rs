@@ -9,7 +9,9 @@ use aya_ebpf::{
 };
 use handshake_common::{
     DEFAULT_FLOW_TABLE_SIZE,
-    counters::{COUNTERS_LEN, Counter, Direction, Family, MAX_IFINDEX, OTHER_IFACE_SLOT, counter_index},
+    counters::{
+        COUNTERS_LEN, Counter, Direction, Family, MAX_IFINDEX, OTHER_IFACE_SLOT, counter_index,
+    },
     flow::{FlowKey, FlowState, Stage},
     handshake::FloodGuard,
     histogram::{LATENCY_LEN, Leg, base_index, bucket_for_ns, sum_index},
@@ -23,7 +25,8 @@ use handshake_common::{
 /// `handshake_common::table`. The agent sizes it at load time (and sets
 /// `FLOW_BUCKET_MASK` to match), and scans it in place: mmapable.
 #[map]
-pub static FLOWS: Array<Bucket> = Array::with_max_entries(table::buckets_for(DEFAULT_FLOW_TABLE_SIZE), BPF_F_MMAPABLE);
+pub static FLOWS: Array<Bucket> =
+    Array::with_max_entries(table::buckets_for(DEFAULT_FLOW_TABLE_SIZE), BPF_F_MMAPABLE);
 
 /// The flow table's hash seed, written by the agent when it creates the
 /// table. A map, not a load-time constant, so that it is pinned with the
@@ -55,7 +58,8 @@ pub static LISTENER_SLOTS: Array<u32> = Array::with_max_entries(PORTS, 0);
 
 /// Per-listener funnels by slot, per CPU; slot 0 is every other port.
 #[map]
-pub static LISTENERS: PerCpuArray<ListenerCounters> = PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+pub static LISTENERS: PerCpuArray<ListenerCounters> =
+    PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
 
 /// ifindex -> interface slot of the `COUNTERS` array; the agent fills it.
 /// An array, not a hash: the lookup is an inlined bounds check and load.
@@ -108,7 +112,8 @@ pub fn iface_slot(ifindex: u32) -> u32 {
 
 #[inline(always)]
 pub fn count(iface_slot: u32, family: Family, direction: Direction, counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter_index(iface_slot, family, direction, counter)) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter_index(iface_slot, family, direction, counter))
+    {
         // SAFETY: a per-CPU slot; programs do not migrate CPUs mid-run.
         unsafe { *slot += 1 };
     }
@@ -149,7 +154,13 @@ impl Found {
     fn way(bucket: *mut Bucket, i: usize, tag: u64) -> Self {
         let i = i & (WAYS - 1);
         // SAFETY: `bucket` points to a live map value; `i` is in range.
-        unsafe { Self { tag_at: &raw mut (*bucket).tags[i], state: &raw mut (*bucket).entries[i].state, tag } }
+        unsafe {
+            Self {
+                tag_at: &raw mut (*bucket).tags[i],
+                state: &raw mut (*bucket).entries[i].state,
+                tag,
+            }
+        }
     }
 
     /// The flow's state, in the map.
@@ -166,7 +177,12 @@ impl Found {
 fn swap_tag(tag_at: *mut u64, from: u64, to: u64) -> bool {
     // SAFETY: `tag_at` points into a live map value; every CPU changes tags
     // with this same atomic.
-    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(tag_at, from, to).1 }
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            tag_at, from, to,
+        )
+        .1
+    }
 }
 
 /// Where `key` lives in the flow table (its bucket, whether or not it is
@@ -178,7 +194,10 @@ pub fn place_of(key: &FlowKey) -> Option<Place> {
     let mask = unsafe { core::ptr::read_volatile(&FLOW_BUCKET_MASK) };
     let place = table::place(table::flow_hash(key, seed), mask);
     let bucket = FLOWS.get_ptr_mut(place.bucket)?;
-    Some(Place { bucket, tag: place.tag })
+    Some(Place {
+        bucket,
+        tag: place.tag,
+    })
 }
 
 impl Place {
@@ -201,7 +220,14 @@ pub fn find_flow(key: &FlowKey) -> Option<Found> {
 /// `existing` is the flow's way when the SYN replaces a tracked attempt
 /// (port reuse): rewritten in place, it evicts nothing, so it is not charged.
 #[inline(always)]
-pub fn insert_new_flow(place: &Place, key: &FlowKey, state: &FlowState, family: Family, direction: Direction, existing: Option<Found>) {
+pub fn insert_new_flow(
+    place: &Place,
+    key: &FlowKey,
+    state: &FlowState,
+    family: Family,
+    direction: Direction,
+    existing: Option<Found>,
+) {
     let iface = u32::from(state.iface_slot);
     count(iface, family, direction, Counter::Attempts);
     if let Some(found) = existing {
@@ -251,7 +277,10 @@ pub fn insert_flow(place: &Place, key: &FlowKey, state: &FlowState) -> bool {
     if seen != EMPTY {
         evicted(&bucket.entries[i].key, &bucket.entries[i].state);
     }
-    bucket.entries[i] = Entry { key: *key, state: *state };
+    bucket.entries[i] = Entry {
+        key: *key,
+        state: *state,
+    };
     swap_tag(&raw mut bucket.tags[i], BUSY, place.tag)
 }
 
@@ -267,7 +296,12 @@ fn evicted(key: &FlowKey, state: &FlowState) {
         // A tombstone: already counted as a timeout.
         return;
     };
-    count(u32::from(state.iface_slot), Family::from_u8(key.family), Direction::from_u8(state.direction), counter);
+    count(
+        u32::from(state.iface_slot),
+        Family::from_u8(key.family),
+        Direction::from_u8(state.direction),
+        counter,
+    );
 }
 
 /// Frees a flow's way; true if this call freed it (of two programs ending
@@ -320,7 +354,13 @@ pub fn pending_leave(key: &FlowKey) {
 #[inline(always)]
 pub fn maybe_pending(seg: &TcpSegment) -> bool {
     let ipv4 = seg.family == Family::Ipv4;
-    slot_pending(pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port))
+    slot_pending(pending_slot_of(
+        ipv4,
+        &seg.src_addr,
+        &seg.dst_addr,
+        seg.src_port,
+        seg.dst_port,
+    ))
 }
 
 /// False when no flow hashing to `slot` of the pending filter is in

@@ -13,14 +13,20 @@ impl Frame {
     /// An XDP program's frame.
     #[inline(always)]
     pub fn of_xdp(ctx: &XdpContext) -> Self {
-        Self { start: ctx.data(), end: ctx.data_end() }
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 
     /// A TC program's frame: the skb's linear part, as it is (see the
     /// programs' `linear_headers` for the rest).
     #[inline(always)]
     pub fn of_skb(ctx: &TcContext) -> Self {
-        Self { start: ctx.data(), end: ctx.data_end() }
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 }
 

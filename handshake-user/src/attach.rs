@@ -30,7 +30,10 @@ const TC_EGRESS: &str = "tc";
 
 /// A link we hold. Dropping it closes our fd: that detaches the program
 /// unless a pin file still refers to the link.
-#[expect(dead_code, reason = "each link is held for its Drop, which closes its fd")]
+#[expect(
+    dead_code,
+    reason = "each link is held for its Drop, which closes its fd"
+)]
 enum Link {
     Xdp(XdpLink),
     Tc(SchedClassifierLink),
@@ -61,7 +64,13 @@ pub struct Attachments {
 }
 
 impl Attachments {
-    pub fn new(probe: &Probe, pin_dir: Option<&Path>, hook: IngressHook, mode: XdpMode, egress: bool) -> Result<Self> {
+    pub fn new(
+        probe: &Probe,
+        pin_dir: Option<&Path>,
+        hook: IngressHook,
+        mode: XdpMode,
+        egress: bool,
+    ) -> Result<Self> {
         let links_dir = match pin_dir {
             Some(dir) => {
                 let d = dir.join("links");
@@ -71,12 +80,23 @@ impl Attachments {
             None => None,
         };
         let inherited = probe.iface_slots()?.into_iter().collect();
-        Ok(Self { links_dir, hook, mode, egress, attached: BTreeMap::new(), inherited })
+        Ok(Self {
+            links_dir,
+            hook,
+            mode,
+            egress,
+            attached: BTreeMap::new(),
+            inherited,
+        })
     }
 
     /// (slot, interface name) for every interface with its own slot.
     pub fn labels(&self) -> Vec<(u32, String)> {
-        self.attached.iter().filter(|(_, a)| a.slot != OTHER_IFACE_SLOT).map(|(n, a)| (a.slot, n.clone())).collect()
+        self.attached
+            .iter()
+            .filter(|(_, a)| a.slot != OTHER_IFACE_SLOT)
+            .map(|(n, a)| (a.slot, n.clone()))
+            .collect()
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -84,11 +104,18 @@ impl Attachments {
     }
 
     fn pin_path(&self, iface: &Interface, kind: &str) -> Option<PathBuf> {
-        self.links_dir.as_ref().map(|d| d.join(format!("{}-{}-{kind}", iface.index, iface.name)))
+        self.links_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}-{}-{kind}", iface.index, iface.name)))
     }
 
     fn free_slot(&self) -> Option<u32> {
-        let used: BTreeSet<u32> = self.attached.values().map(|a| a.slot).chain(self.inherited.values().copied()).collect();
+        let used: BTreeSet<u32> = self
+            .attached
+            .values()
+            .map(|a| a.slot)
+            .chain(self.inherited.values().copied())
+            .collect();
         (1..IFACE_SLOTS).find(|s| !used.contains(s))
     }
 
@@ -102,7 +129,11 @@ impl Attachments {
             links.push(self.egress_link(probe, iface)?);
         }
         let slot = if iface.index >= MAX_IFINDEX {
-            log::warn!("{}: ifindex {} is past {MAX_IFINDEX}: counted as iface=\"other\"", iface.name, iface.index);
+            log::warn!(
+                "{}: ifindex {} is past {MAX_IFINDEX}: counted as iface=\"other\"",
+                iface.name,
+                iface.index
+            );
             OTHER_IFACE_SLOT
         } else if let Some(slot) = self.inherited.remove(&iface.index) {
             slot // a restarted agent: the counters continue
@@ -111,10 +142,20 @@ impl Attachments {
             probe.set_iface_slot(iface.index, slot)?;
             slot
         } else {
-            log::warn!("{}: all {IFACE_SLOTS} interface slots are taken: counted as iface=\"other\"", iface.name);
+            log::warn!(
+                "{}: all {IFACE_SLOTS} interface slots are taken: counted as iface=\"other\"",
+                iface.name
+            );
             OTHER_IFACE_SLOT
         };
-        self.attached.insert(iface.name.clone(), Attached { index: iface.index, slot, links });
+        self.attached.insert(
+            iface.name.clone(),
+            Attached {
+                index: iface.index,
+                slot,
+                links,
+            },
+        );
         Ok(())
     }
 
@@ -134,15 +175,29 @@ impl Attachments {
         let (kind, fd): (&str, Result<FdLink, _>) = match link {
             IngressLink::Xdp(link, _) => {
                 if self.links_dir.is_none() {
-                    return Ok(Held { link: Link::Xdp(link), pin: None });
+                    return Ok(Held {
+                        link: Link::Xdp(link),
+                        pin: None,
+                    });
                 }
-                (XDP, link.try_into().context("this kernel has no XDP links to pin"))
+                (
+                    XDP,
+                    link.try_into()
+                        .context("this kernel has no XDP links to pin"),
+                )
             }
             IngressLink::Tc(link) => {
                 if self.links_dir.is_none() {
-                    return Ok(Held { link: Link::Tc(link), pin: None });
+                    return Ok(Held {
+                        link: Link::Tc(link),
+                        pin: None,
+                    });
                 }
-                (TC_INGRESS, link.try_into().context("this kernel has no TCX links to pin"))
+                (
+                    TC_INGRESS,
+                    link.try_into()
+                        .context("this kernel has no TCX links to pin"),
+                )
             }
         };
         pin(fd?, self.pin_path(iface, kind).unwrap_or_default())
@@ -156,15 +211,24 @@ impl Attachments {
         }
         let link = probe.attach_egress(iface)?;
         match path {
-            None => Ok(Held { link: Link::Tc(link), pin: None }),
-            Some(path) => pin(link.try_into().context("this kernel has no TCX links to pin")?, path),
+            None => Ok(Held {
+                link: Link::Tc(link),
+                pin: None,
+            }),
+            Some(path) => pin(
+                link.try_into()
+                    .context("this kernel has no TCX links to pin")?,
+                path,
+            ),
         }
     }
 
     /// Detaches from `name` (gone, or no longer wanted): unpins its links and
     /// returns its slot to the pool.
     pub fn detach(&mut self, probe: &mut Probe, name: &str) {
-        let Some(a) = self.attached.remove(name) else { return };
+        let Some(a) = self.attached.remove(name) else {
+            return;
+        };
         for held in a.links {
             // Without its pin file, dropping our fd destroys the link.
             if let Some(path) = &held.pin {
@@ -183,7 +247,11 @@ impl Attachments {
         let gone: Vec<String> = self
             .attached
             .iter()
-            .filter(|(name, a)| !wanted.iter().any(|w| &w.name == *name && w.index == a.index))
+            .filter(|(name, a)| {
+                !wanted
+                    .iter()
+                    .any(|w| &w.name == *name && w.index == a.index)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for name in gone {
@@ -205,11 +273,15 @@ impl Attachments {
     /// was stopped while they went away).
     pub fn prune_stale_pins(&self, existing: &[Interface]) {
         let Some(dir) = &self.links_dir else { return };
-        let Ok(entries) = fs::read_dir(dir) else { return };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let index: Option<u32> = name.split('-').next().and_then(|i| i.parse().ok());
-            let alive = existing.iter().any(|i| Some(i.index) == index && name.starts_with(&format!("{}-{}-", i.index, i.name)));
+            let alive = existing.iter().any(|i| {
+                Some(i.index) == index && name.starts_with(&format!("{}-{}-", i.index, i.name))
+            });
             if !alive {
                 let _ = fs::remove_file(entry.path());
             }
@@ -219,18 +291,27 @@ impl Attachments {
 
 /// Points the pinned link of `kind` at `path` at this agent's program.
 fn adopt(probe: &mut Probe, kind: &str, path: PathBuf) -> Result<Held> {
-    let pinned = PinnedLink::from_pin(&path).with_context(|| format!("cannot open pinned link {}", path.display()))?;
+    let pinned = PinnedLink::from_pin(&path)
+        .with_context(|| format!("cannot open pinned link {}", path.display()))?;
     let fd = FdLink::from(pinned);
     let link = match kind {
         XDP => Link::Xdp(probe.adopt_xdp_ingress(fd)?),
         TC_INGRESS => Link::Tc(probe.adopt_tc(TcAttachType::Ingress, fd)?),
         _ => Link::Tc(probe.adopt_tc(TcAttachType::Egress, fd)?),
     };
-    Ok(Held { link, pin: Some(path) })
+    Ok(Held {
+        link,
+        pin: Some(path),
+    })
 }
 
 /// Pins a new link at `path`: it then outlives this agent.
 fn pin(fd: FdLink, path: PathBuf) -> Result<Held> {
-    let pinned = fd.pin(&path).with_context(|| format!("cannot pin {}", path.display()))?;
-    Ok(Held { link: Link::Pinned(pinned), pin: Some(path) })
+    let pinned = fd
+        .pin(&path)
+        .with_context(|| format!("cannot pin {}", path.display()))?;
+    Ok(Held {
+        link: Link::Pinned(pinned),
+        pin: Some(path),
+    })
 }

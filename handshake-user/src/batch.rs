@@ -59,7 +59,12 @@ pub fn lookup_all(
         // SAFETY: the attr points at buffers sized for `chunk` entries, which
         // outlive the call; the kernel writes at most `count` of each.
         let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, size_of::<BatchAttr>())
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
         };
         let err = (rc < 0).then(io::Error::last_os_error);
         match err.as_ref().and_then(io::Error::raw_os_error) {
@@ -73,7 +78,10 @@ pub fn lookup_all(
         }
         let filled = attr.count as usize;
         for i in 0..filled {
-            each(&keys[i * key_size..(i + 1) * key_size], &values[i * value_size..(i + 1) * value_size]);
+            each(
+                &keys[i * key_size..(i + 1) * key_size],
+                &values[i * value_size..(i + 1) * value_size],
+            );
         }
         if err.is_some() {
             // ENOENT: that was the last batch.

@@ -90,7 +90,8 @@ pub enum XdpMode {
 
 /// `30s`, `1m30s`, `250ms`: humantime durations, at least 1 ms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 2m, 500ms)"))?;
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 2m, 500ms)"))?;
     if d < Duration::from_millis(1) {
         return Err("must be at least 1ms".to_owned());
     }
@@ -98,7 +99,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_path(s: &str) -> Result<String, String> {
-    if s.starts_with('/') { Ok(s.to_owned()) } else { Err("must start with '/'".to_owned()) }
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err("must start with '/'".to_owned())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -109,11 +114,20 @@ pub struct RunArgs {
 
     /// Interface to watch (repeatable, or comma-separated). Default: every
     /// interface that is up, loopback included, followed as they come and go.
-    #[arg(long = "iface", env = "HANDSHAKE_MONITOR_IFACE", value_delimiter = ',', value_name = "NAME")]
+    #[arg(
+        long = "iface",
+        env = "HANDSHAKE_MONITOR_IFACE",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
     pub ifaces: Vec<String>,
 
     /// Address to serve metrics on.
-    #[arg(long = "web.listen-address", env = "HANDSHAKE_MONITOR_LISTEN_ADDRESS", default_value = "127.0.0.1:9437")]
+    #[arg(
+        long = "web.listen-address",
+        env = "HANDSHAKE_MONITOR_LISTEN_ADDRESS",
+        default_value = "127.0.0.1:9437"
+    )]
     pub listen_address: SocketAddr,
 
     /// Path under which to expose metrics.
@@ -136,7 +150,12 @@ pub struct RunArgs {
     /// spent real SYNs go untracked too (counted as syn_untracked). Without
     /// one, the table's eviction order keeps answered handshakes through
     /// floods of many times its size (see BENCHMARKS.md, B4).
-    #[arg(long = "syn-insert-budget", env = "HANDSHAKE_MONITOR_SYN_INSERT_BUDGET", default_value_t = 0, value_name = "N")]
+    #[arg(
+        long = "syn-insert-budget",
+        env = "HANDSHAKE_MONITOR_SYN_INSERT_BUDGET",
+        default_value_t = 0,
+        value_name = "N"
+    )]
     pub syn_insert_budget: u64,
 
     /// Where the ingress program runs: XDP or TC. Auto: XDP where the
@@ -166,7 +185,11 @@ pub struct RunArgs {
 
     /// bpffs directory to pin maps and links in: a restarted agent adopts
     /// them and its counters continue; the programs stay attached meanwhile.
-    #[arg(long = "pin-path", env = "HANDSHAKE_MONITOR_PIN_PATH", value_name = "DIR")]
+    #[arg(
+        long = "pin-path",
+        env = "HANDSHAKE_MONITOR_PIN_PATH",
+        value_name = "DIR"
+    )]
     pub pin_path: Option<PathBuf>,
 
     /// How often the flow table is scanned for ages and timeouts.
@@ -174,15 +197,27 @@ pub struct RunArgs {
     pub scan_interval: Duration,
 
     /// Detector: half-open handshakes that, sustained, raise the buildup alarm.
-    #[arg(long = "detector.half-open-threshold", env = "HANDSHAKE_MONITOR_DETECTOR_HALF_OPEN_THRESHOLD", default_value_t = 1000)]
+    #[arg(
+        long = "detector.half-open-threshold",
+        env = "HANDSHAKE_MONITOR_DETECTOR_HALF_OPEN_THRESHOLD",
+        default_value_t = 1000
+    )]
     pub detector_half_open: u64,
 
     /// Detector: completion ratio under which, sustained, the collapse alarm is raised.
-    #[arg(long = "detector.completion-ratio", env = "HANDSHAKE_MONITOR_DETECTOR_COMPLETION_RATIO", default_value_t = 0.5)]
+    #[arg(
+        long = "detector.completion-ratio",
+        env = "HANDSHAKE_MONITOR_DETECTOR_COMPLETION_RATIO",
+        default_value_t = 0.5
+    )]
     pub detector_completion_ratio: f64,
 
     /// Detector: new attempts per second below which the ratio is not judged.
-    #[arg(long = "detector.min-syn-rate", env = "HANDSHAKE_MONITOR_DETECTOR_MIN_SYN_RATE", default_value_t = 10.0)]
+    #[arg(
+        long = "detector.min-syn-rate",
+        env = "HANDSHAKE_MONITOR_DETECTOR_MIN_SYN_RATE",
+        default_value_t = 10.0
+    )]
     pub detector_min_syn_rate: f64,
 
     /// Detector: how long a condition must hold (or be gone) before it is reported.

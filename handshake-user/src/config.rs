@@ -11,22 +11,36 @@ use clap::{ArgMatches, Command, parser::ValueSource};
 
 /// Flags for the config file's keys whose options `matches` left at their
 /// defaults.
-pub fn flags_for_defaults(path: &Path, run: &Command, matches: &ArgMatches) -> Result<Vec<OsString>> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+pub fn flags_for_defaults(
+    path: &Path,
+    run: &Command,
+    matches: &ArgMatches,
+) -> Result<Vec<OsString>> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message()))
         .with_context(|| format!("malformed config file {}", path.display()))?;
     let mut flags = Vec::new();
     for (key, value) in &table {
-        let Some(arg) = run.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
+        let Some(arg) = run
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+        else {
             bail!("config file {}: unknown key {key:?}", path.display());
         };
         if key == "config" {
-            bail!("config file {}: `config` cannot name another file", path.display());
+            bail!(
+                "config file {}: `config` cannot name another file",
+                path.display()
+            );
         }
         let id = arg.get_id().as_str();
-        if !matches!(matches.value_source(id), None | Some(ValueSource::DefaultValue)) {
+        if !matches!(
+            matches.value_source(id),
+            None | Some(ValueSource::DefaultValue)
+        ) {
             continue; // a flag or the environment already set it
         }
         let values = match value {
@@ -41,7 +55,10 @@ pub fn flags_for_defaults(path: &Path, run: &Command, matches: &ArgMatches) -> R
             } else if v == "true" {
                 flags.push(OsString::from(format!("--{key}")));
             } else if v != "false" {
-                bail!("config file {}: key {key:?} takes true or false", path.display());
+                bail!(
+                    "config file {}: key {key:?} takes true or false",
+                    path.display()
+                );
             }
         }
     }

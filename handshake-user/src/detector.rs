@@ -51,7 +51,13 @@ pub enum Transition {
 impl State {
     /// `raise`: the signal calls for firing; `clear`: it calls for clearing
     /// (between the two, hysteresis: keep the current state).
-    fn step(&mut self, raise: bool, clear: bool, now: Instant, hold: Duration) -> Option<Transition> {
+    fn step(
+        &mut self,
+        raise: bool,
+        clear: bool,
+        now: Instant,
+        hold: Duration,
+    ) -> Option<Transition> {
         let wants_change = if self.firing { clear } else { raise };
         if !wants_change {
             self.pending_since = None;
@@ -63,7 +69,11 @@ impl State {
         }
         self.firing = !self.firing;
         self.pending_since = None;
-        Some(if self.firing { Transition::Fired } else { Transition::Resolved })
+        Some(if self.firing {
+            Transition::Fired
+        } else {
+            Transition::Resolved
+        })
     }
 }
 
@@ -85,7 +95,10 @@ pub struct Signals {
 
 impl Detector {
     pub fn new(thresholds: Thresholds) -> Self {
-        Self { thresholds, states: [State::default(); 2] }
+        Self {
+            thresholds,
+            states: [State::default(); 2],
+        }
     }
 
     pub fn firing(&self, c: Condition) -> bool {
@@ -99,15 +112,20 @@ impl Detector {
         // Fire at the threshold, clear below 80 % of it.
         let raise = s.inbound_half_open >= t.half_open;
         let clear = (s.inbound_half_open as f64) < t.half_open as f64 * 0.8;
-        if let Some(tr) = self.states[Condition::HalfOpenBuildup as usize].step(raise, clear, now, t.hold) {
+        if let Some(tr) =
+            self.states[Condition::HalfOpenBuildup as usize].step(raise, clear, now, t.hold)
+        {
             out.push((Condition::HalfOpenBuildup, tr));
         }
         // Judged only at a real SYN rate; clears 0.1 above the threshold, or
         // when the rate falls to half the minimum.
         let rated = s.syn_rate >= t.min_syn_rate && !s.completion_ratio.is_nan();
         let raise = rated && s.completion_ratio < t.completion_ratio;
-        let clear = s.syn_rate < t.min_syn_rate * 0.5 || (rated && s.completion_ratio >= t.completion_ratio + 0.1);
-        if let Some(tr) = self.states[Condition::CompletionCollapse as usize].step(raise, clear, now, t.hold) {
+        let clear = s.syn_rate < t.min_syn_rate * 0.5
+            || (rated && s.completion_ratio >= t.completion_ratio + 0.1);
+        if let Some(tr) =
+            self.states[Condition::CompletionCollapse as usize].step(raise, clear, now, t.hold)
+        {
             out.push((Condition::CompletionCollapse, tr));
         }
         out
@@ -116,17 +134,37 @@ impl Detector {
 
 /// The one log line for a transition, as key=value pairs.
 pub fn report(c: Condition, t: Transition, s: &Signals, snap: &Snapshot) -> String {
-    let ports: Vec<String> = snap.top_ports.iter().map(|(p, n)| format!("{p}:{n}")).collect();
-    let sources: Vec<String> = snap.top_sources.iter().map(|(p, n)| format!("{p}:{n}")).collect();
+    let ports: Vec<String> = snap
+        .top_ports
+        .iter()
+        .map(|(p, n)| format!("{p}:{n}"))
+        .collect();
+    let sources: Vec<String> = snap
+        .top_sources
+        .iter()
+        .map(|(p, n)| format!("{p}:{n}"))
+        .collect();
     format!(
         "detector condition={} state={} inbound_half_open={} syn_rate={:.1} completion_ratio={:.3} top_ports={} top_sources={}",
         c.label(),
-        if t == Transition::Fired { "firing" } else { "resolved" },
+        if t == Transition::Fired {
+            "firing"
+        } else {
+            "resolved"
+        },
         s.inbound_half_open,
         s.syn_rate,
         s.completion_ratio,
-        if ports.is_empty() { "-".to_owned() } else { ports.join(",") },
-        if sources.is_empty() { "-".to_owned() } else { sources.join(",") },
+        if ports.is_empty() {
+            "-".to_owned()
+        } else {
+            ports.join(",")
+        },
+        if sources.is_empty() {
+            "-".to_owned()
+        } else {
+            sources.join(",")
+        },
     )
 }
 
@@ -135,11 +173,20 @@ mod tests {
     use super::*;
 
     fn detector() -> Detector {
-        Detector::new(Thresholds { half_open: 100, completion_ratio: 0.5, min_syn_rate: 10.0, hold: Duration::from_secs(10) })
+        Detector::new(Thresholds {
+            half_open: 100,
+            completion_ratio: 0.5,
+            min_syn_rate: 10.0,
+            hold: Duration::from_secs(10),
+        })
     }
 
     fn sig(half_open: u64, rate: f64, ratio: f64) -> Signals {
-        Signals { inbound_half_open: half_open, syn_rate: rate, completion_ratio: ratio }
+        Signals {
+            inbound_half_open: half_open,
+            syn_rate: rate,
+            completion_ratio: ratio,
+        }
     }
 
     #[test]
@@ -148,14 +195,23 @@ mod tests {
         let t0 = Instant::now();
         let s = |n| t0 + Duration::from_secs(n);
         assert!(d.evaluate(sig(150, 0.0, f64::NAN), s(0)).is_empty());
-        assert!(d.evaluate(sig(150, 0.0, f64::NAN), s(9)).is_empty(), "not sustained yet");
-        assert_eq!(d.evaluate(sig(150, 0.0, f64::NAN), s(10)), vec![(Condition::HalfOpenBuildup, Transition::Fired)]);
+        assert!(
+            d.evaluate(sig(150, 0.0, f64::NAN), s(9)).is_empty(),
+            "not sustained yet"
+        );
+        assert_eq!(
+            d.evaluate(sig(150, 0.0, f64::NAN), s(10)),
+            vec![(Condition::HalfOpenBuildup, Transition::Fired)]
+        );
         assert!(d.firing(Condition::HalfOpenBuildup));
         // 90 is under the threshold but above 80 %: stays firing.
         assert!(d.evaluate(sig(90, 0.0, f64::NAN), s(30)).is_empty());
         assert!(d.evaluate(sig(90, 0.0, f64::NAN), s(50)).is_empty());
         assert!(d.evaluate(sig(50, 0.0, f64::NAN), s(51)).is_empty());
-        assert_eq!(d.evaluate(sig(50, 0.0, f64::NAN), s(61)), vec![(Condition::HalfOpenBuildup, Transition::Resolved)]);
+        assert_eq!(
+            d.evaluate(sig(50, 0.0, f64::NAN), s(61)),
+            vec![(Condition::HalfOpenBuildup, Transition::Resolved)]
+        );
     }
 
     #[test]
@@ -164,7 +220,10 @@ mod tests {
         let t0 = Instant::now();
         d.evaluate(sig(150, 0.0, f64::NAN), t0);
         d.evaluate(sig(10, 0.0, f64::NAN), t0 + Duration::from_secs(5));
-        assert!(d.evaluate(sig(150, 0.0, f64::NAN), t0 + Duration::from_secs(11)).is_empty());
+        assert!(
+            d.evaluate(sig(150, 0.0, f64::NAN), t0 + Duration::from_secs(11))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -172,10 +231,17 @@ mod tests {
         let mut d = detector();
         let t0 = Instant::now();
         for n in 0..=20 {
-            assert!(d.evaluate(sig(0, 2.0, 0.0), t0 + Duration::from_secs(n)).is_empty(), "2 SYN/s is below the minimum");
+            assert!(
+                d.evaluate(sig(0, 2.0, 0.0), t0 + Duration::from_secs(n))
+                    .is_empty(),
+                "2 SYN/s is below the minimum"
+            );
         }
         d.evaluate(sig(0, 50.0, 0.1), t0 + Duration::from_secs(30));
         let fired = d.evaluate(sig(0, 50.0, 0.1), t0 + Duration::from_secs(40));
-        assert_eq!(fired, vec![(Condition::CompletionCollapse, Transition::Fired)]);
+        assert_eq!(
+            fired,
+            vec![(Condition::CompletionCollapse, Transition::Fired)]
+        );
     }
 }

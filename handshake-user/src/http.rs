@@ -56,15 +56,29 @@ async fn handle(mut stream: TcpStream, telemetry_path: &str, render: &Render) ->
     let (status, content_type, body) = match (method, path) {
         ("GET" | "HEAD", p) if p == telemetry_path => match render() {
             Ok(text) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
-            Err(err) => ("500 Internal Server Error", "text/plain; charset=utf-8", format!("{err:#}\n")),
+            Err(err) => (
+                "500 Internal Server Error",
+                "text/plain; charset=utf-8",
+                format!("{err:#}\n"),
+            ),
         },
         ("GET" | "HEAD", "/") => (
             "200 OK",
             "text/html; charset=utf-8",
-            format!("<html><head><title>handshake-monitor</title></head><body><h1>handshake-monitor</h1><p><a href=\"{telemetry_path}\">Metrics</a></p></body></html>\n"),
+            format!(
+                "<html><head><title>handshake-monitor</title></head><body><h1>handshake-monitor</h1><p><a href=\"{telemetry_path}\">Metrics</a></p></body></html>\n"
+            ),
         ),
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n".to_owned(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET\n".to_owned(),
+        ),
     };
     let header = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

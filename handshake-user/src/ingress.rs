@@ -37,16 +37,31 @@ pub fn plan(hook: IngressHook, xdp_mode: XdpModeFlag, skb_only: bool) -> Ingress
     match (hook, xdp_mode) {
         (IngressHook::Tc, _) => IngressPlan::Tc,
         (IngressHook::Auto, XdpModeFlag::Auto) if skb_only => IngressPlan::Tc,
-        (IngressHook::Auto, XdpModeFlag::Auto) => IngressPlan::Xdp { mode: XdpMode::Driver, fallback: Fallback::Tc },
+        (IngressHook::Auto, XdpModeFlag::Auto) => IngressPlan::Xdp {
+            mode: XdpMode::Driver,
+            fallback: Fallback::Tc,
+        },
         // An explicit XDP mode asks for XDP.
-        (_, XdpModeFlag::Driver) => IngressPlan::Xdp { mode: XdpMode::Driver, fallback: Fallback::None },
-        (_, XdpModeFlag::Skb) => IngressPlan::Xdp { mode: XdpMode::Skb, fallback: Fallback::None },
+        (_, XdpModeFlag::Driver) => IngressPlan::Xdp {
+            mode: XdpMode::Driver,
+            fallback: Fallback::None,
+        },
+        (_, XdpModeFlag::Skb) => IngressPlan::Xdp {
+            mode: XdpMode::Skb,
+            fallback: Fallback::None,
+        },
         // XDP wanted, mode left to us: on veth, native XDP turns every skb
         // into an XDP buffer (a copy, and NAPI on the peer), which costs more
         // than generic mode for a host's own traffic; elsewhere flags 0, the
         // kernel picks native where the driver has it.
-        (IngressHook::Xdp, XdpModeFlag::Auto) if skb_only => IngressPlan::Xdp { mode: XdpMode::Skb, fallback: Fallback::None },
-        (IngressHook::Xdp, XdpModeFlag::Auto) => IngressPlan::Xdp { mode: XdpMode::Default, fallback: Fallback::GenericXdp },
+        (IngressHook::Xdp, XdpModeFlag::Auto) if skb_only => IngressPlan::Xdp {
+            mode: XdpMode::Skb,
+            fallback: Fallback::None,
+        },
+        (IngressHook::Xdp, XdpModeFlag::Auto) => IngressPlan::Xdp {
+            mode: XdpMode::Default,
+            fallback: Fallback::GenericXdp,
+        },
     }
 }
 
@@ -55,8 +70,13 @@ pub fn plan(hook: IngressHook, xdp_mode: XdpModeFlag, skb_only: bool) -> Ingress
 pub fn describe(plan: IngressPlan) -> &'static str {
     match plan {
         IngressPlan::Tc => "TC",
-        IngressPlan::Xdp { mode: XdpMode::Driver, .. } => "XDP (native)",
-        IngressPlan::Xdp { mode: XdpMode::Skb, .. } => "XDP (generic)",
+        IngressPlan::Xdp {
+            mode: XdpMode::Driver,
+            ..
+        } => "XDP (native)",
+        IngressPlan::Xdp {
+            mode: XdpMode::Skb, ..
+        } => "XDP (generic)",
         IngressPlan::Xdp { .. } => "XDP",
     }
 }
@@ -67,29 +87,68 @@ mod tests {
 
     #[test]
     fn auto_is_native_xdp_or_tc_never_generic_xdp() {
-        assert_eq!(plan(IngressHook::Auto, XdpModeFlag::Auto, true), IngressPlan::Tc);
-        assert_eq!(plan(IngressHook::Auto, XdpModeFlag::Auto, false), IngressPlan::Xdp { mode: XdpMode::Driver, fallback: Fallback::Tc });
+        assert_eq!(
+            plan(IngressHook::Auto, XdpModeFlag::Auto, true),
+            IngressPlan::Tc
+        );
+        assert_eq!(
+            plan(IngressHook::Auto, XdpModeFlag::Auto, false),
+            IngressPlan::Xdp {
+                mode: XdpMode::Driver,
+                fallback: Fallback::Tc
+            }
+        );
     }
 
     #[test]
     fn an_explicit_xdp_mode_means_xdp_in_that_mode() {
         for hook in [IngressHook::Auto, IngressHook::Xdp] {
             for skb_only in [false, true] {
-                assert_eq!(plan(hook, XdpModeFlag::Driver, skb_only), IngressPlan::Xdp { mode: XdpMode::Driver, fallback: Fallback::None });
-                assert_eq!(plan(hook, XdpModeFlag::Skb, skb_only), IngressPlan::Xdp { mode: XdpMode::Skb, fallback: Fallback::None });
+                assert_eq!(
+                    plan(hook, XdpModeFlag::Driver, skb_only),
+                    IngressPlan::Xdp {
+                        mode: XdpMode::Driver,
+                        fallback: Fallback::None
+                    }
+                );
+                assert_eq!(
+                    plan(hook, XdpModeFlag::Skb, skb_only),
+                    IngressPlan::Xdp {
+                        mode: XdpMode::Skb,
+                        fallback: Fallback::None
+                    }
+                );
             }
         }
     }
 
     #[test]
     fn xdp_with_auto_mode_is_generic_on_veth_and_lo_and_the_kernels_pick_elsewhere() {
-        assert_eq!(plan(IngressHook::Xdp, XdpModeFlag::Auto, true), IngressPlan::Xdp { mode: XdpMode::Skb, fallback: Fallback::None });
-        assert_eq!(plan(IngressHook::Xdp, XdpModeFlag::Auto, false), IngressPlan::Xdp { mode: XdpMode::Default, fallback: Fallback::GenericXdp });
+        assert_eq!(
+            plan(IngressHook::Xdp, XdpModeFlag::Auto, true),
+            IngressPlan::Xdp {
+                mode: XdpMode::Skb,
+                fallback: Fallback::None
+            }
+        );
+        assert_eq!(
+            plan(IngressHook::Xdp, XdpModeFlag::Auto, false),
+            IngressPlan::Xdp {
+                mode: XdpMode::Default,
+                fallback: Fallback::GenericXdp
+            }
+        );
     }
 
     #[test]
     fn tc_is_tc() {
-        assert_eq!(plan(IngressHook::Tc, XdpModeFlag::Auto, false), IngressPlan::Tc);
-        assert_eq!(plan(IngressHook::Tc, XdpModeFlag::Auto, true), IngressPlan::Tc);
+        assert_eq!(
+            plan(IngressHook::Tc, XdpModeFlag::Auto, false),
+            IngressPlan::Tc
+        );
+        assert_eq!(
+            plan(IngressHook::Tc, XdpModeFlag::Auto, true),
+            IngressPlan::Tc
+        );
     }
 }

@@ -17,20 +17,39 @@ fn read_interface(dir: &Path) -> Option<(Interface, bool)> {
     let name = dir.file_name()?.to_str()?.to_owned();
     let flags = fs::read_to_string(dir.join("flags")).ok()?;
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
-    let index = fs::read_to_string(dir.join("ifindex")).ok()?.trim().parse().ok()?;
-    Some((Interface { name, index, loopback: flags & IFF_LOOPBACK != 0 }, flags & IFF_UP != 0))
+    let index = fs::read_to_string(dir.join("ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((
+        Interface {
+            name,
+            index,
+            loopback: flags & IFF_LOOPBACK != 0,
+        },
+        flags & IFF_UP != 0,
+    ))
 }
 
 fn all() -> Result<Vec<(Interface, bool)>> {
-    let entries = fs::read_dir("/sys/class/net").context("cannot list interfaces in /sys/class/net")?;
-    let mut found: Vec<_> = entries.filter_map(|e| e.ok()).filter_map(|e| read_interface(&e.path())).collect();
+    let entries =
+        fs::read_dir("/sys/class/net").context("cannot list interfaces in /sys/class/net")?;
+    let mut found: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| read_interface(&e.path()))
+        .collect();
     found.sort_by_key(|(i, _)| i.index);
     Ok(found)
 }
 
 /// Every interface that is up.
 pub fn up() -> Result<Vec<Interface>> {
-    Ok(all()?.into_iter().filter(|(_, up)| *up).map(|(i, _)| i).collect())
+    Ok(all()?
+        .into_iter()
+        .filter(|(_, up)| *up)
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// The named interfaces, or an error naming the first that does not exist.
@@ -42,7 +61,10 @@ pub fn by_name(names: &[String]) -> Result<Vec<Interface>> {
             Some((i, _)) => out.push(i.clone()),
             None => {
                 let list: Vec<_> = known.iter().map(|(i, _)| i.name.as_str()).collect();
-                bail!("unknown interface {name:?} (this host has: {})", list.join(", "));
+                bail!(
+                    "unknown interface {name:?} (this host has: {})",
+                    list.join(", ")
+                );
             }
         }
     }
@@ -52,7 +74,11 @@ pub fn by_name(names: &[String]) -> Result<Vec<Interface>> {
 /// Those of `names` that exist now (for following named interfaces that
 /// come and go).
 pub fn existing(names: &[String]) -> Result<Vec<Interface>> {
-    Ok(all()?.into_iter().map(|(i, _)| i).filter(|i| names.contains(&i.name)).collect())
+    Ok(all()?
+        .into_iter()
+        .map(|(i, _)| i)
+        .filter(|i| names.contains(&i.name))
+        .collect())
 }
 
 /// The driver behind an interface, as `ethtool -i` names it (`veth`,
@@ -91,7 +117,11 @@ pub fn driver(name: &str) -> Option<String> {
     unsafe {
         let mut info: DrvInfo = std::mem::zeroed();
         info.cmd = ETHTOOL_GDRVINFO;
-        let mut req = IfReq { name: [0; 16], data: &mut info, _pad: [0; 16] };
+        let mut req = IfReq {
+            name: [0; 16],
+            data: &mut info,
+            _pad: [0; 16],
+        };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
@@ -102,7 +132,11 @@ pub fn driver(name: &str) -> Option<String> {
         if rc != 0 {
             return None;
         }
-        let end = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+        let end = info
+            .driver
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(info.driver.len());
         let driver = String::from_utf8_lossy(&info.driver[..end]).into_owned();
         (!driver.is_empty()).then_some(driver)
     }

@@ -35,7 +35,11 @@ pub fn discover() -> Vec<u16> {
             ports.extend(parse(&text));
         }
     }
-    ports.into_iter().filter(|p| *p != 0).take(MAX_DISCOVERED).collect()
+    ports
+        .into_iter()
+        .filter(|p| *p != 0)
+        .take(MAX_DISCOVERED)
+        .collect()
 }
 
 #[cfg(test)]

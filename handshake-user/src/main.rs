@@ -5,12 +5,25 @@ use handshake_user::cli::{Cli, Command};
 
 /// Prints a clap error as one line (help and version as they are).
 fn clap_exit(err: &clap::Error) -> ExitCode {
-    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = err.print();
-        return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let text = err.to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
     eprintln!("handshake-monitor: error: {first}");
     ExitCode::from(2)
 }
@@ -25,21 +38,37 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 /// file's values added as flags for the options still at their defaults.
 fn parse(args: &[OsString]) -> Result<Cli, ExitCode> {
     let command = Cli::command();
-    let matches = command.clone().try_get_matches_from(args).map_err(|e| clap_exit(&e))?;
+    let matches = command
+        .clone()
+        .try_get_matches_from(args)
+        .map_err(|e| clap_exit(&e))?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| clap_exit(&e))?;
-    let Command::Run(run) = &cli.command else { return Ok(cli) };
-    let Some(path) = &run.config else { return Ok(cli) };
-    let (Some(run_matches), Some(run_command)) = (matches.subcommand_matches("run"), command.find_subcommand("run")) else {
+    let Command::Run(run) = &cli.command else {
         return Ok(cli);
     };
-    let extra = handshake_user::config::flags_for_defaults(path, run_command, run_matches).map_err(|e| fail(&e))?;
+    let Some(path) = &run.config else {
+        return Ok(cli);
+    };
+    let (Some(run_matches), Some(run_command)) = (
+        matches.subcommand_matches("run"),
+        command.find_subcommand("run"),
+    ) else {
+        return Ok(cli);
+    };
+    let extra = handshake_user::config::flags_for_defaults(path, run_command, run_matches)
+        .map_err(|e| fail(&e))?;
     let at = args.iter().position(|a| a == "run").unwrap_or(1);
     let mut merged: Vec<OsString> = args[..=at].to_vec();
     merged.extend(extra);
     merged.extend_from_slice(&args[at + 1..]);
     Cli::try_parse_from_args(&merged).map_err(|e| {
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
         fail(&anyhow::anyhow!("config file {}: {first}", path.display()))
     })
 }

@@ -31,12 +31,26 @@ impl MappedBuckets {
         let bytes = (buckets * size_of::<Bucket>()).next_multiple_of(4096);
         // SAFETY: maps the array's values shared; the kernel keeps the
         // memory alive while it is mapped; `Drop` unmaps it.
-        let base = unsafe { libc::mmap(std::ptr::null_mut(), bytes, prot, libc::MAP_SHARED, fd.as_fd().as_raw_fd(), 0) };
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_fd().as_raw_fd(),
+                0,
+            )
+        };
         if base == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error()).context("mapping the flow table");
         }
-        let base = NonNull::new(base.cast::<Bucket>()).context("mapping the flow table: null mapping")?;
-        Ok(Self { base, buckets, bytes })
+        let base =
+            NonNull::new(base.cast::<Bucket>()).context("mapping the flow table: null mapping")?;
+        Ok(Self {
+            base,
+            buckets,
+            bytes,
+        })
     }
 
     /// Buckets mapped.

@@ -5,13 +5,41 @@ use std::fs;
 
 /// (TcpExt field, our metric name, HELP).
 pub const FIELDS: &[(&str, &str, &str)] = &[
-    ("SyncookiesSent", "tcp_handshake_kernel_syncookies_sent_total", "SYN cookies sent (TcpExt SyncookiesSent): the SYN queue overflowed."),
-    ("SyncookiesRecv", "tcp_handshake_kernel_syncookies_recv_total", "Valid SYN cookies received (TcpExt SyncookiesRecv)."),
-    ("SyncookiesFailed", "tcp_handshake_kernel_syncookies_failed_total", "Invalid SYN cookies received (TcpExt SyncookiesFailed)."),
-    ("ListenOverflows", "tcp_handshake_kernel_listen_overflows_total", "Completed handshakes dropped because the accept queue was full (TcpExt ListenOverflows)."),
-    ("ListenDrops", "tcp_handshake_kernel_listen_drops_total", "SYNs and final ACKs dropped by listeners for any reason (TcpExt ListenDrops)."),
-    ("TCPReqQFullDrop", "tcp_handshake_kernel_reqq_full_drop_total", "SYNs dropped because the SYN queue was full and cookies were off (TcpExt TCPReqQFullDrop)."),
-    ("TCPReqQFullDoCookies", "tcp_handshake_kernel_reqq_full_do_cookies_total", "SYN cookies sent because the SYN queue was full (TcpExt TCPReqQFullDoCookies)."),
+    (
+        "SyncookiesSent",
+        "tcp_handshake_kernel_syncookies_sent_total",
+        "SYN cookies sent (TcpExt SyncookiesSent): the SYN queue overflowed.",
+    ),
+    (
+        "SyncookiesRecv",
+        "tcp_handshake_kernel_syncookies_recv_total",
+        "Valid SYN cookies received (TcpExt SyncookiesRecv).",
+    ),
+    (
+        "SyncookiesFailed",
+        "tcp_handshake_kernel_syncookies_failed_total",
+        "Invalid SYN cookies received (TcpExt SyncookiesFailed).",
+    ),
+    (
+        "ListenOverflows",
+        "tcp_handshake_kernel_listen_overflows_total",
+        "Completed handshakes dropped because the accept queue was full (TcpExt ListenOverflows).",
+    ),
+    (
+        "ListenDrops",
+        "tcp_handshake_kernel_listen_drops_total",
+        "SYNs and final ACKs dropped by listeners for any reason (TcpExt ListenDrops).",
+    ),
+    (
+        "TCPReqQFullDrop",
+        "tcp_handshake_kernel_reqq_full_drop_total",
+        "SYNs dropped because the SYN queue was full and cookies were off (TcpExt TCPReqQFullDrop).",
+    ),
+    (
+        "TCPReqQFullDoCookies",
+        "tcp_handshake_kernel_reqq_full_do_cookies_total",
+        "SYN cookies sent because the SYN queue was full (TcpExt TCPReqQFullDoCookies).",
+    ),
 ];
 
 /// Values of [`FIELDS`] from a /proc/net/netstat text, in order; a field the
@@ -28,12 +56,19 @@ pub fn parse(text: &str) -> Vec<Option<u64>> {
     }
     FIELDS
         .iter()
-        .map(|(field, _, _)| names.iter().position(|n| n == field).and_then(|i| values.get(i)?.parse().ok()))
+        .map(|(field, _, _)| {
+            names
+                .iter()
+                .position(|n| n == field)
+                .and_then(|i| values.get(i)?.parse().ok())
+        })
         .collect()
 }
 
 pub fn read() -> Vec<Option<u64>> {
-    fs::read_to_string("/proc/net/netstat").map(|t| parse(&t)).unwrap_or_else(|_| vec![None; FIELDS.len()])
+    fs::read_to_string("/proc/net/netstat")
+        .map(|t| parse(&t))
+        .unwrap_or_else(|_| vec![None; FIELDS.len()])
 }
 
 #[cfg(test)]

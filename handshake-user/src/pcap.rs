@@ -63,8 +63,13 @@ pub enum Error {
     NotACapture,
     UnsupportedLinkType(u32),
     /// The file ends, or a length field points, past what is there.
-    Truncated { offset: u64 },
-    Corrupt { offset: u64, what: &'static str },
+    Truncated {
+        offset: u64,
+    },
+    Corrupt {
+        offset: u64,
+        what: &'static str,
+    },
 }
 
 impl std::fmt::Display for Error {
@@ -95,8 +100,15 @@ impl From<io::Error> for Error {
 const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
 enum Format {
-    Pcap { big_endian: bool, nanos: bool, link: LinkType },
-    PcapNg { big_endian: bool, interfaces: Vec<(LinkType, u64)> },
+    Pcap {
+        big_endian: bool,
+        nanos: bool,
+        link: LinkType,
+    },
+    PcapNg {
+        big_endian: bool,
+        interfaces: Vec<(LinkType, u64)>,
+    },
 }
 
 pub struct Reader {
@@ -109,12 +121,20 @@ pub struct Reader {
 
 fn u16_of(b: &[u8], big: bool) -> u16 {
     let a = [b[0], b[1]];
-    if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
+    if big {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
+    }
 }
 
 fn u32_of(b: &[u8], big: bool) -> u32 {
     let a = [b[0], b[1], b[2], b[3]];
-    if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+    if big {
+        u32::from_be_bytes(a)
+    } else {
+        u32::from_le_bytes(a)
+    }
 }
 
 impl Reader {
@@ -124,7 +144,11 @@ impl Reader {
         let mut reader = Self {
             input: BufReader::with_capacity(1 << 20, file),
             offset: 0,
-            format: Format::Pcap { big_endian: false, nanos: false, link: LinkType::Ethernet },
+            format: Format::Pcap {
+                big_endian: false,
+                nanos: false,
+                link: LinkType::Ethernet,
+            },
             size,
         };
         let mut magic = [0u8; 4];
@@ -153,7 +177,13 @@ impl Reader {
         while got < buf.len() {
             let n = self.input.read(&mut buf[got..])?;
             if n == 0 {
-                return if got == 0 { Ok(0) } else { Err(Error::Truncated { offset: self.offset + got as u64 }) };
+                return if got == 0 {
+                    Ok(0)
+                } else {
+                    Err(Error::Truncated {
+                        offset: self.offset + got as u64,
+                    })
+                };
             }
             got += n;
         }
@@ -163,7 +193,9 @@ impl Reader {
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Error> {
         if self.read_exact_or_eof(buf)? == 0 && !buf.is_empty() {
-            return Err(Error::Truncated { offset: self.offset });
+            return Err(Error::Truncated {
+                offset: self.offset,
+            });
         }
         Ok(())
     }
@@ -175,7 +207,11 @@ impl Reader {
         // the network field's top bits may carry FCS information.
         let code = u32_of(&rest[16..20], big) & 0x0fff_ffff;
         let link = LinkType::from_code(code).ok_or(Error::UnsupportedLinkType(code))?;
-        Ok(Format::Pcap { big_endian: big, nanos, link })
+        Ok(Format::Pcap {
+            big_endian: big,
+            nanos,
+            link,
+        })
     }
 
     fn pcapng_section(&mut self) -> Result<Format, Error> {
@@ -184,15 +220,26 @@ impl Reader {
         let big = match u32::from_le_bytes([head[4], head[5], head[6], head[7]]) {
             0x1a2b_3c4d => false,
             0x4d3c_2b1a => true,
-            _ => return Err(Error::Corrupt { offset: self.offset, what: "bad byte-order magic" }),
+            _ => {
+                return Err(Error::Corrupt {
+                    offset: self.offset,
+                    what: "bad byte-order magic",
+                });
+            }
         };
         let total = u32_of(&head[0..4], big);
         if !(28..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
-            return Err(Error::Corrupt { offset: self.offset, what: "bad section header length" });
+            return Err(Error::Corrupt {
+                offset: self.offset,
+                what: "bad section header length",
+            });
         }
         let mut rest = vec![0u8; total as usize - 12];
         self.read_exact(&mut rest)?;
-        Ok(Format::PcapNg { big_endian: big, interfaces: Vec::new() })
+        Ok(Format::PcapNg {
+            big_endian: big,
+            interfaces: Vec::new(),
+        })
     }
 
     /// The next packet, or None at the end of the capture.
@@ -200,19 +247,31 @@ impl Reader {
         loop {
             let start = self.offset;
             let raw = match &self.format {
-                Format::Pcap { big_endian, nanos, link } => {
+                Format::Pcap {
+                    big_endian,
+                    nanos,
+                    link,
+                } => {
                     let (big, nanos, link) = (*big_endian, *nanos, *link);
                     let mut rec = [0u8; 16];
                     if self.read_exact_or_eof(&mut rec)? == 0 {
                         return Ok(None);
                     }
-                    let (secs, frac, caplen) = (u32_of(&rec[0..4], big), u32_of(&rec[4..8], big), u32_of(&rec[8..12], big));
+                    let (secs, frac, caplen) = (
+                        u32_of(&rec[0..4], big),
+                        u32_of(&rec[4..8], big),
+                        u32_of(&rec[8..12], big),
+                    );
                     if caplen > MAX_RECORD {
-                        return Err(Error::Corrupt { offset: start, what: "record length" });
+                        return Err(Error::Corrupt {
+                            offset: start,
+                            what: "record length",
+                        });
                     }
                     let mut data = vec![0u8; caplen as usize];
                     self.read_exact(&mut data)?;
-                    let ts_ns = u64::from(secs) * 1_000_000_000 + u64::from(frac) * if nanos { 1 } else { 1000 };
+                    let ts_ns = u64::from(secs) * 1_000_000_000
+                        + u64::from(frac) * if nanos { 1 } else { 1000 };
                     Some((ts_ns, link, data, None))
                 }
                 Format::PcapNg { .. } => self.pcapng_block(start)?,
@@ -221,7 +280,12 @@ impl Reader {
                 None => {}
                 Some((ts_ns, link, data, way)) => {
                     let (frame, cooked_way) = to_ethernet(link, &data);
-                    return Ok(Some(Packet { ts_ns, frame, way: way.or(cooked_way), link }));
+                    return Ok(Some(Packet {
+                        ts_ns,
+                        frame,
+                        way: way.or(cooked_way),
+                        link,
+                    }));
                 }
             }
             if self.offset == start {
@@ -232,9 +296,17 @@ impl Reader {
 
     /// Reads one pcapng block; a packet for packet blocks, None for others
     /// (and for the end of the file, where the offset does not move).
-    #[expect(clippy::type_complexity, reason = "a private tuple, named at its one use")]
-    fn pcapng_block(&mut self, start: u64) -> Result<Option<(u64, LinkType, Vec<u8>, Option<Way>)>, Error> {
-        let Format::PcapNg { big_endian, .. } = self.format else { return Ok(None) };
+    #[expect(
+        clippy::type_complexity,
+        reason = "a private tuple, named at its one use"
+    )]
+    fn pcapng_block(
+        &mut self,
+        start: u64,
+    ) -> Result<Option<(u64, LinkType, Vec<u8>, Option<Way>)>, Error> {
+        let Format::PcapNg { big_endian, .. } = self.format else {
+            return Ok(None);
+        };
         let big = big_endian;
         let mut head = [0u8; 8];
         if self.read_exact_or_eof(&mut head)? == 0 {
@@ -249,42 +321,68 @@ impl Reader {
             let big = match u32::from_le_bytes(rest_head) {
                 0x1a2b_3c4d => false,
                 0x4d3c_2b1a => true,
-                _ => return Err(Error::Corrupt { offset: start, what: "bad byte-order magic" }),
+                _ => {
+                    return Err(Error::Corrupt {
+                        offset: start,
+                        what: "bad byte-order magic",
+                    });
+                }
             };
             let total = u32_of(&order, big);
             if !(28..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
-                return Err(Error::Corrupt { offset: start, what: "bad section header length" });
+                return Err(Error::Corrupt {
+                    offset: start,
+                    what: "bad section header length",
+                });
             }
             let mut rest = vec![0u8; total as usize - 12];
             self.read_exact(&mut rest)?;
-            self.format = Format::PcapNg { big_endian: big, interfaces: Vec::new() };
+            self.format = Format::PcapNg {
+                big_endian: big,
+                interfaces: Vec::new(),
+            };
             return Ok(None);
         }
         if !(12..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
-            return Err(Error::Corrupt { offset: start, what: "bad block length" });
+            return Err(Error::Corrupt {
+                offset: start,
+                what: "bad block length",
+            });
         }
         let mut body = vec![0u8; total as usize - 8];
         self.read_exact(&mut body)?;
         let body = &body[..body.len() - 4]; // trailing length copy
-        let Format::PcapNg { interfaces, .. } = &mut self.format else { return Ok(None) };
+        let Format::PcapNg { interfaces, .. } = &mut self.format else {
+            return Ok(None);
+        };
         match kind {
             // Interface description: link type, and the timestamp unit.
             1 => {
                 if body.len() < 8 {
-                    return Err(Error::Corrupt { offset: start, what: "short interface block" });
+                    return Err(Error::Corrupt {
+                        offset: start,
+                        what: "short interface block",
+                    });
                 }
                 let code = u32::from(u16_of(&body[0..2], big));
                 let link = LinkType::from_code(code).ok_or(Error::UnsupportedLinkType(code))?;
                 let mut units_per_sec = 1_000_000u64;
                 let mut opts = &body[8..];
                 while opts.len() >= 4 {
-                    let (code, len) = (u16_of(&opts[0..2], big), usize::from(u16_of(&opts[2..4], big)));
+                    let (code, len) = (
+                        u16_of(&opts[0..2], big),
+                        usize::from(u16_of(&opts[2..4], big)),
+                    );
                     if code == 0 || opts.len() < 4 + len {
                         break;
                     }
                     if code == 9 && len >= 1 {
                         let v = opts[4];
-                        units_per_sec = if v & 0x80 == 0 { 10u64.saturating_pow(u32::from(v)) } else { 1u64 << (v & 0x7f).min(63) };
+                        units_per_sec = if v & 0x80 == 0 {
+                            10u64.saturating_pow(u32::from(v))
+                        } else {
+                            1u64 << (v & 0x7f).min(63)
+                        };
                     }
                     opts = &opts[4 + len.div_ceil(4) * 4..];
                 }
@@ -294,20 +392,33 @@ impl Reader {
             // Enhanced packet block.
             6 => {
                 if body.len() < 20 {
-                    return Err(Error::Corrupt { offset: start, what: "short packet block" });
+                    return Err(Error::Corrupt {
+                        offset: start,
+                        what: "short packet block",
+                    });
                 }
                 let iface = u32_of(&body[0..4], big) as usize;
-                let &(link, units) = interfaces.get(iface).ok_or(Error::Corrupt { offset: start, what: "packet names an unknown interface" })?;
-                let ts = (u64::from(u32_of(&body[4..8], big)) << 32) | u64::from(u32_of(&body[8..12], big));
+                let &(link, units) = interfaces.get(iface).ok_or(Error::Corrupt {
+                    offset: start,
+                    what: "packet names an unknown interface",
+                })?;
+                let ts = (u64::from(u32_of(&body[4..8], big)) << 32)
+                    | u64::from(u32_of(&body[8..12], big));
                 let caplen = u32_of(&body[12..16], big) as usize;
                 if 20 + caplen > body.len() {
-                    return Err(Error::Corrupt { offset: start, what: "packet longer than its block" });
+                    return Err(Error::Corrupt {
+                        offset: start,
+                        what: "packet longer than its block",
+                    });
                 }
                 let data = body[20..20 + caplen].to_vec();
                 let mut way = None;
                 let mut opts = &body[20 + caplen.div_ceil(4) * 4..];
                 while opts.len() >= 4 {
-                    let (code, len) = (u16_of(&opts[0..2], big), usize::from(u16_of(&opts[2..4], big)));
+                    let (code, len) = (
+                        u16_of(&opts[0..2], big),
+                        usize::from(u16_of(&opts[2..4], big)),
+                    );
                     if code == 0 || opts.len() < 4 + len {
                         break;
                     }
@@ -325,9 +436,15 @@ impl Reader {
             }
             // Simple packet block: interface 0, no timestamp.
             3 => {
-                let &(link, _) = interfaces.first().ok_or(Error::Corrupt { offset: start, what: "packet before any interface" })?;
+                let &(link, _) = interfaces.first().ok_or(Error::Corrupt {
+                    offset: start,
+                    what: "packet before any interface",
+                })?;
                 if body.len() < 4 {
-                    return Err(Error::Corrupt { offset: start, what: "short simple packet block" });
+                    return Err(Error::Corrupt {
+                        offset: start,
+                        what: "short simple packet block",
+                    });
                 }
                 let len = (u32_of(&body[0..4], big) as usize).min(body.len() - 4);
                 Ok(Some((0, link, body[4..4 + len].to_vec(), None)))
@@ -353,17 +470,29 @@ fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
 /// The captured bytes as an Ethernet frame, and the direction a cooked
 /// header records. A cooked header that is cut short yields an empty frame.
 pub fn to_ethernet(link: LinkType, data: &[u8]) -> (Vec<u8>, Option<Way>) {
-    let way = |t: u8| Some(if t == PACKET_OUTGOING { Way::Outgoing } else { Way::Incoming });
+    let way = |t: u8| {
+        Some(if t == PACKET_OUTGOING {
+            Way::Outgoing
+        } else {
+            Way::Incoming
+        })
+    };
     match link {
         LinkType::Ethernet => (data.to_vec(), None),
-        LinkType::LinuxSll if data.len() >= 16 => {
-            (ethernet(u16::from_be_bytes([data[14], data[15]]), &data[16..]), way(data[1]))
-        }
-        LinkType::LinuxSll2 if data.len() >= 20 => {
-            (ethernet(u16::from_be_bytes([data[0], data[1]]), &data[20..]), way(data[10]))
-        }
+        LinkType::LinuxSll if data.len() >= 16 => (
+            ethernet(u16::from_be_bytes([data[14], data[15]]), &data[16..]),
+            way(data[1]),
+        ),
+        LinkType::LinuxSll2 if data.len() >= 20 => (
+            ethernet(u16::from_be_bytes([data[0], data[1]]), &data[20..]),
+            way(data[10]),
+        ),
         LinkType::RawIp => {
-            let ethertype = if data.first().is_some_and(|b| b >> 4 == 6) { ETH_P_IPV6 } else { ETH_P_IP };
+            let ethertype = if data.first().is_some_and(|b| b >> 4 == 6) {
+                ETH_P_IPV6
+            } else {
+                ETH_P_IP
+            };
             (ethernet(ethertype, data), None)
         }
         LinkType::LinuxSll | LinkType::LinuxSll2 => (Vec::new(), None),

@@ -33,7 +33,10 @@ pub fn check() -> Result<()> {
         missing.push("CAP_NET_ADMIN");
     }
     if !missing.is_empty() {
-        bail!("missing privilege: {} (run as root, or grant them to the binary)", missing.join(", "));
+        bail!(
+            "missing privilege: {} (run as root, or grant them to the binary)",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

@@ -9,12 +9,14 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink, tc::SchedClassifierLink,
-        xdp::XdpLink,
+        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode, links::FdLink,
+        tc::SchedClassifierLink, xdp::XdpLink,
     },
 };
 use handshake_common::{
-    counters::{COUNTERS_LEN, COUNTERS_PER_IFACE, Counter, Direction, Family, MAX_IFINDEX, counter_index},
+    counters::{
+        COUNTERS_LEN, COUNTERS_PER_IFACE, Counter, Direction, Family, MAX_IFINDEX, counter_index,
+    },
     expire::{EXPIRED, ExpireRequest},
     flow::{FlowKey, FlowState},
     global_names,
@@ -90,20 +92,31 @@ impl IngressLink {
     /// Where the ingress program runs, in words: "TC", "XDP (native)", ...
     pub fn describe(&self) -> &'static str {
         match self {
-            Self::Xdp(_, mode) => crate::ingress::describe(IngressPlan::Xdp { mode: *mode, fallback: Fallback::None }),
+            Self::Xdp(_, mode) => crate::ingress::describe(IngressPlan::Xdp {
+                mode: *mode,
+                fallback: Fallback::None,
+            }),
             Self::Tc(_) => crate::ingress::describe(IngressPlan::Tc),
         }
     }
 }
 
 fn direction_name(at: TcAttachType) -> &'static str {
-    if at == TcAttachType::Ingress { "ingress" } else { "egress" }
+    if at == TcAttachType::Ingress {
+        "ingress"
+    } else {
+        "egress"
+    }
 }
 
 /// Our TC program for a direction: the ingress program's TC twin, or the
 /// egress program.
 fn tc_program_name(at: TcAttachType) -> &'static str {
-    if at == TcAttachType::Ingress { TC_INGRESS } else { TC_EGRESS }
+    if at == TcAttachType::Ingress {
+        TC_INGRESS
+    } else {
+        TC_EGRESS
+    }
 }
 
 pub struct Probe {
@@ -147,7 +160,8 @@ impl FlowReader {
             // SAFETY: a bucket of the mapping; the programs may be writing
             // it, so it is read with volatile reads (a torn way is possible,
             // as with any read of a live table).
-            let live = (0..WAYS).any(|w| table::is_live(unsafe { (&raw const (*at).tags[w]).read_volatile() }));
+            let live = (0..WAYS)
+                .any(|w| table::is_live(unsafe { (&raw const (*at).tags[w]).read_volatile() }));
             if live {
                 // SAFETY: as above.
                 each(&unsafe { at.read_volatile() });
@@ -175,7 +189,14 @@ pub fn fill_flow_table<T: std::borrow::BorrowMut<MapData>>(
         let place = table::place(table::flow_hash(&key, seed), buckets - 1);
         let bucket = &mut table[place.bucket as usize];
         if let Some(i) = bucket.tags.iter().position(|&t| t == table::EMPTY) {
-            bucket.set_way(i, table::Way { tag: place.tag, key, state });
+            bucket.set_way(
+                i,
+                table::Way {
+                    tag: place.tag,
+                    key,
+                    state,
+                },
+            );
             placed += 1;
         }
     }
@@ -188,8 +209,15 @@ pub fn fill_flow_table<T: std::borrow::BorrowMut<MapData>>(
 }
 
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
-    match ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))? {
-        Map::Array(m) | Map::PerCpuArray(m) | Map::HashMap(m) | Map::LruHashMap(m) | Map::PerCpuHashMap(m) => Ok(m),
+    match ebpf
+        .map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))?
+    {
+        Map::Array(m)
+        | Map::PerCpuArray(m)
+        | Map::HashMap(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuHashMap(m) => Ok(m),
         _ => Err(anyhow!("map {name} has an unexpected type")),
     }
 }
@@ -209,8 +237,12 @@ impl Probe {
         let pins: Vec<(&str, PathBuf)> = match pin_dir {
             Some(dir) => {
                 let maps = dir.join("maps");
-                std::fs::create_dir_all(&maps).with_context(|| format!("cannot create {}", maps.display()))?;
-                PINNED_MAPS.iter().map(|name| (*name, maps.join(name))).collect()
+                std::fs::create_dir_all(&maps)
+                    .with_context(|| format!("cannot create {}", maps.display()))?;
+                PINNED_MAPS
+                    .iter()
+                    .map(|name| (*name, maps.join(name)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -221,18 +253,40 @@ impl Probe {
         let mut ebpf = loader
             .map_max_entries(map_names::FLOWS, buckets)
             .override_global(global_names::FLOW_BUCKET_MASK, &(buckets - 1), true)
-            .override_global(global_names::SYN_INSERT_BUDGET, &options.syn_insert_budget, true)
-            .override_global(global_names::SYN_INSERT_WINDOW_NS, &options.syn_insert_window_ns, true)
+            .override_global(
+                global_names::SYN_INSERT_BUDGET,
+                &options.syn_insert_budget,
+                true,
+            )
+            .override_global(
+                global_names::SYN_INSERT_WINDOW_NS,
+                &options.syn_insert_window_ns,
+                true,
+            )
             .override_global(global_names::CLOCK_FROM_MAP, &clock_from_map, true)
             .load(OBJECT)
             .context("cannot load the eBPF object")?;
-        program::<Xdp>(&mut ebpf, XDP_INGRESS)?.load().context("the kernel rejected the XDP program")?;
-        program::<SchedClassifier>(&mut ebpf, TC_EGRESS)?.load().context("the kernel rejected the TC egress program")?;
-        program::<SchedClassifier>(&mut ebpf, TC_INGRESS)?.load().context("the kernel rejected the TC ingress program")?;
-        program::<Xdp>(&mut ebpf, EXPIRE)?.load().context("the kernel rejected the expire program")?;
+        program::<Xdp>(&mut ebpf, XDP_INGRESS)?
+            .load()
+            .context("the kernel rejected the XDP program")?;
+        program::<SchedClassifier>(&mut ebpf, TC_EGRESS)?
+            .load()
+            .context("the kernel rejected the TC egress program")?;
+        program::<SchedClassifier>(&mut ebpf, TC_INGRESS)?
+            .load()
+            .context("the kernel rejected the TC ingress program")?;
+        program::<Xdp>(&mut ebpf, EXPIRE)?
+            .load()
+            .context("the kernel rejected the expire program")?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let mut probe = Self { ebpf, cpus, listener_slots: Vec::new() };
-        let pinned_buckets = map_data(&probe.ebpf, map_names::FLOWS)?.info()?.max_entries();
+        let mut probe = Self {
+            ebpf,
+            cpus,
+            listener_slots: Vec::new(),
+        };
+        let pinned_buckets = map_data(&probe.ebpf, map_names::FLOWS)?
+            .info()?
+            .max_entries();
         anyhow::ensure!(
             pinned_buckets == buckets,
             "the pinned flow table holds {} flows, --flow-table-size asks for {}: use the same size, or remove the pin directory",
@@ -249,7 +303,11 @@ impl Probe {
     /// detaches when dropped, unless pinned.
     pub fn attach_ingress(&mut self, iface: &Interface, plan: IngressPlan) -> Result<IngressLink> {
         let (mode, fallback) = match plan {
-            IngressPlan::Tc => return self.attach_tc(iface, TcAttachType::Ingress).map(IngressLink::Tc),
+            IngressPlan::Tc => {
+                return self
+                    .attach_tc(iface, TcAttachType::Ingress)
+                    .map(IngressLink::Tc);
+            }
             IngressPlan::Xdp { mode, fallback } => (mode, fallback),
         };
         let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
@@ -261,11 +319,14 @@ impl Probe {
             // by itself.
             (Err(e), Fallback::Tc) => {
                 log::info!("{}: native XDP refused ({e})", iface.name);
-                return self.attach_tc(iface, TcAttachType::Ingress).map(IngressLink::Tc);
+                return self
+                    .attach_tc(iface, TcAttachType::Ingress)
+                    .map(IngressLink::Tc);
             }
             (Err(e), Fallback::GenericXdp) => {
                 log::info!("{}: native XDP refused ({e})", iface.name);
-                xdp.attach_to_if_index(iface.index, XdpMode::Skb).map(|id| (id, XdpMode::Skb))
+                xdp.attach_to_if_index(iface.index, XdpMode::Skb)
+                    .map(|id| (id, XdpMode::Skb))
             }
             (Err(e), Fallback::None) => Err(e),
         };
@@ -287,7 +348,9 @@ impl Probe {
 
     fn attach_tc(&mut self, iface: &Interface, at: TcAttachType) -> Result<SchedClassifierLink> {
         let tc = program::<SchedClassifier>(&mut self.ebpf, tc_program_name(at))?;
-        let id = tc.attach(&iface.name, at).with_context(|| format!("cannot attach TC {} to {}", direction_name(at), iface.name))?;
+        let id = tc.attach(&iface.name, at).with_context(|| {
+            format!("cannot attach TC {} to {}", direction_name(at), iface.name)
+        })?;
         Ok(tc.take_link(id)?)
     }
 
@@ -295,7 +358,9 @@ impl Probe {
     /// program: one atomic swap, no packet unobserved.
     pub fn adopt_xdp_ingress(&mut self, link: FdLink) -> Result<XdpLink> {
         let xdp = program::<Xdp>(&mut self.ebpf, XDP_INGRESS)?;
-        let id = xdp.attach_to_link(XdpLink::try_from(link)?).context("cannot adopt the pinned XDP link")?;
+        let id = xdp
+            .attach_to_link(XdpLink::try_from(link)?)
+            .context("cannot adopt the pinned XDP link")?;
         Ok(xdp.take_link(id)?)
     }
 
@@ -313,7 +378,10 @@ impl Probe {
     /// interface (a slot freed by one that vanished keeps its old counts).
     pub fn zero_iface_slot(&mut self, slot: u32) -> Result<()> {
         let cpus = self.cpus;
-        let map = self.ebpf.map_mut(map_names::COUNTERS).ok_or_else(|| anyhow!("map COUNTERS missing"))?;
+        let map = self
+            .ebpf
+            .map_mut(map_names::COUNTERS)
+            .ok_or_else(|| anyhow!("map COUNTERS missing"))?;
         let mut counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
         let first = counter_index(slot, Family::Ipv4, Direction::Inbound, Counter::ALL[0]);
         for i in first..first + COUNTERS_PER_IFACE {
@@ -330,7 +398,10 @@ impl Probe {
         batch::lookup_all(map.fd().as_fd(), 4, row, len, |key, value| {
             let index = u32::from_ne_bytes(key.try_into().unwrap_or_default()) as usize;
             if let Some(slot) = out.get_mut(index) {
-                *slot = value.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).sum();
+                *slot = value
+                    .chunks_exact(8)
+                    .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+                    .sum();
             }
         })
         .with_context(|| format!("reading {name}"))?;
@@ -371,16 +442,26 @@ impl Probe {
 
     /// The flow table's hash seed.
     pub fn flow_seed(&self) -> Result<u64> {
-        let map = self.ebpf.map(map_names::FLOW_SEED).ok_or_else(|| anyhow!("map FLOW_SEED missing"))?;
+        let map = self
+            .ebpf
+            .map(map_names::FLOW_SEED)
+            .ok_or_else(|| anyhow!("map FLOW_SEED missing"))?;
         Ok(Array::<_, u64>::try_from(map)?.get(&0, 0)?)
     }
 
     /// Fills an empty flow table with flows from `flows` as the kernel
     /// would place them, skipping those whose bucket is full, until `want`
     /// are placed (benchmarks fill the table this way). Returns how many were.
-    pub fn fill_flow_table(&mut self, flows: impl Iterator<Item = (FlowKey, FlowState)>, want: usize) -> Result<usize> {
+    pub fn fill_flow_table(
+        &mut self,
+        flows: impl Iterator<Item = (FlowKey, FlowState)>,
+        want: usize,
+    ) -> Result<usize> {
         let seed = self.flow_seed()?;
-        let map = self.ebpf.map_mut(map_names::FLOWS).ok_or_else(|| anyhow!("map FLOWS missing"))?;
+        let map = self
+            .ebpf
+            .map_mut(map_names::FLOWS)
+            .ok_or_else(|| anyhow!("map FLOWS missing"))?;
         fill_flow_table(&mut Array::<_, Bucket>::try_from(map)?, seed, flows, want)
     }
 
@@ -388,19 +469,33 @@ impl Probe {
     /// still holds the attempt started at `syn_ns` and is in progress; true
     /// if it did.
     pub fn expire(&mut self, key: &FlowKey, syn_ns: u64) -> Result<bool> {
-        self.run_expire(ExpireRequest { key: *key, syn_ns, ..ExpireRequest::default() })
+        self.run_expire(ExpireRequest {
+            key: *key,
+            syn_ns,
+            ..ExpireRequest::default()
+        })
     }
 
     /// Deletes the tombstone `key` (of the attempt started at `syn_ns`);
     /// true if it did.
     pub fn forget(&mut self, key: &FlowKey, syn_ns: u64) -> Result<bool> {
-        self.run_expire(ExpireRequest { key: *key, syn_ns, forget: 1, ..ExpireRequest::default() })
+        self.run_expire(ExpireRequest {
+            key: *key,
+            syn_ns,
+            forget: 1,
+            ..ExpireRequest::default()
+        })
     }
 
     fn run_expire(&mut self, request: ExpireRequest) -> Result<bool> {
         let request = request.to_bytes();
-        let options = TestRunOptions { data_in: Some(&request), ..TestRunOptions::default() };
-        let result = program::<Xdp>(&mut self.ebpf, EXPIRE)?.test_run(options).context("running the expire program")?;
+        let options = TestRunOptions {
+            data_in: Some(&request),
+            ..TestRunOptions::default()
+        };
+        let result = program::<Xdp>(&mut self.ebpf, EXPIRE)?
+            .test_run(options)
+            .context("running the expire program")?;
         Ok(result.return_value == EXPIRED)
     }
 
@@ -408,7 +503,10 @@ impl Probe {
     /// (1..IFACE_SLOTS; 0 is "other"). ifindexes from MAX_IFINDEX up cannot
     /// have one.
     pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<()> {
-        anyhow::ensure!(ifindex < MAX_IFINDEX, "ifindex {ifindex} is past the slot table");
+        anyhow::ensure!(
+            ifindex < MAX_IFINDEX,
+            "ifindex {ifindex} is past the slot table"
+        );
         self.set_array(map_names::IFACES, ifindex, slot)
     }
 
@@ -434,7 +532,10 @@ impl Probe {
     pub fn flow_reader(&self) -> Result<FlowReader> {
         let map = map_data(&self.ebpf, map_names::FLOWS)?;
         let fd = map.fd().as_fd().try_clone_to_owned()?;
-        Ok(FlowReader { fd, buckets: map.info()?.max_entries() })
+        Ok(FlowReader {
+            fd,
+            buckets: map.info()?.max_entries(),
+        })
     }
 
     /// (port, slot) of every port with a listener slot of its own, from the map.
@@ -444,7 +545,10 @@ impl Probe {
         batch::lookup_all(map.fd().as_fd(), 4, 4, PORTS, |k, v| {
             let slot = u32::from_ne_bytes(v.try_into().unwrap_or_default());
             if slot != 0 {
-                out.push((u32::from_ne_bytes(k.try_into().unwrap_or_default()) as u16, slot));
+                out.push((
+                    u32::from_ne_bytes(k.try_into().unwrap_or_default()) as u16,
+                    slot,
+                ));
             }
         })?;
         Ok(out)
@@ -463,16 +567,30 @@ impl Probe {
                 continue;
             }
             let Some(slot) = (1..MAX_LISTENERS).find(|s| !used.contains(s)) else {
-                log::warn!("listener port {port}: all {MAX_LISTENERS} slots are taken: counted as port=\"other\"");
+                log::warn!(
+                    "listener port {port}: all {MAX_LISTENERS} slots are taken: counted as port=\"other\""
+                );
                 continue;
             };
             used.insert(slot);
-            let map = self.ebpf.map_mut(map_names::LISTENERS).ok_or_else(|| anyhow!("map LISTENERS missing"))?;
+            let map = self
+                .ebpf
+                .map_mut(map_names::LISTENERS)
+                .ok_or_else(|| anyhow!("map LISTENERS missing"))?;
             let mut funnels: PerCpuArray<_, ListenerCounters> = PerCpuArray::try_from(map)?;
-            funnels.set(slot, PerCpuValues::try_from(vec![ListenerCounters::default(); cpus])?, 0)?;
-            let map = self.ebpf.map_mut(map_names::LISTENER_SLOTS).ok_or_else(|| anyhow!("map LISTENER_SLOTS missing"))?;
+            funnels.set(
+                slot,
+                PerCpuValues::try_from(vec![ListenerCounters::default(); cpus])?,
+                0,
+            )?;
+            let map = self
+                .ebpf
+                .map_mut(map_names::LISTENER_SLOTS)
+                .ok_or_else(|| anyhow!("map LISTENER_SLOTS missing"))?;
             let mut slots: Array<_, u32> = Array::try_from(map)?;
-            slots.set(u32::from(port), slot, 0).with_context(|| format!("cannot track listener port {port}"))?;
+            slots
+                .set(u32::from(port), slot, 0)
+                .with_context(|| format!("cannot track listener port {port}"))?;
             self.listener_slots.push((port, slot));
         }
         Ok(())
@@ -491,16 +609,26 @@ impl Probe {
         let map = map_data(&self.ebpf, map_names::LISTENERS)?;
         let row = size_of::<ListenerCounters>().div_ceil(8) * 8;
         let mut by_slot = vec![ListenerCounters::default(); MAX_LISTENERS as usize];
-        batch::lookup_all(map.fd().as_fd(), 4, row * self.cpus, MAX_LISTENERS, |k, v| {
-            let slot = u32::from_ne_bytes(k.try_into().unwrap_or_default()) as usize;
-            if let Some(total) = by_slot.get_mut(slot) {
-                for cpu in v.chunks_exact(row) {
-                    // SAFETY: the kernel wrote a `#[repr(C)]` Pod value per CPU.
-                    *total += unsafe { cpu.as_ptr().cast::<ListenerCounters>().read_unaligned() };
+        batch::lookup_all(
+            map.fd().as_fd(),
+            4,
+            row * self.cpus,
+            MAX_LISTENERS,
+            |k, v| {
+                let slot = u32::from_ne_bytes(k.try_into().unwrap_or_default()) as usize;
+                if let Some(total) = by_slot.get_mut(slot) {
+                    for cpu in v.chunks_exact(row) {
+                        // SAFETY: the kernel wrote a `#[repr(C)]` Pod value per CPU.
+                        *total +=
+                            unsafe { cpu.as_ptr().cast::<ListenerCounters>().read_unaligned() };
+                    }
                 }
-            }
-        })?;
-        let mut out: Vec<(u16, ListenerCounters)> = ports.into_iter().map(|(p, s)| (p, by_slot[s as usize])).collect();
+            },
+        )?;
+        let mut out: Vec<(u16, ListenerCounters)> = ports
+            .into_iter()
+            .map(|(p, s)| (p, by_slot[s as usize]))
+            .collect();
         out.sort_by_key(|(p, _)| *p);
         Ok(out)
     }
@@ -508,7 +636,10 @@ impl Probe {
     /// Sum of the pending filter's slots: flows the kernel believes are in
     /// syn_received (see `handshake_common::pending`).
     pub fn pending_total(&self) -> Result<u64> {
-        let map = self.ebpf.map(map_names::PENDING).ok_or_else(|| anyhow!("map PENDING missing"))?;
+        let map = self
+            .ebpf
+            .map(map_names::PENDING)
+            .ok_or_else(|| anyhow!("map PENDING missing"))?;
         let pending: Array<_, u64> = Array::try_from(map)?;
         let mut total = 0u64;
         batch::lookup_all(pending.map().fd().as_fd(), 4, 8, PENDING_SLOTS, |_, v| {
@@ -554,7 +685,10 @@ impl Probe {
 
     /// Writes `value` at `index` of the array map `name`.
     fn set_array<T: aya::Pod>(&mut self, name: &str, index: u32, value: T) -> Result<()> {
-        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing"))?;
         Array::<_, T>::try_from(map)?.set(index, value, 0)?;
         Ok(())
     }
@@ -589,6 +723,8 @@ fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?;
     Ok(program.try_into()?)
 }

@@ -18,8 +18,8 @@ use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
 use handshake_common::{
     counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
-    histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
     flow::Stage,
+    histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
     listener::ListenerCounters,
     parse::{Parsed, TCP_ACK, TCP_SYN, parse_ethernet},
 };
@@ -71,11 +71,18 @@ fn listeners_in(path: &Path) -> Result<Vec<u16>> {
     }
     let mut ports: Vec<(u16, u64)> = syns.into_iter().collect();
     ports.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(ports.into_iter().take(MAX_LISTENERS_FROM_CAPTURE).map(|(p, _)| p).collect())
+    Ok(ports
+        .into_iter()
+        .take(MAX_LISTENERS_FROM_CAPTURE)
+        .map(|(p, _)| p)
+        .collect())
 }
 
 fn lo_ifindex() -> u32 {
-    std::fs::read_to_string("/sys/class/net/lo/ifindex").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1)
+    std::fs::read_to_string("/sys/class/net/lo/ifindex")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1)
 }
 
 /// Expires handshakes older than `timeout` at capture time `now_ns`, and
@@ -86,7 +93,11 @@ fn expire(probe: &mut Probe, now_ns: u64, timeout: Option<Duration>) -> Result<(
     let chores = match timeout {
         Some(t) => summarize(&flows, now_ns, t, &[]).1,
         None => crate::scan::Chores {
-            expire: flows.iter().filter(|(_, s)| s.stage != Stage::Expired as u8).map(|(k, s)| (*k, s.syn_ns)).collect(),
+            expire: flows
+                .iter()
+                .filter(|(_, s)| s.stage != Stage::Expired as u8)
+                .map(|(k, s)| (*k, s.syn_ns))
+                .collect(),
             forget: Vec::new(),
         },
     };
@@ -105,7 +116,9 @@ const REPLAY_FLOW_SEED: u64 = 0x6861_6e64_7368_616b;
 pub fn replay(args: &ReplayArgs) -> Result<Report> {
     let path = args.file.as_path();
     // Open first: an unreadable file is the most likely mistake.
-    let mut reader = Reader::open(path).map_err(anyhow::Error::new).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = Reader::open(path)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     crate::privileges::check()?;
     // A fixed seed: a capture replays to the same numbers every time.
     let options = LoadOptions {
@@ -117,7 +130,11 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
     let mut probe = Probe::load(&options)?;
     // BPF_PROG_TEST_RUN runs the programs on this namespace's loopback.
     probe.set_iface_slot(lo_ifindex(), CAPTURE_SLOT)?;
-    let ports = if args.listener_ports.is_empty() { listeners_in(path).unwrap_or_default() } else { args.listener_ports.clone() };
+    let ports = if args.listener_ports.is_empty() {
+        listeners_in(path).unwrap_or_default()
+    } else {
+        args.listener_ports.clone()
+    };
     probe.track_listener_ports(&ports)?;
 
     let mut report = Report {
@@ -161,21 +178,38 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
             continue;
         }
         probe.set_replay_clock(packet.ts_ns)?;
-        let options = TestRunOptions { data_in: Some(&packet.frame), ..TestRunOptions::default() };
+        let options = TestRunOptions {
+            data_in: Some(&packet.frame),
+            ..TestRunOptions::default()
+        };
         if packet.way == Some(Way::Outgoing) {
-            probe.egress_program()?.test_run(options).context("running the egress program")?;
+            probe
+                .egress_program()?
+                .test_run(options)
+                .context("running the egress program")?;
         } else {
-            probe.ingress_program()?.test_run(options).context("running the ingress program")?;
+            probe
+                .ingress_program()?
+                .test_run(options)
+                .context("running the ingress program")?;
         }
         if progress && last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             let pct = reader.offset() as f64 * 100.0 / reader.size.max(1) as f64;
-            eprint!("\rreplaying {}: {pct:5.1} % ({} frames)", path.display(), report.frames);
+            eprint!(
+                "\rreplaying {}: {pct:5.1} % ({} frames)",
+                path.display(),
+                report.frames
+            );
             let _ = std::io::stderr().flush();
         }
     }
     if progress {
-        eprintln!("\rreplaying {}: 100.0 % ({} frames)", path.display(), report.frames);
+        eprintln!(
+            "\rreplaying {}: 100.0 % ({} frames)",
+            path.display(),
+            report.frames
+        );
     }
     // Whatever is still open at the end of the capture timed out.
     expire(&mut probe, u64::MAX, None)?;
@@ -190,7 +224,12 @@ impl Report {
     pub fn get(&self, direction: Direction, counter: Counter) -> u64 {
         Family::ALL
             .iter()
-            .map(|f| self.counters.get(counter_index(CAPTURE_SLOT, *f, direction, counter) as usize).copied().unwrap_or(0))
+            .map(|f| {
+                self.counters
+                    .get(counter_index(CAPTURE_SLOT, *f, direction, counter) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            })
             .sum()
     }
 
@@ -198,7 +237,9 @@ impl Report {
     /// Prometheus' histogram_quantile does; None without samples.
     pub fn quantile(&self, direction: Direction, leg: Leg, q: f64) -> Option<f64> {
         let base = base_index(direction, leg) as usize;
-        let counts: Vec<u64> = (0..BUCKETS as usize).map(|b| self.latency.get(base + b).copied().unwrap_or(0)).collect();
+        let counts: Vec<u64> = (0..BUCKETS as usize)
+            .map(|b| self.latency.get(base + b).copied().unwrap_or(0))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -214,7 +255,11 @@ impl Report {
                 if b >= FINITE_BUCKETS {
                     return Some(upper_bound_seconds(FINITE_BUCKETS - 1));
                 }
-                let lower = if b == 0 { 0.0 } else { upper_bound_seconds(b - 1) };
+                let lower = if b == 0 {
+                    0.0
+                } else {
+                    upper_bound_seconds(b - 1)
+                };
                 let upper = upper_bound_seconds(b);
                 return Some(lower + (upper - lower) * (rank - cumulative as f64) / *n as f64);
             }
@@ -225,8 +270,14 @@ impl Report {
 
     pub fn mean(&self, direction: Direction, leg: Leg) -> Option<f64> {
         let base = base_index(direction, leg) as usize;
-        let total: u64 = (0..BUCKETS as usize).map(|b| self.latency.get(base + b).copied().unwrap_or(0)).sum();
-        let sum = self.latency.get(sum_index(direction, leg) as usize).copied().unwrap_or(0);
+        let total: u64 = (0..BUCKETS as usize)
+            .map(|b| self.latency.get(base + b).copied().unwrap_or(0))
+            .sum();
+        let sum = self
+            .latency
+            .get(sum_index(direction, leg) as usize)
+            .copied()
+            .unwrap_or(0);
         (total > 0).then(|| sum as f64 * 1e-9 / total as f64)
     }
 }
@@ -259,7 +310,12 @@ pub const FUNNEL: &[(&str, Counter)] = &[
 fn parse_error_totals(r: &Report) -> Vec<(&'static str, u64)> {
     handshake_common::parse::ParseError::ALL
         .iter()
-        .map(|e| (e.label(), Direction::ALL.iter().map(|d| r.get(*d, e.counter())).sum()))
+        .map(|e| {
+            (
+                e.label(),
+                Direction::ALL.iter().map(|d| r.get(*d, e.counter())).sum(),
+            )
+        })
         .collect()
 }
 
@@ -286,17 +342,34 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
                 r.file,
                 r.link.unwrap_or("empty"),
                 r.frames,
-                if r.too_short > 0 { format!(", {} too short to run", r.too_short) } else { String::new() }
+                if r.too_short > 0 {
+                    format!(", {} too short to run", r.too_short)
+                } else {
+                    String::new()
+                }
             ));
             out.push_str(&format!("{:<28}{:>12}{:>12}\n", "", "inbound", "outbound"));
             for (name, c) in FUNNEL {
-                let (i, o) = (r.get(Direction::Inbound, *c), r.get(Direction::Outbound, *c));
-                if i + o > 0 || matches!(name, &"attempts" | &"synack" | &"completed" | &"rejected" | &"aborted") {
+                let (i, o) = (
+                    r.get(Direction::Inbound, *c),
+                    r.get(Direction::Outbound, *c),
+                );
+                if i + o > 0
+                    || matches!(
+                        name,
+                        &"attempts" | &"synack" | &"completed" | &"rejected" | &"aborted"
+                    )
+                {
                     out.push_str(&format!("{name:<28}{i:>12}{o:>12}\n"));
                 }
             }
-            out.push_str("\nlatency                          p50         p90         p99        mean\n");
-            for (name, leg) in [("syn -> synack", Leg::SynToSynAck), ("synack -> ack", Leg::SynAckToAck)] {
+            out.push_str(
+                "\nlatency                          p50         p90         p99        mean\n",
+            );
+            for (name, leg) in [
+                ("syn -> synack", Leg::SynToSynAck),
+                ("synack -> ack", Leg::SynAckToAck),
+            ] {
                 for d in Direction::ALL {
                     if r.mean(d, leg).is_none() {
                         continue;
@@ -311,23 +384,39 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
                     ));
                 }
             }
-            let errors: Vec<_> = parse_error_totals(r).into_iter().filter(|(_, n)| *n > 0).collect();
+            let errors: Vec<_> = parse_error_totals(r)
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect();
             if !errors.is_empty() {
                 out.push_str("\nparse errors\n");
                 for (name, n) in errors {
                     out.push_str(&format!("  {name:<26}{n:>12}\n"));
                 }
             }
-            out.push_str(&format!("\n{:<8}{:>10}{:>10}{:>10}{:>10}{:>10}\n", "port", "attempts", "synack", "completed", "rejected", "aborted"));
+            out.push_str(&format!(
+                "\n{:<8}{:>10}{:>10}{:>10}{:>10}{:>10}\n",
+                "port", "attempts", "synack", "completed", "rejected", "aborted"
+            ));
             for (port, c) in r.listeners.iter().filter(|(_, c)| c.attempts > 0) {
-                let name = if *port == 0 { "other".to_owned() } else { port.to_string() };
-                out.push_str(&format!("{name:<8}{:>10}{:>10}{:>10}{:>10}{:>10}\n", c.attempts, c.synack, c.completed, c.rejected, c.aborted));
+                let name = if *port == 0 {
+                    "other".to_owned()
+                } else {
+                    port.to_string()
+                };
+                out.push_str(&format!(
+                    "{name:<8}{:>10}{:>10}{:>10}{:>10}{:>10}\n",
+                    c.attempts, c.synack, c.completed, c.rejected, c.aborted
+                ));
             }
             out
         }
         ReplayFormat::Json => {
             let direction = |d: Direction| {
-                let fields: Vec<String> = FUNNEL.iter().map(|(n, c)| format!("\"{n}\":{}", r.get(d, *c))).collect();
+                let fields: Vec<String> = FUNNEL
+                    .iter()
+                    .map(|(n, c)| format!("\"{n}\":{}", r.get(d, *c)))
+                    .collect();
                 let lat: Vec<String> = [("synack", Leg::SynToSynAck), ("ack", Leg::SynAckToAck)]
                     .iter()
                     .map(|(n, leg)| {
@@ -340,9 +429,16 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
                         )
                     })
                     .collect();
-                format!("{{{},\"latency_seconds\":{{{}}}}}", fields.join(","), lat.join(","))
+                format!(
+                    "{{{},\"latency_seconds\":{{{}}}}}",
+                    fields.join(","),
+                    lat.join(",")
+                )
             };
-            let errors: Vec<String> = parse_error_totals(r).iter().map(|(n, v)| format!("\"{n}\":{v}")).collect();
+            let errors: Vec<String> = parse_error_totals(r)
+                .iter()
+                .map(|(n, v)| format!("\"{n}\":{v}"))
+                .collect();
             let listeners: Vec<String> = r
                 .listeners
                 .iter()
@@ -357,7 +453,8 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
             let file = r.file.replace('\\', "\\\\").replace('"', "\\\"");
             format!(
                 "{{\"file\":\"{file}\",\"link_type\":{},\"frames\":{},\"too_short\":{},\"duration_seconds\":{span},\"complete\":{},\"inbound\":{},\"outbound\":{},\"parse_errors\":{{{}}},\"listeners\":{{{}}}}}\n",
-                r.link.map_or_else(|| "null".to_owned(), |l| format!("\"{l}\"")),
+                r.link
+                    .map_or_else(|| "null".to_owned(), |l| format!("\"{l}\"")),
                 r.frames,
                 r.too_short,
                 r.error.is_none(),
@@ -371,7 +468,10 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
             let labels = [(CAPTURE_SLOT, "capture".to_owned())];
             let mut families = exposition::counter_families(&r.counters, &labels);
             families.extend(exposition::latency_families(&r.latency));
-            families.extend(exposition::listener_families(&r.listeners, &crate::scan::Snapshot::default()));
+            families.extend(exposition::listener_families(
+                &r.listeners,
+                &crate::scan::Snapshot::default(),
+            ));
             families.push(exposition::build_info());
             exposition::encode(&families)?
         }

@@ -43,33 +43,49 @@ struct Shared {
 type SharedRef = Arc<Mutex<Shared>>;
 
 fn lock(shared: &SharedRef) -> Result<std::sync::MutexGuard<'_, Shared>> {
-    shared.lock().map_err(|_| anyhow!("agent state lock poisoned"))
+    shared
+        .lock()
+        .map_err(|_| anyhow!("agent state lock poisoned"))
 }
 
 /// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns reads.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 fn check_bpffs(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create --pin-path {}", dir.display()))?;
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("--pin-path has a NUL byte")?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create --pin-path {}", dir.display()))?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .context("--pin-path has a NUL byte")?;
     // SAFETY: a valid C string and a zeroed statfs to fill.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
-        anyhow::bail!("--pin-path {} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)", dir.display());
+        anyhow::bail!(
+            "--pin-path {} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)",
+            dir.display()
+        );
     }
     Ok(())
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     let explicit = !args.ifaces.is_empty();
-    let targets = if explicit { interfaces::by_name(&args.ifaces)? } else { interfaces::up()? };
+    let targets = if explicit {
+        interfaces::by_name(&args.ifaces)?
+    } else {
+        interfaces::up()?
+    };
     anyhow::ensure!(!targets.is_empty(), "no interface is up to watch");
     anyhow::ensure!(
         args.ingress_hook != IngressHook::Tc || args.xdp_mode == XdpMode::Auto,
@@ -95,12 +111,22 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
 
     let options = LoadOptions {
         flow_table_size: args.flow_table_size,
-        syn_insert_budget: if args.syn_insert_budget == 0 { u64::MAX } else { args.syn_insert_budget },
+        syn_insert_budget: if args.syn_insert_budget == 0 {
+            u64::MAX
+        } else {
+            args.syn_insert_budget
+        },
         ..LoadOptions::default()
     };
     let pin = args.pin_path.as_deref();
     let mut probe = Probe::load_pinned(&options, pin)?;
-    let mut attachments = Attachments::new(&probe, pin, args.ingress_hook, args.xdp_mode, !args.no_egress)?;
+    let mut attachments = Attachments::new(
+        &probe,
+        pin,
+        args.ingress_hook,
+        args.xdp_mode,
+        !args.no_egress,
+    )?;
     attachments.prune_stale_pins(&interfaces::up().unwrap_or_default());
     for iface in &targets {
         match attachments.attach(&mut probe, iface) {
@@ -111,14 +137,22 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
             Err(err) => log::warn!("skipping {}: {err:#}", iface.name),
         }
     }
-    anyhow::ensure!(!attachments.names().is_empty(), "could not attach to any interface");
-    let ports = if args.listener_ports.is_empty() { listeners::discover() } else { args.listener_ports.clone() };
+    anyhow::ensure!(
+        !attachments.names().is_empty(),
+        "could not attach to any interface"
+    );
+    let ports = if args.listener_ports.is_empty() {
+        listeners::discover()
+    } else {
+        args.listener_ports.clone()
+    };
     probe.track_listener_ports(&ports)?;
     log::info!(
         "watching {} (egress: {}{}); metrics at http://{}{}",
         attachments.names().join(", "),
         if args.no_egress { "off" } else { "on" },
-        pin.map(|p| format!(", pinned in {}", p.display())).unwrap_or_default(),
+        pin.map(|p| format!(", pinned in {}", p.display()))
+            .unwrap_or_default(),
         args.listen_address,
         args.telemetry_path
     );
@@ -129,8 +163,12 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
         min_syn_rate: args.detector_min_syn_rate,
         hold: args.detector_for,
     });
-    let shared: SharedRef =
-        Arc::new(Mutex::new(Shared { probe, attachments, snapshot: Snapshot::default(), detector }));
+    let shared: SharedRef = Arc::new(Mutex::new(Shared {
+        probe,
+        attachments,
+        snapshot: Snapshot::default(),
+        detector,
+    }));
     let stop = Arc::new(AtomicBool::new(false));
     let scanner = {
         let shared = Arc::clone(&shared);
@@ -139,7 +177,11 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
             interval: args.scan_interval,
             timeout: args.handshake_timeout,
             ratio_window: args.ratio_window,
-            ifaces: if explicit { Some(args.ifaces.clone()) } else { None },
+            ifaces: if explicit {
+                Some(args.ifaces.clone())
+            } else {
+                None
+            },
             auto_ports: args.listener_ports.is_empty(),
         };
         let (reader, first) = {
@@ -151,7 +193,9 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
         // agent is up falls inside the window.
         let mut window = RatioWindow::default();
         window.push(Instant::now(), first, args.ratio_window);
-        thread::Builder::new().name("scanner".into()).spawn(move || scanner(&shared, &reader, &stop, &settings, window))?
+        thread::Builder::new()
+            .name("scanner".into())
+            .spawn(move || scanner(&shared, &reader, &stop, &settings, window))?
     };
 
     let render: http::Render = {
@@ -169,7 +213,9 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
     stop.store(true, Ordering::Relaxed);
     let _ = scanner.join();
     if pin.is_some() {
-        log::info!("programs stay attached through the pinned links; a restarted agent adopts them");
+        log::info!(
+            "programs stay attached through the pinned links; a restarted agent adopts them"
+        );
     }
     // Dropping the shared state drops the links: detached unless pinned.
     Ok(())
@@ -184,7 +230,13 @@ struct ScanSettings {
     auto_ports: bool,
 }
 
-fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings: &ScanSettings, mut window: RatioWindow) {
+fn scanner(
+    shared: &SharedRef,
+    reader: &FlowReader,
+    stop: &AtomicBool,
+    settings: &ScanSettings,
+    mut window: RatioWindow,
+) {
     let mut last_reconcile = Instant::now();
     let mut last_ports = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -197,7 +249,9 @@ fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings:
             };
             match (wanted, lock(shared)) {
                 (Ok(wanted), Ok(mut s)) => {
-                    let Shared { probe, attachments, .. } = &mut *s;
+                    let Shared {
+                        probe, attachments, ..
+                    } = &mut *s;
                     attachments.reconcile(probe, &wanted);
                 }
                 (Err(e), _) | (_, Err(e)) => log::warn!("interfaces: {e:#}"),
@@ -223,7 +277,13 @@ fn scanner(shared: &SharedRef, reader: &FlowReader, stop: &AtomicBool, settings:
     }
 }
 
-fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, window: &mut RatioWindow, started: Instant) -> Result<()> {
+fn scan_once(
+    shared: &SharedRef,
+    reader: &FlowReader,
+    settings: &ScanSettings,
+    window: &mut RatioWindow,
+    started: Instant,
+) -> Result<()> {
     let tracked = lock(shared)?.probe.listener_ports();
     // The table is read without the lock: scrapes never wait for a scan.
     let mut summary = Summarizer::new(monotonic_ns(), settings.timeout, &tracked);
@@ -239,7 +299,10 @@ fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, w
     for slot in slots {
         for family in Family::ALL {
             for direction in Direction::ALL {
-                snap.ratios.insert((slot, family as u8, direction as u8), window.ratios((slot, family, direction)));
+                snap.ratios.insert(
+                    (slot, family as u8, direction as u8),
+                    window.ratios((slot, family, direction)),
+                );
             }
         }
     }
@@ -252,15 +315,27 @@ fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, w
             .filter(|((_, _, d, _), _)| *d == Direction::Inbound as u8)
             .map(|(_, n)| n)
             .sum(),
-        syn_rate: if span > 0.0 { attempts as f64 / span } else { 0.0 },
-        completion_ratio: if attempts > 0 { completed as f64 / attempts as f64 } else { f64::NAN },
+        syn_rate: if span > 0.0 {
+            attempts as f64 / span
+        } else {
+            0.0
+        },
+        completion_ratio: if attempts > 0 {
+            completed as f64 / attempts as f64
+        } else {
+            f64::NAN
+        },
     };
     // The new snapshot already leaves out what is about to expire: publish
     // it under the same lock as the expirations that move the timeout
     // counters, so no scrape sees a handshake both half-open and timed out.
     // A mass timeout is worked off in chunks (scrapes get in between) and
     // published with the last one.
-    let chunks: Vec<&[(FlowKey, u64)]> = if chores.expire.is_empty() { vec![&[]] } else { chores.expire.chunks(512).collect() };
+    let chunks: Vec<&[(FlowKey, u64)]> = if chores.expire.is_empty() {
+        vec![&[]]
+    } else {
+        chores.expire.chunks(512).collect()
+    };
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mut s = lock(shared)?;
@@ -292,8 +367,18 @@ fn scan_once(shared: &SharedRef, reader: &FlowReader, settings: &ScanSettings, w
 fn render(shared: &SharedRef) -> Result<String> {
     let (counters, latency, listeners, labels, snapshot, firing) = {
         let s = lock(shared)?;
-        let firing: Vec<(&str, bool)> = Condition::ALL.iter().map(|c| (c.label(), s.detector.firing(*c))).collect();
-        (s.probe.counters()?, s.probe.latency()?, s.probe.listeners()?, s.attachments.labels(), s.snapshot.clone(), firing)
+        let firing: Vec<(&str, bool)> = Condition::ALL
+            .iter()
+            .map(|c| (c.label(), s.detector.firing(*c)))
+            .collect();
+        (
+            s.probe.counters()?,
+            s.probe.latency()?,
+            s.probe.listeners()?,
+            s.attachments.labels(),
+            s.snapshot.clone(),
+            firing,
+        )
     };
     let mut families = exposition::counter_families(&counters, &labels);
     families.extend(exposition::latency_families(&latency));

@@ -122,7 +122,9 @@ impl<'a> Summarizer<'a> {
         self.snap.entries += 1;
         let age = self.now_ns.saturating_sub(state.syn_ns);
         if state.stage == Stage::Expired as u8 {
-            if age >= self.timeout_ns.saturating_add(TOMBSTONE_LINGER_NS) && self.chores.forget.len() < MAX_EXPIRE_PER_SCAN {
+            if age >= self.timeout_ns.saturating_add(TOMBSTONE_LINGER_NS)
+                && self.chores.forget.len() < MAX_EXPIRE_PER_SCAN
+            {
                 self.chores.forget.push((*key, state.syn_ns));
             }
             return;
@@ -132,13 +134,26 @@ impl<'a> Summarizer<'a> {
             return;
         }
         let stage = stage_index(state.stage);
-        *self.snap.half_open.entry((u32::from(state.iface_slot), key.family, state.direction, state.stage)).or_default() += 1;
+        *self
+            .snap
+            .half_open
+            .entry((
+                u32::from(state.iface_slot),
+                key.family,
+                state.direction,
+                state.stage,
+            ))
+            .or_default() += 1;
         let secs = age as f64 / 1e9;
         if secs > self.snap.oldest_seconds[stage] {
             self.snap.oldest_seconds[stage] = secs;
         }
         if state.direction == Direction::Inbound as u8 {
-            let port = if self.tracked_ports.contains(&key.dst_port) { key.dst_port } else { OTHER_PORT };
+            let port = if self.tracked_ports.contains(&key.dst_port) {
+                key.dst_port
+            } else {
+                OTHER_PORT
+            };
             *self.snap.listener_half_open.entry(port).or_default() += 1;
             *self.ports.entry(key.dst_port).or_default() += 1;
             *self.sources.entry(prefix_of(key)).or_default() += 1;
@@ -147,8 +162,12 @@ impl<'a> Summarizer<'a> {
 
     pub fn finish(mut self) -> (Snapshot, Chores) {
         self.snap.top_ports = top(self.ports, 5);
-        self.snap.top_sources = top(self.sources, 5).into_iter().map(|(p, n)| (prefix_text(p), n)).collect();
-        self.expired.sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
+        self.snap.top_sources = top(self.sources, 5)
+            .into_iter()
+            .map(|(p, n)| (prefix_text(p), n))
+            .collect();
+        self.expired
+            .sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
         self.expired.truncate(MAX_EXPIRE_PER_SCAN);
         self.chores.expire = self.expired.into_iter().map(|(k, t, _)| (k, t)).collect();
         (self.snap, self.chores)
@@ -156,7 +175,12 @@ impl<'a> Summarizer<'a> {
 }
 
 /// [`Summarizer`] over a table read already in memory.
-pub fn summarize(flows: &[(FlowKey, FlowState)], now_ns: u64, timeout: Duration, tracked_ports: &[u16]) -> (Snapshot, Chores) {
+pub fn summarize(
+    flows: &[(FlowKey, FlowState)],
+    now_ns: u64,
+    timeout: Duration,
+    tracked_ports: &[u16],
+) -> (Snapshot, Chores) {
     let mut s = Summarizer::new(now_ns, timeout, tracked_ports);
     for (k, st) in flows {
         s.add(k, st);
@@ -175,18 +199,27 @@ impl RatioWindow {
     /// `window` (keeping one at or before the window's start).
     pub fn push(&mut self, at: Instant, counters: Vec<u64>, window: Duration) {
         self.samples.push_back((at, counters));
-        while self.samples.len() > 2 && self.samples.get(1).is_some_and(|(t, _)| at.duration_since(*t) >= window) {
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| at.duration_since(*t) >= window)
+        {
             self.samples.pop_front();
         }
     }
 
     /// Increase of a counter over the window, for one series.
     fn delta(&self, key: SeriesKey, counter: Counter) -> u64 {
-        let (Some((_, first)), Some((_, last))) = (self.samples.front(), self.samples.back()) else {
+        let (Some((_, first)), Some((_, last))) = (self.samples.front(), self.samples.back())
+        else {
             return 0;
         };
         let i = counter_index(key.0, key.1, key.2, counter) as usize;
-        last.get(i).copied().unwrap_or(0).saturating_sub(first.get(i).copied().unwrap_or(0))
+        last.get(i)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(first.get(i).copied().unwrap_or(0))
     }
 
     /// Seconds the window spans now.
@@ -204,7 +237,10 @@ impl RatioWindow {
             return (f64::NAN, f64::NAN);
         }
         let a = attempts as f64;
-        (self.delta(key, Counter::Completed) as f64 / a, self.delta(key, Counter::SynAck) as f64 / a)
+        (
+            self.delta(key, Counter::Completed) as f64 / a,
+            self.delta(key, Counter::SynAck) as f64 / a,
+        )
     }
 
     /// Inbound totals over the window, all interfaces and families:
@@ -231,7 +267,13 @@ mod tests {
     fn flow(src: [u8; 4], port: u16, stage: Stage, syn_ns: u64) -> (FlowKey, FlowState) {
         (
             FlowKey::new([u32::from_ne_bytes(src), 0, 0, 0], [1, 0, 0, 0], 5, port, 0),
-            FlowState { syn_ns, stage: stage as u8, direction: Direction::Inbound as u8, iface_slot: 2, ..FlowState::default() },
+            FlowState {
+                syn_ns,
+                stage: stage as u8,
+                direction: Direction::Inbound as u8,
+                iface_slot: 2,
+                ..FlowState::default()
+            },
         )
     }
 
@@ -245,13 +287,25 @@ mod tests {
             flow([10, 0, 1, 4], 22, Stage::Expired, 40 * s), // a tombstone, lingering
         ];
         let (snap, chores) = summarize(&flows, 100 * s, Duration::from_secs(30), &[80]);
-        assert_eq!(chores, Chores { expire: vec![(flows[2].0, 50 * s)], forget: vec![] });
+        assert_eq!(
+            chores,
+            Chores {
+                expire: vec![(flows[2].0, 50 * s)],
+                forget: vec![]
+            }
+        );
         assert_eq!(snap.entries, 4);
         // 30 s timeout + 130 s linger after its SYN, the tombstone goes.
         let (_, chores) = summarize(&flows, 200 * s, Duration::from_secs(30), &[80]);
         assert_eq!(chores.forget, vec![(flows[3].0, 40 * s)]);
-        assert_eq!(snap.half_open.get(&(2, 0, 0, Stage::SynSent as u8)), Some(&1));
-        assert_eq!(snap.half_open.get(&(2, 0, 0, Stage::SynReceived as u8)), Some(&1));
+        assert_eq!(
+            snap.half_open.get(&(2, 0, 0, Stage::SynSent as u8)),
+            Some(&1)
+        );
+        assert_eq!(
+            snap.half_open.get(&(2, 0, 0, Stage::SynReceived as u8)),
+            Some(&1)
+        );
         assert_eq!(snap.oldest_seconds, [5.0, 10.0]);
         assert_eq!(snap.listener_half_open.get(&80), Some(&2));
         assert_eq!(snap.top_sources, vec![("10.0.0.0/24".to_owned(), 2)]);

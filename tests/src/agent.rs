@@ -19,7 +19,11 @@ pub fn binary() -> PathBuf {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/handshake-monitor"),
         PathBuf::from,
     );
-    assert!(path.exists(), "{} not found: run the tests with `cargo xtask test`, which builds it", path.display());
+    assert!(
+        path.exists(),
+        "{} not found: run the tests with `cargo xtask test`, which builds it",
+        path.display()
+    );
     path
 }
 
@@ -56,11 +60,20 @@ impl Agent {
         Self::launch(bin, ns, args, &[], None)
     }
 
-    fn launch(bin: &Path, ns: &Netns, args: &[&str], env: &[(&str, &str)], addr: Option<&str>) -> Self {
+    fn launch(
+        bin: &Path,
+        ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &str)],
+        addr: Option<&str>,
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("{}.agent.log", ns.name));
         let file = std::fs::File::create(&log).expect("create agent log");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name]).arg(bin).arg("run").args(args);
+        cmd.args(["netns", "exec", &ns.name])
+            .arg(bin)
+            .arg("run")
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -70,10 +83,27 @@ impl Agent {
             .spawn()
             .expect("start handshake-monitor");
         // Where it serves: flag, then environment, then `addr`, then default.
-        let flag = args.iter().position(|a| *a == "--web.listen-address").and_then(|i| args.get(i + 1)).copied();
-        let from_env = env.iter().find(|(k, _)| *k == "HANDSHAKE_MONITOR_LISTEN_ADDRESS").map(|(_, v)| *v);
-        let addr: SocketAddr = flag.or(from_env).or(addr).unwrap_or(METRICS_ADDR).parse().expect("listen address");
-        let mut agent = Self { child, ns_name: ns.name.clone(), addr, log };
+        let flag = args
+            .iter()
+            .position(|a| *a == "--web.listen-address")
+            .and_then(|i| args.get(i + 1))
+            .copied();
+        let from_env = env
+            .iter()
+            .find(|(k, _)| *k == "HANDSHAKE_MONITOR_LISTEN_ADDRESS")
+            .map(|(_, v)| *v);
+        let addr: SocketAddr = flag
+            .or(from_env)
+            .or(addr)
+            .unwrap_or(METRICS_ADDR)
+            .parse()
+            .expect("listen address");
+        let mut agent = Self {
+            child,
+            ns_name: ns.name.clone(),
+            addr,
+            log,
+        };
         agent.wait_ready(ns);
         agent
     }
@@ -90,7 +120,10 @@ impl Agent {
             if ns.run(move || scrape(addr, "/metrics")).is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "handshake-monitor did not serve metrics within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "handshake-monitor did not serve metrics within 30 s"
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -99,7 +132,8 @@ impl Agent {
     pub fn scrape(&self, ns: &Netns) -> Exposition {
         assert_eq!(ns.name, self.ns_name, "scrape from the agent's namespace");
         let addr = self.addr;
-        ns.run(move || scrape(addr, "/metrics")).expect("scrape metrics")
+        ns.run(move || scrape(addr, "/metrics"))
+            .expect("scrape metrics")
     }
 
     /// What the agent logged so far (stderr).
@@ -109,14 +143,24 @@ impl Agent {
 
     /// Scrapes until `done` holds for the exposition (the agent's gauges
     /// follow its background scan), or panics after `within`.
-    pub fn wait_for(&self, ns: &Netns, within: Duration, what: &str, done: impl Fn(&Exposition) -> bool) -> Exposition {
+    pub fn wait_for(
+        &self,
+        ns: &Netns,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Exposition) -> bool,
+    ) -> Exposition {
         let deadline = Instant::now() + within;
         loop {
             let e = self.scrape(ns);
             if done(&e) {
                 return e;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; last log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last log:\n{}",
+                self.log()
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -187,7 +231,10 @@ pub fn run_to_exit(prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> std:
         }
         None => Command::new(binary()),
     };
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

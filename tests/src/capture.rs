@@ -33,8 +33,20 @@ pub struct Record {
 
 fn pcap_header(out: &mut Vec<u8>, linktype: u32, nanos: bool, big: bool) {
     let magic: u32 = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
-    let w32 = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
-    let w16 = |out: &mut Vec<u8>, v: u16| out.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
+    let w32 = |out: &mut Vec<u8>, v: u32| {
+        out.extend_from_slice(&if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        })
+    };
+    let w16 = |out: &mut Vec<u8>, v: u16| {
+        out.extend_from_slice(&if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        })
+    };
     w32(out, magic);
     w16(out, 2);
     w16(out, 4);
@@ -118,8 +130,17 @@ pub fn encode(format: Format, records: &[Record]) -> Vec<u8> {
                 };
                 let (secs, frac) = (r.ts_ns / 1_000_000_000, r.ts_ns % 1_000_000_000);
                 let frac = if nanos { frac } else { frac / 1000 };
-                for v in [secs as u32, frac as u32, data.len() as u32, data.len() as u32] {
-                    out.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
+                for v in [
+                    secs as u32,
+                    frac as u32,
+                    data.len() as u32,
+                    data.len() as u32,
+                ] {
+                    out.extend_from_slice(&if big {
+                        v.to_be_bytes()
+                    } else {
+                        v.to_le_bytes()
+                    });
                 }
                 out.extend_from_slice(&data);
             }

@@ -64,7 +64,11 @@ pub fn patched_syn(p: &Packet, at: usize, bytes: &[u8]) -> Step {
 }
 
 pub fn handshake(p: &Packet) -> Vec<Step> {
-    vec![In(syn(p, X)), Out(synack(p, Y, X + 1)), In(ack(p, X + 1, Y + 1))]
+    vec![
+        In(syn(p, X)),
+        Out(synack(p, Y, X + 1)),
+        In(ack(p, X + 1, Y + 1)),
+    ]
 }
 
 pub struct Case {
@@ -91,7 +95,10 @@ pub fn completed(family: Family, direction: Direction) -> Vec<(Family, Direction
     ]
 }
 
-pub fn with(mut base: Vec<(Family, Direction, Counter, u64)>, extra: &[(Family, Direction, Counter, u64)]) -> Vec<(Family, Direction, Counter, u64)> {
+pub fn with(
+    mut base: Vec<(Family, Direction, Counter, u64)>,
+    extra: &[(Family, Direction, Counter, u64)],
+) -> Vec<(Family, Direction, Counter, u64)> {
     base.extend_from_slice(extra);
     base
 }
@@ -105,17 +112,60 @@ pub fn cases() -> Vec<Case> {
     let started = |f: Family| vec![(f, INBOUND, C::SynPackets, 1), (f, INBOUND, C::Attempts, 1)];
     let answered = |f: Family| with(started(f), &[(f, INBOUND, C::SynAck, 1)]);
     vec![
-        Case { name: "ipv4 handshake", steps: handshake(&c), expect: complete(V4), flows: 0 },
-        Case { name: "ipv6 handshake", steps: handshake(&c6), expect: complete(V6), flows: 0 },
-        Case { name: "ipv4 options (40 bytes)", steps: handshake(&c.clone().ipv4_options(40)), expect: complete(V4), flows: 0 },
-        Case { name: "802.1Q", steps: handshake(&c.clone().vlan(100)), expect: complete(V4), flows: 0 },
-        Case { name: "QinQ ipv6", steps: handshake(&c6.clone().qinq(10, 20)), expect: complete(V6), flows: 0 },
-        Case { name: "ipv6 hop-by-hop", steps: handshake(&c6.clone().ext(Ext::HopByHop(1))), expect: complete(V6), flows: 0 },
-        Case { name: "ipv6 routing", steps: handshake(&c6.clone().ext(Ext::Routing(0))), expect: complete(V6), flows: 0 },
-        Case { name: "ipv6 destination options", steps: handshake(&c6.clone().ext(Ext::DestOpts(2))), expect: complete(V6), flows: 0 },
+        Case {
+            name: "ipv4 handshake",
+            steps: handshake(&c),
+            expect: complete(V4),
+            flows: 0,
+        },
+        Case {
+            name: "ipv6 handshake",
+            steps: handshake(&c6),
+            expect: complete(V6),
+            flows: 0,
+        },
+        Case {
+            name: "ipv4 options (40 bytes)",
+            steps: handshake(&c.clone().ipv4_options(40)),
+            expect: complete(V4),
+            flows: 0,
+        },
+        Case {
+            name: "802.1Q",
+            steps: handshake(&c.clone().vlan(100)),
+            expect: complete(V4),
+            flows: 0,
+        },
+        Case {
+            name: "QinQ ipv6",
+            steps: handshake(&c6.clone().qinq(10, 20)),
+            expect: complete(V6),
+            flows: 0,
+        },
+        Case {
+            name: "ipv6 hop-by-hop",
+            steps: handshake(&c6.clone().ext(Ext::HopByHop(1))),
+            expect: complete(V6),
+            flows: 0,
+        },
+        Case {
+            name: "ipv6 routing",
+            steps: handshake(&c6.clone().ext(Ext::Routing(0))),
+            expect: complete(V6),
+            flows: 0,
+        },
+        Case {
+            name: "ipv6 destination options",
+            steps: handshake(&c6.clone().ext(Ext::DestOpts(2))),
+            expect: complete(V6),
+            flows: 0,
+        },
         Case {
             name: "ipv6 first fragment",
-            steps: handshake(&c6.clone().ext(Ext::Fragment { offset: 0, more: true })),
+            steps: handshake(&c6.clone().ext(Ext::Fragment {
+                offset: 0,
+                more: true,
+            })),
             expect: complete(V6),
             flows: 0,
         },
@@ -126,14 +176,20 @@ pub fn cases() -> Vec<Case> {
                     .ext(Ext::HopByHop(0))
                     .ext(Ext::DestOpts(0))
                     .ext(Ext::Routing(0))
-                    .ext(Ext::Fragment { offset: 0, more: false }),
+                    .ext(Ext::Fragment {
+                        offset: 0,
+                        more: false,
+                    }),
             ),
             expect: complete(V6),
             flows: 0,
         },
         Case {
             name: "ipv6 chain too long",
-            steps: vec![In(syn(&(0..6).fold(c6.clone(), |p, _| p.ext(Ext::DestOpts(0))), X))],
+            steps: vec![In(syn(
+                &(0..6).fold(c6.clone(), |p, _| p.ext(Ext::DestOpts(0))),
+                X,
+            ))],
             expect: vec![(V4, INBOUND, C::ParseIpv6ExtChainTooLong, 1)],
             flows: 0,
         },
@@ -151,7 +207,13 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "ipv6 non-first fragment",
-            steps: vec![In(syn(&c6.clone().ext(Ext::Fragment { offset: 3, more: true }), X))],
+            steps: vec![In(syn(
+                &c6.clone().ext(Ext::Fragment {
+                    offset: 3,
+                    more: true,
+                }),
+                X,
+            ))],
             expect: vec![(V4, INBOUND, C::Fragments, 1)],
             flows: 0,
         },
@@ -163,7 +225,9 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "tcp options on every segment",
-            steps: handshake(&c.clone().tcp_options(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7])),
+            steps: handshake(&c.clone().tcp_options(&[
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+            ])),
             expect: complete(V4),
             flows: 0,
         },
@@ -199,20 +263,42 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "retransmitted SYN",
-            steps: vec![In(syn(&c, X)), In(syn(&c, X)), Out(synack(&c, Y, X + 1)), In(ack(&c, X + 1, Y + 1))],
-            expect: with(complete(V4), &[(V4, INBOUND, C::SynPackets, 1), (V4, INBOUND, C::RetransmitSyn, 1)]),
+            steps: vec![
+                In(syn(&c, X)),
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                In(ack(&c, X + 1, Y + 1)),
+            ],
+            expect: with(
+                complete(V4),
+                &[
+                    (V4, INBOUND, C::SynPackets, 1),
+                    (V4, INBOUND, C::RetransmitSyn, 1),
+                ],
+            ),
             flows: 0,
         },
         Case {
             name: "retransmitted SYN-ACK",
-            steps: vec![In(syn(&c, X)), Out(synack(&c, Y, X + 1)), Out(synack(&c, Y, X + 1)), In(ack(&c, X + 1, Y + 1))],
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                Out(synack(&c, Y, X + 1)),
+                In(ack(&c, X + 1, Y + 1)),
+            ],
             expect: with(complete(V4), &[(V4, INBOUND, C::RetransmitSynAck, 1)]),
             flows: 0,
         },
         Case {
             name: "same SYN seen at a second hook",
             steps: vec![In(syn(&c, X)), Out(syn(&c, X))],
-            expect: with(started(V4), &[(V4, OUTBOUND, C::SynPackets, 1), (V4, OUTBOUND, C::DuplicateObservation, 1)]),
+            expect: with(
+                started(V4),
+                &[
+                    (V4, OUTBOUND, C::SynPackets, 1),
+                    (V4, OUTBOUND, C::DuplicateObservation, 1),
+                ],
+            ),
             flows: 1,
         },
         Case {
@@ -235,35 +321,61 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "server RST after its SYN-ACK: aborted",
-            steps: vec![In(syn(&c, X)), Out(synack(&c, Y, X + 1)), Out(c.reply().flags(RST).seq(Y + 1))],
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                Out(c.reply().flags(RST).seq(Y + 1)),
+            ],
             expect: with(answered(V4), &[(V4, INBOUND, C::Aborted, 1)]),
             flows: 0,
         },
         Case {
             name: "client RST after the SYN-ACK: aborted",
-            steps: vec![In(syn(&c, X)), Out(synack(&c, Y, X + 1)), In(c.clone().flags(RST).seq(X + 1))],
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                In(c.clone().flags(RST).seq(X + 1)),
+            ],
             expect: with(answered(V4), &[(V4, INBOUND, C::Aborted, 1)]),
             flows: 0,
         },
         Case {
             name: "port reuse: a new ISN is a new attempt",
-            steps: vec![In(syn(&c, X)), In(syn(&c, X + 5000)), Out(synack(&c, Y, X + 5001)), In(ack(&c, X + 5001, Y + 1))],
-            expect: with(complete(V4), &[
-                (V4, INBOUND, C::SynPackets, 1),
-                (V4, INBOUND, C::Attempts, 1),
-                (V4, INBOUND, C::SupersededSynSent, 1),
-            ]),
+            steps: vec![
+                In(syn(&c, X)),
+                In(syn(&c, X + 5000)),
+                Out(synack(&c, Y, X + 5001)),
+                In(ack(&c, X + 5001, Y + 1)),
+            ],
+            expect: with(
+                complete(V4),
+                &[
+                    (V4, INBOUND, C::SynPackets, 1),
+                    (V4, INBOUND, C::Attempts, 1),
+                    (V4, INBOUND, C::SupersededSynSent, 1),
+                ],
+            ),
             flows: 0,
         },
         Case {
             name: "SYN-ACK with a bad ack leaves the flow in syn_sent",
-            steps: vec![In(syn(&c, X)), Out(synack(&c, Y, X)), Out(synack(&c, Y, X + 1)), In(ack(&c, X + 1, Y + 1))],
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X)),
+                Out(synack(&c, Y, X + 1)),
+                In(ack(&c, X + 1, Y + 1)),
+            ],
             expect: with(complete(V4), &[(V4, INBOUND, C::InvalidSynAckAck, 1)]),
             flows: 0,
         },
         Case {
             name: "SYN-ACK with a changed ISN",
-            steps: vec![In(syn(&c, X)), Out(synack(&c, Y, X + 1)), Out(synack(&c, Y + 7, X + 1)), In(ack(&c, X + 1, Y + 1))],
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                Out(synack(&c, Y + 7, X + 1)),
+                In(ack(&c, X + 1, Y + 1)),
+            ],
             expect: with(complete(V4), &[(V4, INBOUND, C::InvalidSynAckSeq, 1)]),
             flows: 0,
         },
@@ -280,7 +392,11 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "final ACK with a bad seq",
-            steps: vec![In(syn(&c, X)), Out(synack(&c, Y, X + 1)), In(ack(&c, X + 2, Y + 1))],
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                In(ack(&c, X + 2, Y + 1)),
+            ],
             expect: with(answered(V4), &[(V4, INBOUND, C::InvalidAckSeq, 1)]),
             flows: 1,
         },
@@ -298,7 +414,11 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "wrapping sequence numbers",
-            steps: vec![In(syn(&c, u32::MAX)), Out(synack(&c, u32::MAX, 0)), In(ack(&c, 0, 0))],
+            steps: vec![
+                In(syn(&c, u32::MAX)),
+                Out(synack(&c, u32::MAX, 0)),
+                In(ack(&c, 0, 0)),
+            ],
             expect: complete(V4),
             flows: 0,
         },
@@ -324,7 +444,11 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "data on the final ACK",
-            steps: vec![In(syn(&c, X)), Out(synack(&c, Y, X + 1)), In(ack(&c, X + 1, Y + 1).payload(500).flags(ACK | PSH))],
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                In(ack(&c, X + 1, Y + 1).payload(500).flags(ACK | PSH)),
+            ],
             expect: complete(V4),
             flows: 0,
         },
@@ -335,10 +459,22 @@ pub fn cases() -> Vec<Case> {
             steps: vec![
                 Out(Packet::tcp(v4(2), 5000, v4(1), 6000).flags(SYN).seq(Y)),
                 In(Packet::tcp(v4(1), 6000, v4(2), 5000).flags(SYN).seq(X)),
-                Out(Packet::tcp(v4(2), 5000, v4(1), 6000).flags(SYN | ACK).seq(Y).ack(X + 1)),
-                In(Packet::tcp(v4(1), 6000, v4(2), 5000).flags(SYN | ACK).seq(X).ack(Y + 1)),
-                Out(Packet::tcp(v4(2), 5000, v4(1), 6000).flags(ACK).seq(Y + 1).ack(X + 1)),
-                In(Packet::tcp(v4(1), 6000, v4(2), 5000).flags(ACK).seq(X + 1).ack(Y + 1)),
+                Out(Packet::tcp(v4(2), 5000, v4(1), 6000)
+                    .flags(SYN | ACK)
+                    .seq(Y)
+                    .ack(X + 1)),
+                In(Packet::tcp(v4(1), 6000, v4(2), 5000)
+                    .flags(SYN | ACK)
+                    .seq(X)
+                    .ack(Y + 1)),
+                Out(Packet::tcp(v4(2), 5000, v4(1), 6000)
+                    .flags(ACK)
+                    .seq(Y + 1)
+                    .ack(X + 1)),
+                In(Packet::tcp(v4(1), 6000, v4(2), 5000)
+                    .flags(ACK)
+                    .seq(X + 1)
+                    .ack(Y + 1)),
             ],
             expect: with(completed(V4, INBOUND), &completed(V4, OUTBOUND)),
             flows: 0,
@@ -347,8 +483,14 @@ pub fn cases() -> Vec<Case> {
             name: "outbound handshake",
             steps: vec![
                 Out(Packet::tcp(v4(2), 50000, v4(1), 22).flags(SYN).seq(X)),
-                In(Packet::tcp(v4(1), 22, v4(2), 50000).flags(SYN | ACK).seq(Y).ack(X + 1)),
-                Out(Packet::tcp(v4(2), 50000, v4(1), 22).flags(ACK).seq(X + 1).ack(Y + 1)),
+                In(Packet::tcp(v4(1), 22, v4(2), 50000)
+                    .flags(SYN | ACK)
+                    .seq(Y)
+                    .ack(X + 1)),
+                Out(Packet::tcp(v4(2), 50000, v4(1), 22)
+                    .flags(ACK)
+                    .seq(X + 1)
+                    .ack(Y + 1)),
             ],
             expect: completed(V4, OUTBOUND),
             flows: 0,
@@ -365,4 +507,3 @@ pub fn cases() -> Vec<Case> {
         },
     ]
 }
-

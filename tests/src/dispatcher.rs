@@ -67,7 +67,10 @@ impl DispatcherHold {
             ns.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
             slots.extend([a, b].map(|dev| Slot { dev, held: None }));
         }
-        Ok(Self { slots: Mutex::new(Slots { slots, calls: 0 }), ns })
+        Ok(Self {
+            slots: Mutex::new(Slots { slots, calls: 0 }),
+            ns,
+        })
     }
 
     /// Makes sure `prog` (loaded) is in the dispatcher: attaches it unless
@@ -79,7 +82,12 @@ impl DispatcherHold {
         let state = &mut *guard;
         state.calls += 1;
         let now = state.calls;
-        if let Some(held) = state.slots.iter_mut().filter_map(|s| s.held.as_mut()).find(|h| h.prog_id == prog_id) {
+        if let Some(held) = state
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.held.as_mut())
+            .find(|h| h.prog_id == prog_id)
+        {
             held.last_kept = now;
             return Ok(());
         }
@@ -94,8 +102,14 @@ impl DispatcherHold {
         // namespace's thread, which only needs to name the interface.
         let prog_fd = prog.fd()?.as_fd().as_raw_fd();
         let dev = slot.dev.clone();
-        let link = self.ns.run(move || link_create_xdp_generic(prog_fd, ifindex(&dev)))?;
-        slot.held = Some(Held { prog_id, last_kept: now, _link: link });
+        let link = self
+            .ns
+            .run(move || link_create_xdp_generic(prog_fd, ifindex(&dev)))?;
+        slot.held = Some(Held {
+            prog_id,
+            last_kept: now,
+            _link: link,
+        });
         Ok(())
     }
 }
@@ -119,13 +133,27 @@ fn link_create_xdp_generic(prog_fd: RawFd, ifindex: u32) -> Result<OwnedFd> {
     if ifindex == 0 {
         bail!("no such interface");
     }
-    let attr =
-        LinkCreateAttr { prog_fd: prog_fd as u32, target_ifindex: ifindex, attach_type: BPF_XDP, flags: XDP_FLAGS_SKB_MODE };
+    let attr = LinkCreateAttr {
+        prog_fd: prog_fd as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags: XDP_FLAGS_SKB_MODE,
+    };
     // SAFETY: `attr` is a valid, initialised prefix of bpf_attr for this
     // command, and its size is passed; the kernel zero-fills the rest.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, &raw const attr, size_of::<LinkCreateAttr>()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &raw const attr,
+            size_of::<LinkCreateAttr>(),
+        )
+    };
     if fd < 0 {
-        bail!("BPF_LINK_CREATE (XDP, generic): {}", std::io::Error::last_os_error());
+        bail!(
+            "BPF_LINK_CREATE (XDP, generic): {}",
+            std::io::Error::last_os_error()
+        );
     }
     // SAFETY: a new fd the kernel just gave us, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })

@@ -17,7 +17,10 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for part in s.split("\",").filter(|p| !p.is_empty()) {
         if let Some((k, v)) = part.split_once("=\"") {
-            out.push((k.trim_start_matches(',').to_owned(), v.trim_end_matches('"').to_owned()));
+            out.push((
+                k.trim_start_matches(',').to_owned(),
+                v.trim_end_matches('"').to_owned(),
+            ));
         }
     }
     out
@@ -28,7 +31,9 @@ impl Exposition {
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let mut total = 0.0;
         for line in self.text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
             let (metric, series_labels) = match series.split_once('{') {
                 Some((m, rest)) => (m, parse_labels(rest.trim_end_matches('}'))),
                 None => (series, Vec::new()),
@@ -36,7 +41,10 @@ impl Exposition {
             if metric != name {
                 continue;
             }
-            if labels.iter().all(|(k, v)| series_labels.iter().any(|(sk, sv)| sk == k && sv == v)) {
+            if labels
+                .iter()
+                .all(|(k, v)| series_labels.iter().any(|(sk, sv)| sk == k && sv == v))
+            {
                 total += value.parse::<f64>().unwrap_or(f64::NAN);
             }
         }
@@ -45,15 +53,21 @@ impl Exposition {
 
     /// Whether the exposition has any series of `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.text.lines().any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        self.text
+            .lines()
+            .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
     }
 }
 
 /// GET `path` from `addr` (from the calling thread's namespace).
 pub fn scrape(addr: SocketAddr, path: &str) -> Result<Exposition> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect {addr}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let Some((head, body)) = response.split_once("\r\n\r\n") else {
@@ -62,5 +76,7 @@ pub fn scrape(addr: SocketAddr, path: &str) -> Result<Exposition> {
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{addr}{path}: {}", head.lines().next().unwrap_or_default());
     }
-    Ok(Exposition { text: body.to_owned() })
+    Ok(Exposition {
+        text: body.to_owned(),
+    })
 }

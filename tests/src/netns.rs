@@ -11,9 +11,16 @@ use anyhow::{Context as _, Result, bail};
 
 /// Runs `ip` with `args`, failing with its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("cannot run ip (iproute2)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -22,7 +29,9 @@ pub fn ip(args: &[&str]) -> Result<()> {
 /// (0 if there is none). /sys/class/net would answer for the namespace
 /// sysfs was mounted in, not the thread's.
 pub fn ifindex(dev: &str) -> u32 {
-    let Ok(name) = std::ffi::CString::new(dev) else { return 0 };
+    let Ok(name) = std::ffi::CString::new(dev) else {
+        return 0;
+    };
     // SAFETY: a valid C string.
     unsafe { libc::if_nametoindex(name.as_ptr()) }
 }
@@ -37,7 +46,11 @@ impl Netns {
     /// A new namespace with only `lo`, which is brought up.
     pub fn new(role: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!("hm-{}-{}-{role}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "hm-{}-{}-{role}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         ip(&["netns", "add", &name]).expect("create a network namespace (are we root?)");
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]).expect("bring lo up");
@@ -52,7 +65,10 @@ impl Netns {
     }
 
     /// Runs `f` on a thread that has entered this namespace.
-    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
         let path = format!("/run/netns/{}", self.name);
         thread::spawn(move || {
             let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -69,9 +85,12 @@ impl Netns {
     pub fn accept_n(&self, addr: std::net::SocketAddr, n: usize) -> thread::JoinHandle<usize> {
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = self.spawn(move || {
-            let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            let listener =
+                std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
             tx.send(()).expect("ready");
-            (0..n).map(|_| drop(listener.accept().expect("accept"))).count()
+            (0..n)
+                .map(|_| drop(listener.accept().expect("accept")))
+                .count()
         });
         rx.recv().expect("listener ready");
         handle
@@ -81,14 +100,19 @@ impl Netns {
     pub fn connect_n(&self, addr: std::net::SocketAddr, n: usize) {
         self.run(move || {
             for _ in 0..n {
-                drop(std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}")));
+                drop(
+                    std::net::TcpStream::connect(addr)
+                        .unwrap_or_else(|e| panic!("connect {addr}: {e}")),
+                );
             }
         });
     }
 
     /// Runs `f` inside this namespace and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        self.spawn(f).join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        self.spawn(f)
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
 }
 
@@ -134,20 +158,41 @@ impl Topology {
             for ns in [&client, &server] {
                 for conf in ["all", "default"] {
                     let key = format!("net.ipv6.conf.{conf}.disable_ipv6=1");
-                    let ok = Command::new("ip").args(["netns", "exec", &ns.name, "sysctl", "-qw", &key]).status().is_ok_and(|s| s.success());
+                    let ok = Command::new("ip")
+                        .args(["netns", "exec", &ns.name, "sysctl", "-qw", &key])
+                        .status()
+                        .is_ok_and(|s| s.success());
                     assert!(ok, "sysctl {key}");
                 }
             }
         }
         // Created directly inside the namespaces: the names never exist in
         // the root namespace, so parallel tests cannot collide.
-        ip(&["link", "add", CLIENT_IF, "netns", &client.name, "type", "veth", "peer", "name", SERVER_IF, "netns", &server.name])
-            .expect("create veth pair");
-        for (ns, dev, addr4, addr6) in [(&client, CLIENT_IF, CLIENT_V4, CLIENT_V6), (&server, SERVER_IF, SERVER_V4, SERVER_V6)] {
-            ns.ip(&["addr", "add", &format!("{addr4}/24"), "dev", dev]).expect("add IPv4 address");
+        ip(&[
+            "link",
+            "add",
+            CLIENT_IF,
+            "netns",
+            &client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_IF,
+            "netns",
+            &server.name,
+        ])
+        .expect("create veth pair");
+        for (ns, dev, addr4, addr6) in [
+            (&client, CLIENT_IF, CLIENT_V4, CLIENT_V6),
+            (&server, SERVER_IF, SERVER_V4, SERVER_V6),
+        ] {
+            ns.ip(&["addr", "add", &format!("{addr4}/24"), "dev", dev])
+                .expect("add IPv4 address");
             if v6 {
                 // nodad: usable at once, no 2 s wait for duplicate detection.
-                ns.ip(&["addr", "add", &format!("{addr6}/64"), "dev", dev, "nodad"]).expect("add IPv6 address");
+                ns.ip(&["addr", "add", &format!("{addr6}/64"), "dev", dev, "nodad"])
+                    .expect("add IPv6 address");
             }
             ns.ip(&["link", "set", dev, "up"]).expect("link up");
         }
@@ -158,9 +203,15 @@ impl Topology {
 impl Topology {
     /// MAC address of `dev` in `ns`.
     pub fn mac(ns: &Netns, dev: &str) -> [u8; 6] {
-        let out = Command::new("ip").args(["-n", &ns.name, "-j", "link", "show", dev]).output().expect("ip link show");
+        let out = Command::new("ip")
+            .args(["-n", &ns.name, "-j", "link", "show", dev])
+            .output()
+            .expect("ip link show");
         let text = String::from_utf8_lossy(&out.stdout);
-        let at = text.find("\"address\":\"").expect("address in ip -j output") + 11;
+        let at = text
+            .find("\"address\":\"")
+            .expect("address in ip -j output")
+            + 11;
         let hex = &text[at..at + 17];
         let mut mac = [0u8; 6];
         for (i, b) in hex.split(':').enumerate() {
@@ -193,14 +244,22 @@ impl Topology {
             unsafe {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
                 libc::CPU_SET(0, &mut set);
-                assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU 0");
+                assert_eq!(
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                    0,
+                    "pin to CPU 0"
+                );
             }
             let ifindex = ifindex(CLIENT_IF);
             assert_ne!(ifindex, 0, "c0 in the client namespace");
             // SAFETY: plain socket calls with valid buffers and lengths.
             unsafe {
                 let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-                assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                assert!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
                 let mut addr: libc::sockaddr_ll = std::mem::zeroed();
                 addr.sll_family = libc::AF_PACKET as u16;
                 addr.sll_ifindex = ifindex as i32;
@@ -219,7 +278,12 @@ impl Topology {
                         (&addr as *const libc::sockaddr_ll).cast(),
                         size_of::<libc::sockaddr_ll>() as u32,
                     );
-                    assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+                    assert_eq!(
+                        sent,
+                        frame.len() as isize,
+                        "sendto: {}",
+                        std::io::Error::last_os_error()
+                    );
                 }
                 libc::close(fd);
             }
@@ -231,9 +295,23 @@ impl Topology {
     /// (and the egress program) and are dropped by the client's kernel,
     /// which does not own the address: a spoofed client that never answers.
     pub fn blackhole_via_client(&self, addr: &str) {
-        let mac = Self::mac(&self.client, CLIENT_IF).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let mac = Self::mac(&self.client, CLIENT_IF)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
         self.server
-            .ip(&["neigh", "replace", addr, "lladdr", &mac, "dev", SERVER_IF, "nud", "permanent"])
+            .ip(&[
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                &mac,
+                "dev",
+                SERVER_IF,
+                "nud",
+                "permanent",
+            ])
             .expect("static neighbour");
     }
 }

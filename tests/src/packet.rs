@@ -20,7 +20,10 @@ pub enum Ext {
     Routing(u8),
     DestOpts(u8),
     /// Fragment header with this offset (in 8-byte units) and M flag.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
     /// Any other next-header value with an 8-byte body (e.g. 50, ESP).
     Other(u8),
 }

@@ -21,7 +21,9 @@ pub struct Prometheus {
 fn encode(q: &str) -> String {
     q.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -33,7 +35,8 @@ impl Prometheus {
     pub fn start(ns: &Netns, target: SocketAddr) -> Self {
         let dir = std::env::temp_dir().join(format!("{}-prometheus", ns.name));
         std::fs::create_dir_all(&dir).expect("prometheus dir");
-        let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/rules.yml");
+        let rules =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/rules.yml");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: handshake-monitor\n    static_configs:\n      - targets: ['{target}']\n",
             rules.display()
@@ -42,18 +45,32 @@ impl Prometheus {
         let addr: SocketAddr = "127.0.0.1:9090".parse().expect("addr");
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "prometheus"])
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("log")).expect("log"))
             .spawn()
             .expect("prometheus (installed by cargo xtask setup)");
-        let p = Self { child, dir, ns_name: ns.name.clone(), addr };
+        let p = Self {
+            child,
+            dir,
+            ns_name: ns.name.clone(),
+            addr,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while ns.run(move || scrape(addr, "/-/ready")).is_err() {
-            assert!(Instant::now() < deadline, "prometheus not ready within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready within 30 s"
+            );
             thread::sleep(Duration::from_millis(200));
         }
         p
@@ -80,13 +97,23 @@ impl Prometheus {
     }
 
     /// Waits until `promql` returns one sample for which `ok` holds; returns it.
-    pub fn wait_until(&self, ns: &Netns, promql: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
+    pub fn wait_until(
+        &self,
+        ns: &Netns,
+        promql: &str,
+        within: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
         let deadline = Instant::now() + within;
         loop {
             if let Some(v) = self.query(ns, promql).filter(|v| ok(*v)) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "prometheus: {promql} = {:?}", self.query(ns, promql));
+            assert!(
+                Instant::now() < deadline,
+                "prometheus: {promql} = {:?}",
+                self.query(ns, promql)
+            );
             thread::sleep(Duration::from_millis(250));
         }
     }
@@ -99,7 +126,10 @@ impl Prometheus {
             if got == Some(want) {
                 return;
             }
-            assert!(Instant::now() < deadline, "prometheus: {promql} = {got:?}, expected {want}");
+            assert!(
+                Instant::now() < deadline,
+                "prometheus: {promql} = {got:?}, expected {want}"
+            );
             thread::sleep(Duration::from_millis(250));
         }
     }

@@ -8,7 +8,7 @@ use aya::{
 use handshake_common::{
     counters::{COUNTERS_LEN, Counter, Direction, Family, IFACE_SLOTS, counter_index},
     flow::{FlowKey, FlowState},
-    histogram::{Leg, base_index, BUCKETS},
+    histogram::{BUCKETS, Leg, base_index},
     map_names,
     table::Bucket,
 };
@@ -39,29 +39,52 @@ impl Tester {
     /// Loads with `options`; unless they name one, with a fixed flow-table
     /// seed, so that which flows share a bucket is the same on every run.
     pub fn with(options: &LoadOptions) -> Self {
-        let options = LoadOptions { flow_seed: options.flow_seed.or(Some(TEST_FLOW_SEED)), ..*options };
-        Self { probe: Probe::load(&options).expect("load the programs (are we root?)") }
+        let options = LoadOptions {
+            flow_seed: options.flow_seed.or(Some(TEST_FLOW_SEED)),
+            ..*options
+        };
+        Self {
+            probe: Probe::load(&options).expect("load the programs (are we root?)"),
+        }
     }
 
     /// Runs the ingress (XDP) program on `frame`; returns its verdict.
     pub fn ingress(&mut self, frame: &[u8]) -> u32 {
         let program = self.probe.ingress_program().expect("ingress program");
-        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
-        program.test_run(options).expect("BPF_PROG_TEST_RUN (xdp)").return_value
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        program
+            .test_run(options)
+            .expect("BPF_PROG_TEST_RUN (xdp)")
+            .return_value
     }
 
     /// Runs the ingress program's TC twin on `frame`; returns its verdict.
     pub fn ingress_tc(&mut self, frame: &[u8]) -> i32 {
         let program = self.probe.tc_ingress_program().expect("TC ingress program");
-        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
-        program.test_run(options).expect("BPF_PROG_TEST_RUN (tc ingress)").return_value as i32
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        program
+            .test_run(options)
+            .expect("BPF_PROG_TEST_RUN (tc ingress)")
+            .return_value as i32
     }
 
     /// Runs the egress (TC) program on `frame`; returns its verdict.
     pub fn egress(&mut self, frame: &[u8]) -> i32 {
         let program = self.probe.egress_program().expect("egress program");
-        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
-        program.test_run(options).expect("BPF_PROG_TEST_RUN (tc)").return_value as i32
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        program
+            .test_run(options)
+            .expect("BPF_PROG_TEST_RUN (tc)")
+            .return_value as i32
     }
 
     /// Counters summed over CPUs.
@@ -113,7 +136,9 @@ impl Tester {
     /// caches as no real table is.
     pub fn empty_flow_table(&self) {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
-        let aya::maps::Map::Array(data) = map else { panic!("FLOWS is not an array") };
+        let aya::maps::Map::Array(data) = map else {
+            panic!("FLOWS is not an array")
+        };
         let buckets = data.info().expect("map info").max_entries();
         let table = MappedBuckets::writable(data.fd(), buckets).expect("mapping the flow table");
         for i in 0..table.len() {
@@ -140,7 +165,9 @@ impl Tester {
 
     /// Frees a handshake as the agent's timeout scan does.
     pub fn expire(&mut self, key: &FlowKey, syn_ns: u64) -> bool {
-        self.probe.expire(key, syn_ns).expect("run the expire program")
+        self.probe
+            .expire(key, syn_ns)
+            .expect("run the expire program")
     }
 }
 
@@ -157,10 +184,18 @@ pub struct Counters(pub Vec<u64>);
 impl Counters {
     /// Summed over interface slots.
     pub fn get(&self, family: Family, direction: Direction, counter: Counter) -> u64 {
-        (0..IFACE_SLOTS).map(|s| self.in_slot(s, family, direction, counter)).sum()
+        (0..IFACE_SLOTS)
+            .map(|s| self.in_slot(s, family, direction, counter))
+            .sum()
     }
 
-    pub fn in_slot(&self, slot: u32, family: Family, direction: Direction, counter: Counter) -> u64 {
+    pub fn in_slot(
+        &self,
+        slot: u32,
+        family: Family,
+        direction: Direction,
+        counter: Counter,
+    ) -> u64 {
         self.0[counter_index(slot, family, direction, counter) as usize]
     }
 

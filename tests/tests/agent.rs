@@ -34,7 +34,8 @@ fn listen(topo: &Topology, port: u16) {
 }
 
 fn connect_n(topo: &Topology, port: u16, n: usize) {
-    topo.client.connect_n(SocketAddr::new(SERVER_V4.parse().expect("ip"), port), n);
+    topo.client
+        .connect_n(SocketAddr::new(SERVER_V4.parse().expect("ip"), port), n);
 }
 
 /// `n` SYNs to `port` from 198.18.0.99 (an address nobody has): the server
@@ -43,10 +44,15 @@ fn spoofed_syns(topo: &Topology, port: u16, n: u16) {
     topo.blackhole_via_client("198.18.0.99");
     let frames = (0..n)
         .map(|i| {
-            Packet::tcp("198.18.0.99".parse().expect("ip"), 20000 + i, SERVER_V4.parse().expect("ip"), port)
-                .flags(SYN)
-                .seq(7_000_000 + u32::from(i) * 1000)
-                .build()
+            Packet::tcp(
+                "198.18.0.99".parse().expect("ip"),
+                20000 + i,
+                SERVER_V4.parse().expect("ip"),
+                port,
+            )
+            .flags(SYN)
+            .seq(7_000_000 + u32::from(i) * 1000)
+            .build()
         })
         .collect();
     topo.inject_from_client(frames);
@@ -66,40 +72,101 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
     let agent = Agent::start(
         &topo.server,
         &[
-            "--iface", SERVER_IF, "--handshake-timeout", "3s", "--scan-interval", "200ms",
-            "--listener-ports", "8080", "--detector.half-open-threshold", "10", "--detector.for", "500ms",
+            "--iface",
+            SERVER_IF,
+            "--handshake-timeout",
+            "3s",
+            "--scan-interval",
+            "200ms",
+            "--listener-ports",
+            "8080",
+            "--detector.half-open-threshold",
+            "10",
+            "--detector.for",
+            "500ms",
         ],
     );
     spoofed_syns(&topo, 8080, 12);
-    let s0 = [("iface", SERVER_IF), ("direction", "inbound"), ("family", "ipv4")];
+    let s0 = [
+        ("iface", SERVER_IF),
+        ("direction", "inbound"),
+        ("family", "ipv4"),
+    ];
     let e = agent.wait_for(&topo.server, WAIT, "12 half-open in syn_received", |e| {
         v(e, "tcp_handshake_half_open", &[("stage", "syn_received")]) == 12.0
     });
     assert_eq!(v(&e, "tcp_handshake_attempts_total", &s0), 12.0);
     assert_eq!(v(&e, "tcp_handshake_synack_total", &s0), 12.0);
-    assert_eq!(v(&e, "tcp_handshake_half_open", &[("stage", "syn_sent")]), 0.0);
+    assert_eq!(
+        v(&e, "tcp_handshake_half_open", &[("stage", "syn_sent")]),
+        0.0
+    );
     assert_eq!(v(&e, "tcp_handshake_flow_table_entries", &[]), 12.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_half_open", &[("port", "8080")]), 12.0);
-    assert!(v(&e, "tcp_handshake_half_open_oldest_seconds", &[("stage", "syn_received")]) > 0.0);
+    assert_eq!(
+        v(&e, "tcp_handshake_listener_half_open", &[("port", "8080")]),
+        12.0
+    );
+    assert!(
+        v(
+            &e,
+            "tcp_handshake_half_open_oldest_seconds",
+            &[("stage", "syn_received")]
+        ) > 0.0
+    );
     agent.wait_for(&topo.server, WAIT, "the detector to fire", |e| {
-        v(e, "tcp_handshake_detector_firing", &[("condition", "half_open_buildup")]) == 1.0
+        v(
+            e,
+            "tcp_handshake_detector_firing",
+            &[("condition", "half_open_buildup")],
+        ) == 1.0
     });
     let e = agent.wait_for(&topo.server, WAIT, "12 timeouts", |e| {
-        v(e, "tcp_handshake_timeouts_total", &[("stage", "syn_received")]) == 12.0
+        v(
+            e,
+            "tcp_handshake_timeouts_total",
+            &[("stage", "syn_received")],
+        ) == 12.0
     });
-    assert_eq!(v(&e, "tcp_handshake_timeouts_total", &[("stage", "syn_sent")]), 0.0);
+    assert_eq!(
+        v(&e, "tcp_handshake_timeouts_total", &[("stage", "syn_sent")]),
+        0.0
+    );
     assert_eq!(v(&e, "tcp_handshake_half_open", &[]), 0.0);
-    assert_eq!(v(&e, "tcp_handshake_flow_table_entries", &[]), 12.0, "tombstones, for late retransmissions");
+    assert_eq!(
+        v(&e, "tcp_handshake_flow_table_entries", &[]),
+        12.0,
+        "tombstones, for late retransmissions"
+    );
     assert_eq!(v(&e, "tcp_handshake_completed_total", &[]), 0.0);
-    assert_eq!(v(&e, "tcp_handshake_invalid_total", &[]), 0.0, "the server's SYN-ACK retries after the timeout are late, not unsolicited");
+    assert_eq!(
+        v(&e, "tcp_handshake_invalid_total", &[]),
+        0.0,
+        "the server's SYN-ACK retries after the timeout are late, not unsolicited"
+    );
     agent.wait_for(&topo.server, WAIT, "the detector to resolve", |e| {
-        v(e, "tcp_handshake_detector_firing", &[("condition", "half_open_buildup")]) == 0.0
+        v(
+            e,
+            "tcp_handshake_detector_firing",
+            &[("condition", "half_open_buildup")],
+        ) == 0.0
     });
     let log = agent.log();
-    let fired: Vec<&str> = log.lines().filter(|l| l.contains("condition=half_open_buildup state=firing")).collect();
+    let fired: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("condition=half_open_buildup state=firing"))
+        .collect();
     assert_eq!(fired.len(), 1, "one warning: {log}");
-    assert!(fired[0].contains("top_ports=8080:12") && fired[0].contains("top_sources=198.18.0.0/24:12"), "{}", fired[0]);
-    assert_eq!(log.matches("condition=half_open_buildup state=resolved").count(), 1, "{log}");
+    assert!(
+        fired[0].contains("top_ports=8080:12") && fired[0].contains("top_sources=198.18.0.0/24:12"),
+        "{}",
+        fired[0]
+    );
+    assert_eq!(
+        log.matches("condition=half_open_buildup state=resolved")
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 /// Per-listener funnels: a tracked port gets its own series, the rest go to
@@ -112,14 +179,44 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
 fn syn_insert_budget_flag_limits_new_entries() {
     let topo = Topology::new();
     listen(&topo, 8081);
-    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--listener-ports", "8081", "--syn-insert-budget", "4"]);
+    let agent = Agent::start(
+        &topo.server,
+        &[
+            "--iface",
+            SERVER_IF,
+            "--listener-ports",
+            "8081",
+            "--syn-insert-budget",
+            "4",
+        ],
+    );
     spoofed_syns(&topo, 8081, 10);
     // The table gauge comes from the scan: wait for the scan after the SYNs.
-    let e = agent.wait_for(&topo.server, WAIT, "10 attempts, 4 of them in the table", |e| {
-        v(e, "tcp_handshake_attempts_total", &[]) == 10.0 && v(e, "tcp_handshake_flow_table_entries", &[]) == 4.0
-    });
-    assert_eq!(v(&e, "tcp_handshake_syn_untracked_total", &[("reason", "insert_budget")]), 6.0);
-    assert_eq!(v(&e, "tcp_handshake_syn_untracked_total", &[("reason", "insert_failed")]), 0.0);
+    let e = agent.wait_for(
+        &topo.server,
+        WAIT,
+        "10 attempts, 4 of them in the table",
+        |e| {
+            v(e, "tcp_handshake_attempts_total", &[]) == 10.0
+                && v(e, "tcp_handshake_flow_table_entries", &[]) == 4.0
+        },
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_syn_untracked_total",
+            &[("reason", "insert_budget")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_syn_untracked_total",
+            &[("reason", "insert_failed")]
+        ),
+        0.0
+    );
 }
 
 #[test]
@@ -127,20 +224,82 @@ fn listener_funnels_and_ratios() {
     let topo = Topology::new();
     listen(&topo, 8080);
     listen(&topo, 8081);
-    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--listener-ports", "8080", "--scan-interval", "200ms"]);
+    let agent = Agent::start(
+        &topo.server,
+        &[
+            "--iface",
+            SERVER_IF,
+            "--listener-ports",
+            "8080",
+            "--scan-interval",
+            "200ms",
+        ],
+    );
     connect_n(&topo, 8080, 6);
     connect_n(&topo, 8081, 2);
-    topo.client.run(|| assert!(TcpStream::connect((SERVER_V4, 9999)).is_err(), "closed port refuses"));
-    let e = agent.wait_for(&topo.server, WAIT, "8 completed", |e| v(e, "tcp_handshake_listener_completed_total", &[]) == 8.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "8080")]), 6.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_completed_total", &[("port", "8080")]), 6.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "other")]), 3.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_completed_total", &[("port", "other")]), 2.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_rejected_total", &[("port", "other")]), 1.0);
-    assert_eq!(v(&e, "tcp_handshake_rejected_total", &[("iface", SERVER_IF)]), 1.0);
-    assert!(!e.text.contains("port=\"8081\""), "untracked ports get no series of their own");
+    topo.client.run(|| {
+        assert!(
+            TcpStream::connect((SERVER_V4, 9999)).is_err(),
+            "closed port refuses"
+        )
+    });
+    let e = agent.wait_for(&topo.server, WAIT, "8 completed", |e| {
+        v(e, "tcp_handshake_listener_completed_total", &[]) == 8.0
+    });
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_attempts_total",
+            &[("port", "8080")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_completed_total",
+            &[("port", "8080")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_attempts_total",
+            &[("port", "other")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_completed_total",
+            &[("port", "other")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_rejected_total",
+            &[("port", "other")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(&e, "tcp_handshake_rejected_total", &[("iface", SERVER_IF)]),
+        1.0
+    );
+    assert!(
+        !e.text.contains("port=\"8081\""),
+        "untracked ports get no series of their own"
+    );
     // 9 attempts, 8 completed, 8 SYN-ACKs within the window.
-    let s0 = [("iface", SERVER_IF), ("direction", "inbound"), ("family", "ipv4")];
+    let s0 = [
+        ("iface", SERVER_IF),
+        ("direction", "inbound"),
+        ("family", "ipv4"),
+    ];
     // Ratios come from the last scan, which may predate the last
     // connections: wait for one that saw all nine attempts.
     let e = agent.wait_for(&topo.server, WAIT, "ratios over all nine attempts", |e| {
@@ -158,7 +317,11 @@ impl BpfFs {
     fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("hm-bpffs-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let ok = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount");
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
         assert!(ok.success(), "mount bpffs at {}", dir.display());
         Self(dir)
     }
@@ -176,7 +339,10 @@ impl Drop for BpfFs {
 }
 
 fn xdp_attached(ns: &Netns, dev: &str) -> bool {
-    let out = Command::new("ip").args(["-n", &ns.name, "-d", "link", "show", dev]).output().expect("ip link");
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-d", "link", "show", dev])
+        .output()
+        .expect("ip link");
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
@@ -187,7 +353,11 @@ fn tcx_programs(ns: &Netns, dev: &'static str, at: aya::programs::TcAttachType) 
 /// (XDP attached, TCX ingress programs, TCX egress programs) on `dev`.
 fn hooks(ns: &Netns, dev: &'static str) -> (bool, usize, usize) {
     use aya::programs::TcAttachType::{Egress, Ingress};
-    (xdp_attached(ns, dev), tcx_programs(ns, dev, Ingress), tcx_programs(ns, dev, Egress))
+    (
+        xdp_attached(ns, dev),
+        tcx_programs(ns, dev, Ingress),
+        tcx_programs(ns, dev, Egress),
+    )
 }
 
 /// With --pin-path, a stopped agent leaves the programs attached and its
@@ -203,26 +373,71 @@ fn restarts_with_pin_path_lose_nothing() {
         let pin = bpffs.pin_path();
         listen(&topo, 8080);
         let args = ["--iface", SERVER_IF, "--pin-path", pin.as_str()];
-        let first = Agent::start(&topo.server, &[&args[..], &["--ingress-hook", first_hook]].concat());
+        let first = Agent::start(
+            &topo.server,
+            &[&args[..], &["--ingress-hook", first_hook]].concat(),
+        );
         assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{first_hook}");
-        assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[]), 0.0);
+        assert_eq!(
+            v(
+                &first.scrape(&topo.server),
+                "tcp_handshake_completed_total",
+                &[]
+            ),
+            0.0
+        );
         connect_n(&topo, 8080, 10);
-        assert_eq!(v(&first.scrape(&topo.server), "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 10.0);
+        assert_eq!(
+            v(
+                &first.scrape(&topo.server),
+                "tcp_handshake_completed_total",
+                &[("iface", SERVER_IF)]
+            ),
+            10.0
+        );
         assert!(first.stop(), "clean exit on SIGTERM");
-        assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{first_hook}: pinned, both programs stay attached");
+        assert_eq!(
+            hooks(&topo.server, SERVER_IF),
+            attached,
+            "{first_hook}: pinned, both programs stay attached"
+        );
         connect_n(&topo, 8080, 7); // nobody running
         let second = Agent::start(&topo.server, &args);
-        assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{first_hook}: adopted, not attached twice");
+        assert_eq!(
+            hooks(&topo.server, SERVER_IF),
+            attached,
+            "{first_hook}: adopted, not attached twice"
+        );
         let e = second.scrape(&topo.server);
-        assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 17.0, "{first_hook}: counted while down, not reset");
+        assert_eq!(
+            v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]),
+            17.0,
+            "{first_hook}: counted while down, not reset"
+        );
         connect_n(&topo, 8080, 5);
         let e = second.scrape(&topo.server);
-        assert_eq!(v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]), 22.0, "{first_hook}");
-        assert_eq!(v(&e, "tcp_handshake_attempts_total", &[("iface", SERVER_IF)]), 22.0, "{first_hook}");
+        assert_eq!(
+            v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]),
+            22.0,
+            "{first_hook}"
+        );
+        assert_eq!(
+            v(&e, "tcp_handshake_attempts_total", &[("iface", SERVER_IF)]),
+            22.0,
+            "{first_hook}"
+        );
         assert!(second.stop());
         let out = run_to_exit(&[], &["cleanup", "--pin-path", &pin], &[]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(hooks(&topo.server, SERVER_IF), (false, 0, 0), "{first_hook}: cleanup detaches everything");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            hooks(&topo.server, SERVER_IF),
+            (false, 0, 0),
+            "{first_hook}: cleanup detaches everything"
+        );
     }
 }
 
@@ -231,13 +446,31 @@ fn restarts_with_pin_path_lose_nothing() {
 #[test]
 fn without_pin_path_exit_detaches_everything() {
     let topo = Topology::new();
-    for (hook, attached) in [("auto", (false, 1, 1)), ("xdp", (true, 0, 1)), ("tc", (false, 1, 1))] {
+    for (hook, attached) in [
+        ("auto", (false, 1, 1)),
+        ("xdp", (true, 0, 1)),
+        ("tc", (false, 1, 1)),
+    ] {
         for sigint in [false, true] {
-            let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--ingress-hook", hook]);
+            let agent = Agent::start(
+                &topo.server,
+                &["--iface", SERVER_IF, "--ingress-hook", hook],
+            );
             assert_eq!(hooks(&topo.server, SERVER_IF), attached, "{hook}");
             let log_before = agent.log();
-            assert!(if sigint { agent.interrupt() } else { agent.stop() }, "clean exit ({hook}, sigint: {sigint}): {log_before}");
-            assert_eq!(hooks(&topo.server, SERVER_IF), (false, 0, 0), "{hook}: detached");
+            assert!(
+                if sigint {
+                    agent.interrupt()
+                } else {
+                    agent.stop()
+                },
+                "clean exit ({hook}, sigint: {sigint}): {log_before}"
+            );
+            assert_eq!(
+                hooks(&topo.server, SERVER_IF),
+                (false, 0, 0),
+                "{hook}: detached"
+            );
         }
     }
 }
@@ -255,18 +488,34 @@ fn config_file_environment_and_flags_in_that_order() {
     let config = path.to_string_lossy().into_owned();
     // Config alone: address and ports from the file.
     let agent = Agent::start_full(&ns, &["--config", &config], &[], Some("127.0.0.1:9500"));
-    assert!(agent.scrape(&ns).text.contains("tcp_handshake_listener_attempts_total{port=\"8080\"}"));
+    assert!(
+        agent
+            .scrape(&ns)
+            .text
+            .contains("tcp_handshake_listener_attempts_total{port=\"8080\"}")
+    );
     drop(agent);
     // The environment beats the file; a flag beats the environment.
     let agent = Agent::start_full(
         &ns,
-        &["--config", &config, "--web.listen-address", "127.0.0.1:9600"],
-        &[("HANDSHAKE_MONITOR_LISTENER_PORTS", "9090"), ("HANDSHAKE_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9700")],
+        &[
+            "--config",
+            &config,
+            "--web.listen-address",
+            "127.0.0.1:9600",
+        ],
+        &[
+            ("HANDSHAKE_MONITOR_LISTENER_PORTS", "9090"),
+            ("HANDSHAKE_MONITOR_LISTEN_ADDRESS", "127.0.0.1:9700"),
+        ],
         None,
     );
     assert_eq!(agent.addr.port(), 9600);
     let text = agent.scrape(&ns).text;
-    assert!(text.contains("port=\"9090\"") && !text.contains("port=\"8080\""), "{text}");
+    assert!(
+        text.contains("port=\"9090\"") && !text.contains("port=\"8080\""),
+        "{text}"
+    );
     let _ = std::fs::remove_file(path);
 }
 
@@ -277,22 +526,47 @@ fn config_file_environment_and_flags_in_that_order() {
 fn interfaces_that_come_and_go_do_not_stop_the_agent() {
     let topo = Topology::new();
     let agent = Agent::start(&topo.server, &["--scan-interval", "200ms"]);
-    ip(&["link", "add", "c1", "netns", &topo.client.name, "type", "veth", "peer", "name", "s1", "netns", &topo.server.name])
-        .expect("second veth");
-    topo.client.ip(&["addr", "add", "198.18.1.1/24", "dev", "c1"]).expect("addr");
-    topo.server.ip(&["addr", "add", "198.18.1.2/24", "dev", "s1"]).expect("addr");
+    ip(&[
+        "link",
+        "add",
+        "c1",
+        "netns",
+        &topo.client.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "s1",
+        "netns",
+        &topo.server.name,
+    ])
+    .expect("second veth");
+    topo.client
+        .ip(&["addr", "add", "198.18.1.1/24", "dev", "c1"])
+        .expect("addr");
+    topo.server
+        .ip(&["addr", "add", "198.18.1.2/24", "dev", "s1"])
+        .expect("addr");
     topo.client.ip(&["link", "set", "c1", "up"]).expect("up");
     topo.server.ip(&["link", "set", "s1", "up"]).expect("up");
-    agent.wait_for(&topo.server, WAIT, "s1 to be attached", |e| e.text.contains("iface=\"s1\""));
+    agent.wait_for(&topo.server, WAIT, "s1 to be attached", |e| {
+        e.text.contains("iface=\"s1\"")
+    });
     let target: SocketAddr = "198.18.1.2:7000".parse().expect("addr");
     let server = topo.server.accept_n(target, 4);
     topo.client.connect_n(target, 4);
     assert_eq!(server.join().expect("server"), 4);
     agent.wait_for(&topo.server, WAIT, "4 completed on s1", |e| {
-        v(e, "tcp_handshake_completed_total", &[("iface", "s1"), ("direction", "inbound")]) == 4.0
+        v(
+            e,
+            "tcp_handshake_completed_total",
+            &[("iface", "s1"), ("direction", "inbound")],
+        ) == 4.0
     });
     topo.server.ip(&["link", "del", "s1"]).expect("delete s1");
-    agent.wait_for(&topo.server, WAIT, "s1 to be let go", |e| !e.text.contains("iface=\"s1\""));
+    agent.wait_for(&topo.server, WAIT, "s1 to be let go", |e| {
+        !e.text.contains("iface=\"s1\"")
+    });
     assert!(agent.log().contains("s1 went away"));
     assert!(agent.stop(), "still running, exits cleanly");
 }
@@ -307,21 +581,96 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         p.to_string_lossy().into_owned()
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["run".into(), "--handshake-timeout".into(), "5x".into()], "invalid value '5x' for '--handshake-timeout"),
-        (vec!["run".into(), "--ratio-window".into(), "0s".into()], "must be at least 1ms"),
-        (vec!["run".into(), "--web.telemetry-path".into(), "metrics".into()], "must start with '/'"),
-        (vec!["run".into(), "--web.listen-address".into(), "nowhere".into()], "invalid value 'nowhere'"),
-        (vec!["run".into(), "--xdp-mode".into(), "fast".into()], "invalid value 'fast' for '--xdp-mode"),
-        (vec!["run".into(), "--ingress-hook".into(), "bpf".into()], "invalid value 'bpf' for '--ingress-hook"),
-        (vec!["run".into(), "--ingress-hook".into(), "tc".into(), "--xdp-mode".into(), "driver".into()], "cannot go with --ingress-hook tc"),
-        (vec!["run".into(), "--flow-table-size".into(), "10".into()], "invalid value '10' for '--flow-table-size"),
-        (vec!["run".into(), "--iface".into(), "nope0".into()], "unknown interface \"nope0\""),
-        (vec!["run".into(), "--config".into(), "/nonexistent.toml".into()], "cannot read config file /nonexistent.toml"),
-        (vec!["run".into(), "--config".into(), file("syntax.toml", "iface = [\n")], "malformed config file"),
-        (vec!["run".into(), "--config".into(), file("key.toml", "colour = \"blue\"\n")], "unknown key \"colour\""),
-        (vec!["run".into(), "--config".into(), file("value.toml", "handshake-timeout = \"soon\"\n")], "invalid value 'soon'"),
-        (vec!["run".into(), "--pin-path".into(), tmp.to_string_lossy().into_owned()], "is not on a BPF filesystem"),
-        (vec!["frobnicate".into()], "unrecognized subcommand 'frobnicate'"),
+        (
+            vec!["run".into(), "--handshake-timeout".into(), "5x".into()],
+            "invalid value '5x' for '--handshake-timeout",
+        ),
+        (
+            vec!["run".into(), "--ratio-window".into(), "0s".into()],
+            "must be at least 1ms",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--web.telemetry-path".into(),
+                "metrics".into(),
+            ],
+            "must start with '/'",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--web.listen-address".into(),
+                "nowhere".into(),
+            ],
+            "invalid value 'nowhere'",
+        ),
+        (
+            vec!["run".into(), "--xdp-mode".into(), "fast".into()],
+            "invalid value 'fast' for '--xdp-mode",
+        ),
+        (
+            vec!["run".into(), "--ingress-hook".into(), "bpf".into()],
+            "invalid value 'bpf' for '--ingress-hook",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--ingress-hook".into(),
+                "tc".into(),
+                "--xdp-mode".into(),
+                "driver".into(),
+            ],
+            "cannot go with --ingress-hook tc",
+        ),
+        (
+            vec!["run".into(), "--flow-table-size".into(), "10".into()],
+            "invalid value '10' for '--flow-table-size",
+        ),
+        (
+            vec!["run".into(), "--iface".into(), "nope0".into()],
+            "unknown interface \"nope0\"",
+        ),
+        (
+            vec!["run".into(), "--config".into(), "/nonexistent.toml".into()],
+            "cannot read config file /nonexistent.toml",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--config".into(),
+                file("syntax.toml", "iface = [\n"),
+            ],
+            "malformed config file",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--config".into(),
+                file("key.toml", "colour = \"blue\"\n"),
+            ],
+            "unknown key \"colour\"",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--config".into(),
+                file("value.toml", "handshake-timeout = \"soon\"\n"),
+            ],
+            "invalid value 'soon'",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--pin-path".into(),
+                tmp.to_string_lossy().into_owned(),
+            ],
+            "is not on a BPF filesystem",
+        ),
+        (
+            vec!["frobnicate".into()],
+            "unrecognized subcommand 'frobnicate'",
+        ),
     ];
     for (args, needle) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -329,11 +678,21 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     }
     // No privilege: the same binary as an unprivileged user.
     let out = run_to_exit(
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"],
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ],
         &["run", "--iface", "lo"],
         &[],
     );
-    assert_one_line_error(&out, "missing privilege: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN");
+    assert_one_line_error(
+        &out,
+        "missing privilege: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN",
+    );
     let _ = std::fs::remove_dir_all(tmp);
 }
 
@@ -341,14 +700,27 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
 fn version_and_check() {
     let out = run_to_exit(&[], &["--version"], &[]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("handshake-monitor {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("handshake-monitor {}", env!("CARGO_PKG_VERSION"))
+    );
     let ns = Netns::new("check");
     let name = ns.name.clone();
     let out = run_to_exit(&["ip", "netns", "exec", &name], &["check"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("[ ok ] programs: the verifier accepts them"), "{stdout}");
-    assert!(stdout.contains("[ ok ] interface lo (index 1): loopback"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[ ok ] programs: the verifier accepts them"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[ ok ] interface lo (index 1): loopback"),
+        "{stdout}"
+    );
 }
 
 /// The live exposition passes `promtool check metrics`.
@@ -356,7 +728,10 @@ fn version_and_check() {
 fn exposition_passes_promtool() {
     let topo = Topology::new();
     listen(&topo, 8080);
-    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--listener-ports", "8080"]);
+    let agent = Agent::start(
+        &topo.server,
+        &["--iface", SERVER_IF, "--listener-ports", "8080"],
+    );
     connect_n(&topo, 8080, 3);
     let text = agent.scrape(&topo.server).text;
     let mut promtool = Command::new("promtool")
@@ -366,12 +741,27 @@ fn exposition_passes_promtool() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (installed by cargo xtask setup)");
-    promtool.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
     let out = promtool.wait_with_output().expect("promtool");
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Scrapes are bounded: the series count does not depend on traffic.
     let before = text.lines().filter(|l| !l.starts_with('#')).count();
     spoofed_syns(&topo, 8080, 200);
-    let after = agent.scrape(&topo.server).text.lines().filter(|l| !l.starts_with('#')).count();
+    let after = agent
+        .scrape(&topo.server)
+        .text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
     assert_eq!(before, after, "200 new sources, no new series");
 }

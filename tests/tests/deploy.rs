@@ -16,8 +16,14 @@ fn repo() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (installed by cargo xtask setup)"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (installed by cargo xtask setup)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
 }
@@ -25,9 +31,13 @@ fn run(cmd: &mut Command) -> String {
 #[test]
 fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
     let dir = repo().join("deploy/prometheus");
-    let text = run(Command::new("promtool").args(["check", "rules", "rules.yml"]).current_dir(&dir));
+    let text = run(Command::new("promtool")
+        .args(["check", "rules", "rules.yml"])
+        .current_dir(&dir));
     assert!(text.contains("SUCCESS: 16 rules found"), "{text}");
-    let text = run(Command::new("promtool").args(["test", "rules", "rules_test.yml"]).current_dir(&dir));
+    let text = run(Command::new("promtool")
+        .args(["test", "rules", "rules_test.yml"])
+        .current_dir(&dir));
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
@@ -52,7 +62,8 @@ fn known_names() -> BTreeSet<String> {
             known.insert(m.name.clone());
         }
     }
-    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).expect("rules.yml");
+    let rules =
+        std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).expect("rules.yml");
     for line in rules.lines() {
         if let Some(name) = line.trim().strip_prefix("- record: ") {
             known.insert(name.trim().to_owned());
@@ -80,13 +91,19 @@ fn exprs(v: &Value, out: &mut Vec<String>) {
 fn dashboard_and_rules_name_only_metrics_the_agent_exports() {
     let known = known_names();
     let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("deploy/grafana/handshake-monitor.json")).expect("dashboard"),
+        &std::fs::read_to_string(repo().join("deploy/grafana/handshake-monitor.json"))
+            .expect("dashboard"),
     )
     .expect("dashboard is JSON");
     let mut found = Vec::new();
     exprs(&dashboard, &mut found);
-    assert!(found.len() >= 25, "the dashboard has its expressions: {}", found.len());
-    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).expect("rules.yml");
+    assert!(
+        found.len() >= 25,
+        "the dashboard has its expressions: {}",
+        found.len()
+    );
+    let rules =
+        std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).expect("rules.yml");
     let mut unknown = BTreeSet::new();
     let mut used = BTreeSet::new();
     for text in found.iter().map(String::as_str).chain([rules.as_str()]) {
@@ -97,7 +114,10 @@ fn dashboard_and_rules_name_only_metrics_the_agent_exports() {
             used.insert(name);
         }
     }
-    assert!(unknown.is_empty(), "not exported by the agent nor recorded: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "not exported by the agent nor recorded: {unknown:?}"
+    );
     // The dashboard shows the funnel, ratios, half-open, latency and pressure.
     for needed in [
         "tcp_handshake_attempts_total",
@@ -115,30 +135,66 @@ fn dashboard_and_rules_name_only_metrics_the_agent_exports() {
 
 #[test]
 fn systemd_unit_verifies_with_least_capabilities() {
-    let unit = std::fs::read_to_string(repo().join("deploy/systemd/handshake-monitor.service")).expect("unit");
-    for line in ["AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN", "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN", "NoNewPrivileges=yes", "DynamicUser=yes"] {
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/handshake-monitor.service"))
+        .expect("unit");
+    for line in [
+        "AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+        "NoNewPrivileges=yes",
+        "DynamicUser=yes",
+    ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
     }
     // systemd-analyze checks that ExecStart= exists: point it at the build.
     let dir = std::env::temp_dir().join(format!("hm-systemd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let unit = unit.replace("/usr/local/bin/handshake-monitor", &handshake_tests::agent::binary().display().to_string());
+    let unit = unit.replace(
+        "/usr/local/bin/handshake-monitor",
+        &handshake_tests::agent::binary().display().to_string(),
+    );
     let path = dir.join("handshake-monitor.service");
     std::fs::write(&path, unit).expect("write unit");
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success() && !text.contains("handshake-monitor.service:"), "systemd-analyze verify:\n{text}");
+    assert!(
+        out.status.success() && !text.contains("handshake-monitor.service:"),
+        "systemd-analyze verify:\n{text}"
+    );
 }
 
 #[test]
 fn kubernetes_manifest_validates_against_the_schema() {
-    let text = run(Command::new("python3").args(["-m", "kubernetes_validate", "--strict"]).arg(repo().join("deploy/kubernetes/daemonset.yaml")));
+    let text = run(Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .arg(repo().join("deploy/kubernetes/daemonset.yaml")));
     assert_eq!(text.matches("passed for resource").count(), 2, "{text}");
-    let manifest = std::fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).expect("manifest");
-    for needed in ["hostNetwork: true", "- BPF", "- PERFMON", "- NET_ADMIN", "path: /sys/fs/bpf", "prometheus.io/scrape: \"true\"", "--pin-path=/sys/fs/bpf/handshake-monitor"] {
+    let manifest =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).expect("manifest");
+    for needed in [
+        "hostNetwork: true",
+        "- BPF",
+        "- PERFMON",
+        "- NET_ADMIN",
+        "path: /sys/fs/bpf",
+        "prometheus.io/scrape: \"true\"",
+        "--pin-path=/sys/fs/bpf/handshake-monitor",
+    ] {
         assert!(manifest.contains(needed), "manifest lacks {needed}");
     }
-    let dockerfile = std::fs::read_to_string(repo().join("deploy/kubernetes/Dockerfile")).expect("Dockerfile");
-    assert!(dockerfile.contains("cargo xtask setup") && dockerfile.contains("target/release/handshake-monitor"), "{dockerfile}");
+    let dockerfile =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("cargo xtask setup")
+            && dockerfile.contains("target/release/handshake-monitor"),
+        "{dockerfile}"
+    );
 }

@@ -13,7 +13,10 @@ use handshake_common::{
     table,
 };
 use handshake_tests::{
-    cases::{INBOUND, In, InRaw, Out, Step, V4, V6, X, Y, ack, cases, client, client6, completed, handshake, syn, synack, v4, v6},
+    cases::{
+        INBOUND, In, InRaw, Out, Step, V4, V6, X, Y, ack, cases, client, client6, completed,
+        handshake, syn, synack, v4, v6,
+    },
     packet::{ACK, Ext, PSH, Packet, RST, SYN},
     tester::{TC_NEXT, TEST_FLOW_SEED, Tester, XDP_PASS},
 };
@@ -53,8 +56,12 @@ fn run(tester: &mut Tester, steps: &[Step]) -> Result<(), String> {
 fn run_on(tester: &mut Tester, steps: &[Step], ingress: Ingress) -> Result<(), String> {
     for (i, step) in steps.iter().enumerate() {
         match step {
-            In(p) => ingress.pass(tester, &p.build()).map_err(|e| format!("step {i}: {e}"))?,
-            InRaw(bytes) => ingress.pass(tester, bytes).map_err(|e| format!("step {i}: {e}"))?,
+            In(p) => ingress
+                .pass(tester, &p.build())
+                .map_err(|e| format!("step {i}: {e}"))?,
+            InRaw(bytes) => ingress
+                .pass(tester, bytes)
+                .map_err(|e| format!("step {i}: {e}"))?,
             Out(p) => {
                 let verdict = tester.egress(&p.build());
                 if verdict != TC_NEXT {
@@ -71,7 +78,10 @@ fn run_on(tester: &mut Tester, steps: &[Step], ingress: Ingress) -> Result<(), S
 #[test]
 fn packet_sequences_leave_exact_counters() {
     let mut failures = Vec::new();
-    for (ingress, case) in [Ingress::Xdp, Ingress::Tc].into_iter().flat_map(|i| cases().into_iter().map(move |c| (i, c))) {
+    for (ingress, case) in [Ingress::Xdp, Ingress::Tc]
+        .into_iter()
+        .flat_map(|i| cases().into_iter().map(move |c| (i, c)))
+    {
         let mut tester = Tester::new();
         let name = format!("{} (ingress on {ingress:?})", case.name);
         if let Err(e) = run_on(&mut tester, &case.steps, ingress) {
@@ -92,24 +102,50 @@ fn packet_sequences_leave_exact_counters() {
         let mut got = counters.nonzero();
         got.sort_by_key(|(f, d, c, _)| (*f as u8, *d as u8, *c as u32));
         if got != merged {
-            failures.push(format!("{}:\n    expected {merged:?}\n    got      {got:?}", name));
+            failures.push(format!(
+                "{}:\n    expected {merged:?}\n    got      {got:?}",
+                name
+            ));
         }
         let packets = counters.total(Counter::Packets);
         if packets != case.steps.len() as u64 {
-            failures.push(format!("{}: packets counted {packets}, frames sent {}", name, case.steps.len()));
+            failures.push(format!(
+                "{}: packets counted {packets}, frames sent {}",
+                name,
+                case.steps.len()
+            ));
         }
         let flows = tester.flows();
         if flows.len() != case.flows {
-            failures.push(format!("{}: {} flows left, expected {}", name, flows.len(), case.flows));
+            failures.push(format!(
+                "{}: {} flows left, expected {}",
+                name,
+                flows.len(),
+                case.flows
+            ));
         }
         // The pending filter counts exactly the flows left in syn_received.
-        let syn_received = flows.iter().filter(|(_, s)| s.stage == Stage::SynReceived as u8).count() as u64;
-        let pending = tester.probe().pending_total().expect("read the pending filter");
+        let syn_received = flows
+            .iter()
+            .filter(|(_, s)| s.stage == Stage::SynReceived as u8)
+            .count() as u64;
+        let pending = tester
+            .probe()
+            .pending_total()
+            .expect("read the pending filter");
         if pending != syn_received {
-            failures.push(format!("{}: pending filter {pending}, flows in syn_received {syn_received}", name));
+            failures.push(format!(
+                "{}: pending filter {pending}, flows in syn_received {syn_received}",
+                name
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Every prefix of a VLAN-tagged IPv6 SYN with an extension header, cut at
@@ -133,9 +169,15 @@ fn truncation_at_every_header_boundary() {
     for ingress in [Ingress::Xdp, Ingress::Tc] {
         for len in 14..frame.len() {
             let before = tester.counters();
-            ingress.pass(&mut tester, &frame[..len]).unwrap_or_else(|e| panic!("cut at {len}: {e}"));
+            ingress
+                .pass(&mut tester, &frame[..len])
+                .unwrap_or_else(|e| panic!("cut at {len}: {e}"));
             let after = tester.counters();
-            let expected = bounds.iter().find(|(end, _)| len < *end).map(|(_, c)| *c).expect("a bound");
+            let expected = bounds
+                .iter()
+                .find(|(end, _)| len < *end)
+                .map(|(_, c)| *c)
+                .expect("a bound");
             assert_eq!(
                 after.total(expected) - before.total(expected),
                 1,
@@ -149,10 +191,19 @@ fn truncation_at_every_header_boundary() {
     // IPv4 with options: cut inside the options is an IPv4 error? No: the
     // fixed header is complete, the TCP header is not.
     let v4 = syn(&client().ipv4_options(8), X).build();
-    for (len, counter) in [(20, C::ParseIpv4Truncated), (33, C::ParseIpv4Truncated), (34, C::ParseTcpTruncated), (61, C::ParseTcpTruncated)] {
+    for (len, counter) in [
+        (20, C::ParseIpv4Truncated),
+        (33, C::ParseIpv4Truncated),
+        (34, C::ParseTcpTruncated),
+        (61, C::ParseTcpTruncated),
+    ] {
         let before = tester.counters().total(counter);
         tester.ingress(&v4[..len]);
-        assert_eq!(tester.counters().total(counter) - before, 1, "ipv4 cut at {len}");
+        assert_eq!(
+            tester.counters().total(counter) - before,
+            1,
+            "ipv4 cut at {len}"
+        );
     }
 }
 
@@ -164,7 +215,11 @@ fn latency_is_recorded_once_per_leg() {
     assert_eq!(tester.latency_count(INBOUND, Leg::SynAckToAck), 1);
     // A retransmitted SYN-ACK is not a second sample.
     let c = Packet::tcp(v4(9), 1234, v4(2), 80);
-    run(&mut tester, &[In(syn(&c, 1)), Out(synack(&c, 2, 2)), Out(synack(&c, 2, 2))]).expect("run");
+    run(
+        &mut tester,
+        &[In(syn(&c, 1)), Out(synack(&c, 2, 2)), Out(synack(&c, 2, 2))],
+    )
+    .expect("run");
     assert_eq!(tester.latency_count(INBOUND, Leg::SynToSynAck), 2);
     assert_eq!(tester.latency_count(INBOUND, Leg::SynAckToAck), 1);
 }
@@ -174,9 +229,15 @@ fn latency_is_recorded_once_per_leg() {
 /// completes.
 #[test]
 fn insert_budget_bounds_new_flows_and_counts_the_rest() {
-    let options = LoadOptions { syn_insert_budget: 3, syn_insert_window_ns: 3_600_000_000_000, ..LoadOptions::default() };
+    let options = LoadOptions {
+        syn_insert_budget: 3,
+        syn_insert_window_ns: 3_600_000_000_000,
+        ..LoadOptions::default()
+    };
     let mut tester = Tester::with(&options);
-    let clients: Vec<Packet> = (0..10).map(|i| Packet::tcp(v4(10 + i), 30000, v4(2), 80)).collect();
+    let clients: Vec<Packet> = (0..10)
+        .map(|i| Packet::tcp(v4(10 + i), 30000, v4(2), 80))
+        .collect();
     let steps: Vec<Step> = clients.iter().map(|c| In(syn(c, X))).collect();
     run(&mut tester, &steps).expect("run");
     let counters = tester.counters();
@@ -185,7 +246,14 @@ fn insert_budget_bounds_new_flows_and_counts_the_rest() {
     assert_eq!(counters.get(V4, INBOUND, C::SynUntracked), 7);
     assert_eq!(tester.flows().len(), 3);
     // The first three were tracked: the first completes.
-    run(&mut tester, &[Out(synack(&clients[0], Y, X + 1)), In(ack(&clients[0], X + 1, Y + 1))]).expect("run");
+    run(
+        &mut tester,
+        &[
+            Out(synack(&clients[0], Y, X + 1)),
+            In(ack(&clients[0], X + 1, Y + 1)),
+        ],
+    )
+    .expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::Completed), 1);
     // Port reuse on a tracked flow replaces in place: not charged.
     run(&mut tester, &[In(syn(&clients[1], X + 99))]).expect("run");
@@ -199,7 +267,10 @@ fn insert_budget_bounds_new_flows_and_counts_the_rest() {
 #[test]
 fn listener_funnels_are_exact_and_bounded() {
     let mut tester = Tester::new();
-    tester.probe().track_listener_ports(&[80, 443]).expect("track ports");
+    tester
+        .probe()
+        .track_listener_ports(&[80, 443])
+        .expect("track ports");
     let a = Packet::tcp(v4(1), 1001, v4(2), 80);
     let b = Packet::tcp(v4(3), 1002, v4(2), 80);
     let refused = Packet::tcp(v4(4), 1003, v4(2), 80);
@@ -207,20 +278,48 @@ fn listener_funnels_are_exact_and_bounded() {
     let other = Packet::tcp(v4(6), 1005, v4(2), 8080);
     let mut steps = handshake(&a);
     steps.extend(handshake(&b));
-    steps.extend([In(syn(&refused, X)), Out(refused.reply().flags(RST | ACK).ack(X + 1))]);
-    steps.extend([In(syn(&aborted, X)), Out(synack(&aborted, Y, X + 1)), In(aborted.clone().flags(RST).seq(X + 1))]);
+    steps.extend([
+        In(syn(&refused, X)),
+        Out(refused.reply().flags(RST | ACK).ack(X + 1)),
+    ]);
+    steps.extend([
+        In(syn(&aborted, X)),
+        Out(synack(&aborted, Y, X + 1)),
+        In(aborted.clone().flags(RST).seq(X + 1)),
+    ]);
     steps.extend(handshake(&other));
     // Outbound, to a remote port 80: not a local listener's.
     steps.extend([Out(Packet::tcp(v4(2), 5555, v4(9), 80).flags(SYN).seq(X))]);
     run(&mut tester, &steps).expect("run");
     let funnels = tester.probe().listeners().expect("read listeners");
     let port = |p: u16| funnels.iter().find(|(q, _)| *q == p).map(|(_, c)| *c);
-    assert_eq!(port(80), Some(ListenerCounters { attempts: 4, synack: 3, completed: 2, rejected: 1, aborted: 1 }));
+    assert_eq!(
+        port(80),
+        Some(ListenerCounters {
+            attempts: 4,
+            synack: 3,
+            completed: 2,
+            rejected: 1,
+            aborted: 1
+        })
+    );
     assert_eq!(port(443), Some(ListenerCounters::default()));
-    assert_eq!(port(OTHER_PORT), Some(ListenerCounters { attempts: 1, synack: 1, completed: 1, rejected: 0, aborted: 0 }));
+    assert_eq!(
+        port(OTHER_PORT),
+        Some(ListenerCounters {
+            attempts: 1,
+            synack: 1,
+            completed: 1,
+            rejected: 0,
+            aborted: 0
+        })
+    );
     assert_eq!(funnels.len(), 3, "the kernel never adds ports: {funnels:?}");
     // Tracking a port again keeps its counts.
-    tester.probe().track_listener_ports(&[80]).expect("track again");
+    tester
+        .probe()
+        .track_listener_ports(&[80])
+        .expect("track again");
     assert_eq!(tester.probe().listeners().expect("read")[1].1.completed, 2);
 }
 
@@ -240,34 +339,62 @@ fn pending_filter_never_hides_a_final_ack() {
         ("802.1Q ipv6", V6, |p| p.vlan(100)),
         ("QinQ ipv4 (full parse)", V4, |p| p.qinq(10, 20)),
         ("ipv4 options (full parse)", V4, |p| p.ipv4_options(8)),
-        ("ipv6 hop-by-hop (full parse)", V6, |p| p.ext(Ext::HopByHop(0))),
+        ("ipv6 hop-by-hop (full parse)", V6, |p| {
+            p.ext(Ext::HopByHop(0))
+        }),
     ];
     for (name, family, layout) in layouts {
-        let addr = |last: u8| if family == V4 { v4(last) } else { v6(u16::from(last)) };
+        let addr = |last: u8| {
+            if family == V4 {
+                v4(last)
+            } else {
+                v6(u16::from(last))
+            }
+        };
         let mut tester = Tester::new();
-        let flows: Vec<Packet> = (0..200).map(|i| layout(Packet::tcp(addr(1), 20000 + i, addr(2), 80))).collect();
+        let flows: Vec<Packet> = (0..200)
+            .map(|i| layout(Packet::tcp(addr(1), 20000 + i, addr(2), 80)))
+            .collect();
         let mut steps = Vec::new();
         for f in &flows {
             steps.extend([In(syn(f, X)), Out(synack(f, Y, X + 1))]);
         }
         run(&mut tester, &steps).expect("run");
-        assert_eq!(tester.probe().pending_total().expect("pending"), 200, "{name}");
+        assert_eq!(
+            tester.probe().pending_total().expect("pending"),
+            200,
+            "{name}"
+        );
         // Data on unrelated flows: no effect.
-        let data: Vec<Step> =
-            (0..200).map(|i| In(layout(Packet::tcp(addr(7), 30000 + i, addr(2), 80)).flags(ACK | PSH).seq(5).ack(6).payload(100))).collect();
+        let data: Vec<Step> = (0..200)
+            .map(|i| {
+                In(layout(Packet::tcp(addr(7), 30000 + i, addr(2), 80))
+                    .flags(ACK | PSH)
+                    .seq(5)
+                    .ack(6)
+                    .payload(100))
+            })
+            .collect();
         run(&mut tester, &data).expect("run");
         let finals: Vec<Step> = flows.iter().map(|f| In(ack(f, X + 1, Y + 1))).collect();
         run(&mut tester, &finals).expect("run");
         let counters = tester.counters();
         // 200 whole handshakes and nothing else: the data segments changed
         // no counter but the packet count.
-        let mut expected: Vec<_> = completed(family, INBOUND).into_iter().map(|(f, d, c, n)| (f, d, c, n * 200)).collect();
+        let mut expected: Vec<_> = completed(family, INBOUND)
+            .into_iter()
+            .map(|(f, d, c, n)| (f, d, c, n * 200))
+            .collect();
         let mut got = counters.nonzero();
         expected.sort_by_key(|(f, d, c, _)| (*f as u8, *d as u8, *c as u32));
         got.sort_by_key(|(f, d, c, _)| (*f as u8, *d as u8, *c as u32));
         assert_eq!(got, expected, "{name}");
         assert_eq!(counters.total(C::Packets), 800, "{name}");
-        assert_eq!(tester.probe().pending_total().expect("pending"), 0, "{name}");
+        assert_eq!(
+            tester.probe().pending_total().expect("pending"),
+            0,
+            "{name}"
+        );
         assert!(tester.flows().is_empty(), "{name}");
     }
 }
@@ -279,7 +406,11 @@ fn pin_to_cpu0() {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU 0");
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin to CPU 0"
+        );
     }
 }
 
@@ -294,10 +425,16 @@ fn real_clients_survive_a_random_source_flood() {
     let flood: Vec<Vec<u8>> = (0..20_480u32)
         .map(|i| {
             let src = IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
-            syn(&Packet::tcp(src, 1024 + (i % 60000) as u16, v4(2), 80), i.wrapping_mul(2_654_435_761)).build()
+            syn(
+                &Packet::tcp(src, 1024 + (i % 60000) as u16, v4(2), 80),
+                i.wrapping_mul(2_654_435_761),
+            )
+            .build()
         })
         .collect();
-    let real: Vec<Packet> = (0..10).map(|i| Packet::tcp(v4(100 + i), 40000, v4(2), 80)).collect();
+    let real: Vec<Packet> = (0..10)
+        .map(|i| Packet::tcp(v4(100 + i), 40000, v4(2), 80))
+        .collect();
     let run_flood = |budget: u64| -> (Tester, u64) {
         pin_to_cpu0();
         let options = LoadOptions {
@@ -328,12 +465,22 @@ fn real_clients_survive_a_random_source_flood() {
     assert_eq!(counters.get(V4, INBOUND, C::SynUntracked), 20_490 - 256);
     assert_eq!(completed, 10, "every real client completes");
     let evicted = counters.get(V4, INBOUND, C::EvictedSynSent);
-    assert_eq!(guarded.flows().len() as u64 + evicted, 256 - 10, "the tracked part of the flood is still there, or counted as evicted");
+    assert_eq!(
+        guarded.flows().len() as u64 + evicted,
+        256 - 10,
+        "the tracked part of the flood is still there, or counted as evicted"
+    );
 
     let (open, completed) = run_flood(u64::MAX);
-    assert_eq!(completed, 0, "with no budget the flood evicts the real clients' entries");
+    assert_eq!(
+        completed, 0,
+        "with no budget the flood evicts the real clients' entries"
+    );
     let counters = open.counters();
-    assert_eq!(counters.get(V4, INBOUND, C::SynUntracked) + counters.get(V4, INBOUND, C::SynInsertFailed), 0);
+    assert_eq!(
+        counters.get(V4, INBOUND, C::SynUntracked) + counters.get(V4, INBOUND, C::SynInsertFailed),
+        0
+    );
     assert_eq!(
         open.flows().len() as u64 + counters.get(V4, INBOUND, C::EvictedSynSent),
         20_490,
@@ -353,13 +500,27 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     let mut tester = Tester::new();
     let stuck_syn = Packet::tcp(v4(1), 1111, v4(2), 80);
     let stuck_synack = Packet::tcp(v4(1), 2222, v4(2), 80);
-    run(&mut tester, &[In(syn(&stuck_syn, X)), In(syn(&stuck_synack, X)), Out(synack(&stuck_synack, Y, X + 1))]).expect("run");
+    run(
+        &mut tester,
+        &[
+            In(syn(&stuck_syn, X)),
+            In(syn(&stuck_synack, X)),
+            Out(synack(&stuck_synack, Y, X + 1)),
+        ],
+    )
+    .expect("run");
     let flows = tester.flows();
     assert_eq!(flows.len(), 2);
     assert_eq!(tester.probe().pending_total().expect("pending"), 1);
     for (key, state) in &flows {
-        assert!(!tester.expire(key, state.syn_ns + 1), "another attempt's time: left alone");
-        assert!(!tester.probe().forget(key, state.syn_ns).expect("forget"), "not a tombstone yet");
+        assert!(
+            !tester.expire(key, state.syn_ns + 1),
+            "another attempt's time: left alone"
+        );
+        assert!(
+            !tester.probe().forget(key, state.syn_ns).expect("forget"),
+            "not a tombstone yet"
+        );
     }
     for (key, state) in &flows {
         assert!(tester.expire(key, state.syn_ns));
@@ -369,7 +530,13 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynSent), 1);
     assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynReceived), 1);
     assert_eq!(tester.probe().pending_total().expect("pending"), 0);
-    assert!(tester.flows().iter().all(|(_, s)| s.stage == Stage::Expired as u8), "two tombstones");
+    assert!(
+        tester
+            .flows()
+            .iter()
+            .all(|(_, s)| s.stage == Stage::Expired as u8),
+        "two tombstones"
+    );
     // The client retries its SYN, the server its SYN-ACK, a RST arrives:
     // late, all of them. The final ACK finds nothing to complete.
     run(
@@ -383,13 +550,30 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     )
     .expect("run");
     let counters = tester.counters();
-    assert_eq!(counters.get(V4, INBOUND, C::LateSegment), 3, "{:?}", counters.nonzero());
+    assert_eq!(
+        counters.get(V4, INBOUND, C::LateSegment),
+        3,
+        "{:?}",
+        counters.nonzero()
+    );
     assert_eq!(counters.get(V4, INBOUND, C::Attempts), 2, "no new attempt");
     assert_eq!(counters.get(V4, INBOUND, C::Completed), 0);
-    assert_eq!(counters.get(V4, INBOUND, C::Unsolicited) + counters.get(V4, Direction::Outbound, C::Unsolicited), 0);
+    assert_eq!(
+        counters.get(V4, INBOUND, C::Unsolicited)
+            + counters.get(V4, Direction::Outbound, C::Unsolicited),
+        0
+    );
     // Port reuse after the timeout: a new attempt, not charged to the budget.
     let x2 = X + 500_000;
-    run(&mut tester, &[In(syn(&stuck_syn, x2)), Out(synack(&stuck_syn, Y, x2 + 1)), In(ack(&stuck_syn, x2 + 1, Y + 1))]).expect("run");
+    run(
+        &mut tester,
+        &[
+            In(syn(&stuck_syn, x2)),
+            Out(synack(&stuck_syn, Y, x2 + 1)),
+            In(ack(&stuck_syn, x2 + 1, Y + 1)),
+        ],
+    )
+    .expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::Attempts), 3);
     assert_eq!(tester.counters().get(V4, INBOUND, C::Completed), 1);
     // Forgetting the remaining tombstone empties the table.
@@ -404,7 +588,17 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
 fn in_place_scan_matches_iteration() {
     let mut tester = Tester::new();
     let steps: Vec<Step> = (0..5000u32)
-        .map(|i| In(syn(&Packet::tcp(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 1000, v4(2), 80), i)))
+        .map(|i| {
+            In(syn(
+                &Packet::tcp(
+                    IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
+                    1000,
+                    v4(2),
+                    80,
+                ),
+                i,
+            ))
+        })
         .collect();
     run(&mut tester, &steps).expect("run");
     let mut walked = tester.flows();
@@ -424,22 +618,37 @@ fn in_place_scan_matches_iteration() {
 fn interface_slots_separate_counters() {
     let mut tester = Tester::new();
     // BPF_PROG_TEST_RUN runs on this namespace's loopback device.
-    let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").expect("lo").trim().parse::<u32>().expect("ifindex");
+    let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex")
+        .expect("lo")
+        .trim()
+        .parse::<u32>()
+        .expect("ifindex");
     run(&mut tester, &handshake(&client())).expect("run");
     tester.probe().set_iface_slot(lo, 5).expect("set slot");
     assert_eq!(tester.probe().iface_slots().expect("slots"), vec![(lo, 5)]);
-    run(&mut tester, &handshake(&Packet::tcp(v4(3), 3333, v4(2), 80))).expect("run");
+    run(
+        &mut tester,
+        &handshake(&Packet::tcp(v4(3), 3333, v4(2), 80)),
+    )
+    .expect("run");
     let counters = tester.counters();
     assert_eq!(counters.in_slot(0, V4, INBOUND, C::Completed), 1);
     assert_eq!(counters.in_slot(5, V4, INBOUND, C::Completed), 1);
-    assert_eq!(counters.in_slot(5, V4, INBOUND, C::Packets), 2, "two frames arrived after the slot was set");
+    assert_eq!(
+        counters.in_slot(5, V4, INBOUND, C::Packets),
+        2,
+        "two frames arrived after the slot was set"
+    );
 }
 
 /// Loaded for replay, the programs take the time from the map: latencies are
 /// exactly the differences of the times set.
 #[test]
 fn replay_clock_drives_latency() {
-    let mut tester = Tester::with(&LoadOptions { clock_from_map: true, ..LoadOptions::default() });
+    let mut tester = Tester::with(&LoadOptions {
+        clock_from_map: true,
+        ..LoadOptions::default()
+    });
     let c = client();
     let at = |t: &mut Tester, ns: u64| t.probe().set_replay_clock(ns).expect("set clock");
     at(&mut tester, 1_000_000);
@@ -450,16 +659,26 @@ fn replay_clock_drives_latency() {
     run(&mut tester, &[In(ack(&c, X + 1, Y + 1))]).expect("run");
     assert_eq!(tester.latency_sum_ns(INBOUND, Leg::SynToSynAck), 2_000);
     assert_eq!(tester.latency_sum_ns(INBOUND, Leg::SynAckToAck), 7_000);
-    assert_eq!(tester.latency_bucket(INBOUND, Leg::SynToSynAck, 1), 1, "2 µs <= 2 µs");
-    assert_eq!(tester.latency_bucket(INBOUND, Leg::SynAckToAck, 3), 1, "7 µs <= 8 µs");
+    assert_eq!(
+        tester.latency_bucket(INBOUND, Leg::SynToSynAck, 1),
+        1,
+        "2 µs <= 2 µs"
+    );
+    assert_eq!(
+        tester.latency_bucket(INBOUND, Leg::SynAckToAck, 3),
+        1,
+        "7 µs <= 8 µs"
+    );
 }
 
 /// Seven clients whose flows share one bucket of the default table (four
 /// ways), under the tests' fixed seed.
 fn clients_sharing_a_bucket() -> Vec<Packet> {
     let mask = table::buckets_for(DEFAULT_FLOW_TABLE_SIZE) - 1;
-    let bucket = |c: &Packet| table::place(table::flow_hash(&flow_key(c), TEST_FLOW_SEED), mask).bucket;
-    let candidates = (1..=250u8).flat_map(|last| (1024..3024u16).map(move |port| Packet::tcp(v4(last), port, v4(2), 80)));
+    let bucket =
+        |c: &Packet| table::place(table::flow_hash(&flow_key(c), TEST_FLOW_SEED), mask).bucket;
+    let candidates = (1..=250u8)
+        .flat_map(|last| (1024..3024u16).map(move |port| Packet::tcp(v4(last), port, v4(2), 80)));
     let target = bucket(&Packet::tcp(v4(1), 1024, v4(2), 80));
     let clients: Vec<Packet> = candidates.filter(|c| bucket(c) == target).take(7).collect();
     assert_eq!(clients.len(), 7);
@@ -472,7 +691,13 @@ fn flow_key(c: &Packet) -> FlowKey {
         IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
         IpAddr::V6(_) => unreachable!("IPv4 clients only"),
     };
-    FlowKey::new([word(c.src), 0, 0, 0], [word(c.dst), 0, 0, 0], c.sport, c.dport, Family::Ipv4 as u8)
+    FlowKey::new(
+        [word(c.src), 0, 0, 0],
+        [word(c.dst), 0, 0, 0],
+        c.sport,
+        c.dport,
+        Family::Ipv4 as u8,
+    )
 }
 
 /// A full bucket: a new flow takes the way of a tombstone first, then of the
@@ -486,8 +711,17 @@ fn a_full_bucket_evicts_the_least_valuable_way_and_counts_it() {
     let c = clients_sharing_a_bucket();
     let key = flow_key;
     // Four SYNs fill the bucket; c0 gets its SYN-ACK.
-    run(&mut tester, &[In(syn(&c[0], X)), In(syn(&c[1], X)), In(syn(&c[2], X)), In(syn(&c[3], X)), Out(synack(&c[0], Y, X + 1))])
-        .expect("run");
+    run(
+        &mut tester,
+        &[
+            In(syn(&c[0], X)),
+            In(syn(&c[1], X)),
+            In(syn(&c[2], X)),
+            In(syn(&c[3], X)),
+            Out(synack(&c[0], Y, X + 1)),
+        ],
+    )
+    .expect("run");
     assert_eq!(tester.flows().len(), 4);
     // c4 evicts c1, the oldest still waiting for its SYN-ACK.
     run(&mut tester, &[In(syn(&c[4], X))]).expect("run");
@@ -496,17 +730,36 @@ fn a_full_bucket_evicts_the_least_valuable_way_and_counts_it() {
     let tracked: Vec<FlowKey> = tester.flows().iter().map(|(k, _)| *k).collect();
     assert!(!tracked.contains(&key(&c[1])), "c1 evicted");
     // c2 times out; c5 takes its tombstone's way, evicting no handshake.
-    let (k2, s2) = tester.flows().into_iter().find(|(k, _)| *k == key(&c[2])).expect("c2 tracked");
+    let (k2, s2) = tester
+        .flows()
+        .into_iter()
+        .find(|(k, _)| *k == key(&c[2]))
+        .expect("c2 tracked");
     assert!(tester.expire(&k2, s2.syn_ns));
     run(&mut tester, &[In(syn(&c[5], X))]).expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynSent), 1);
-    assert!(!tester.flows().iter().any(|(k, _)| *k == k2), "the tombstone went");
+    assert!(
+        !tester.flows().iter().any(|(k, _)| *k == k2),
+        "the tombstone went"
+    );
     // All four in syn_received: c6 evicts c0, the oldest of them.
-    run(&mut tester, &[Out(synack(&c[3], Y, X + 1)), Out(synack(&c[4], Y, X + 1)), Out(synack(&c[5], Y, X + 1))]).expect("run");
+    run(
+        &mut tester,
+        &[
+            Out(synack(&c[3], Y, X + 1)),
+            Out(synack(&c[4], Y, X + 1)),
+            Out(synack(&c[5], Y, X + 1)),
+        ],
+    )
+    .expect("run");
     assert_eq!(tester.probe().pending_total().expect("pending"), 4);
     run(&mut tester, &[In(syn(&c[6], X))]).expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynReceived), 1);
-    assert_eq!(tester.probe().pending_total().expect("pending"), 3, "the evicted flow left the pending filter");
+    assert_eq!(
+        tester.probe().pending_total().expect("pending"),
+        3,
+        "the evicted flow left the pending filter"
+    );
     // The evicted flows' segments find nothing; the others complete.
     run(
         &mut tester,
@@ -547,7 +800,11 @@ fn benchmark_programs_do_what_their_rows_say() {
         let result = p
             .bench_xdp(program)
             .expect(program)
-            .test_run(TestRunOptions { data_in: Some(&frame), repeat: RUNS, ..TestRunOptions::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: RUNS,
+                ..TestRunOptions::default()
+            })
             .expect("test run");
         assert_eq!(result.return_value, XDP_PASS, "{program}");
     };
@@ -555,11 +812,18 @@ fn benchmark_programs_do_what_their_rows_say() {
     let mut stepped = Tester::new();
     run(&mut stepped, program_names::BENCH_STEPPED_INGRESS);
     assert_eq!(stepped.flows().len(), RUNS as usize, "a new flow every run");
-    assert_eq!(stepped.counters().get(V4, INBOUND, C::Attempts), u64::from(RUNS));
+    assert_eq!(
+        stepped.counters().get(V4, INBOUND, C::Attempts),
+        u64::from(RUNS)
+    );
 
     let mut insert_only = Tester::new();
     run(&mut insert_only, program_names::BENCH_INSERT_ONLY);
-    assert_eq!(insert_only.flows().len(), RUNS as usize, "a new flow every run");
+    assert_eq!(
+        insert_only.flows().len(),
+        RUNS as usize,
+        "a new flow every run"
+    );
     assert_eq!(insert_only.counters().nonzero(), vec![], "no counter moves");
 
     let mut clock = Tester::new();

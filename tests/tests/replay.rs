@@ -37,7 +37,11 @@ fn records(steps: &[Step], start_ns: u64) -> Vec<Record> {
                 InRaw(b) => (b.clone(), Way::In),
                 Out(p) => (p.build(), Way::Out),
             };
-            Record { ts_ns: start_ns + i as u64 * 1_000_000, frame, way }
+            Record {
+                ts_ns: start_ns + i as u64 * 1_000_000,
+                frame,
+                way,
+            }
         })
         .collect()
 }
@@ -47,13 +51,20 @@ fn replay_json(path: &std::path::Path, extra: &[&str]) -> (Value, std::process::
     let mut args = vec!["replay", file.as_str(), "--format", "json"];
     args.extend_from_slice(extra);
     let out = run_to_exit(&[], &args, &[]);
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("replay printed no JSON ({e}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "replay printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (json, out)
 }
 
 fn n(json: &Value, direction: &str, key: &str) -> u64 {
-    json[direction][key].as_u64().unwrap_or_else(|| panic!("{direction}.{key} in {json}"))
+    json[direction][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{direction}.{key} in {json}"))
 }
 
 fn key_of(counter: Counter) -> Option<&'static str> {
@@ -68,20 +79,43 @@ fn every_kernel_case_replays_to_the_same_counts() {
     let mut failures = Vec::new();
     for (i, case) in cases().into_iter().enumerate() {
         let path = tmp(&format!("case{i}.pcapng"));
-        write(&path, Format::PcapNg, &records(&case.steps, 1_700_000_000_000_000_000));
+        write(
+            &path,
+            Format::PcapNg,
+            &records(&case.steps, 1_700_000_000_000_000_000),
+        );
         let (json, out) = replay_json(&path, &[]);
         let _ = std::fs::remove_file(&path);
         if !out.status.success() {
-            failures.push(format!("{}: exit {}: {}", case.name, out.status, String::from_utf8_lossy(&out.stderr)));
+            failures.push(format!(
+                "{}: exit {}: {}",
+                case.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
             continue;
         }
-        for (d, dname) in [(Direction::Inbound, "inbound"), (Direction::Outbound, "outbound")] {
+        for (d, dname) in [
+            (Direction::Inbound, "inbound"),
+            (Direction::Outbound, "outbound"),
+        ] {
             for (key, counter) in FUNNEL {
-                let expected: u64 = case.expect.iter().filter(|(_, ed, c, _)| *ed == d && c == counter).map(|e| e.3).sum();
+                let expected: u64 = case
+                    .expect
+                    .iter()
+                    .filter(|(_, ed, c, _)| *ed == d && c == counter)
+                    .map(|e| e.3)
+                    .sum();
                 let got = n(&json, dname, key);
-                let is_timeout = matches!(counter, Counter::TimeoutSynSent | Counter::TimeoutSynReceived);
+                let is_timeout = matches!(
+                    counter,
+                    Counter::TimeoutSynSent | Counter::TimeoutSynReceived
+                );
                 if !is_timeout && got != expected {
-                    failures.push(format!("{}: {dname}.{key} = {got}, expected {expected}", case.name));
+                    failures.push(format!(
+                        "{}: {dname}.{key} = {got}, expected {expected}",
+                        case.name
+                    ));
                 }
             }
         }
@@ -90,20 +124,34 @@ fn every_kernel_case_replays_to_the_same_counts() {
             .map(|d| n(&json, d, "timeouts_syn_sent") + n(&json, d, "timeouts_syn_received"))
             .sum();
         if timeouts != case.flows as u64 {
-            failures.push(format!("{}: {timeouts} timeouts at the end, {} flows were left open", case.name, case.flows));
+            failures.push(format!(
+                "{}: {timeouts} timeouts at the end, {} flows were left open",
+                case.name, case.flows
+            ));
         }
         for (_, _, counter, count) in &case.expect {
             if let Some(reason) = counter.name().strip_prefix("parse_") {
                 let got = json["parse_errors"][reason].as_u64().unwrap_or(0);
                 if got != *count {
-                    failures.push(format!("{}: parse_errors.{reason} = {got}, expected {count}", case.name));
+                    failures.push(format!(
+                        "{}: parse_errors.{reason} = {got}, expected {count}",
+                        case.name
+                    ));
                 }
             } else if key_of(*counter).is_none() && *counter != Counter::Fragments {
-                failures.push(format!("{}: {counter:?} is not in the replay report", case.name));
+                failures.push(format!(
+                    "{}: {counter:?} is not in the replay report",
+                    case.name
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The same traffic in every capture format gives the same funnel.
@@ -113,22 +161,44 @@ fn every_capture_format_reads_the_same() {
     let mut steps = handshake(&c);
     steps.extend(handshake(&client6()));
     let refused = Packet::tcp(c.src, 41000, c.dst, 81);
-    steps.extend([In(syn(&refused, X)), Out(refused.reply().flags(RST | ACK).ack(X + 1))]);
+    steps.extend([
+        In(syn(&refused, X)),
+        Out(refused.reply().flags(RST | ACK).ack(X + 1)),
+    ]);
     let recs = records(&steps, 1_600_000_000_123_456_000);
-    for format in [Format::PcapEthernet, Format::PcapEthernetNanosBigEndian, Format::PcapRawIp, Format::PcapSll2, Format::PcapNg] {
+    for format in [
+        Format::PcapEthernet,
+        Format::PcapEthernetNanosBigEndian,
+        Format::PcapRawIp,
+        Format::PcapSll2,
+        Format::PcapNg,
+    ] {
         let path = tmp(&format!("{format:?}"));
         write(&path, format, &recs);
         let (json, out) = replay_json(&path, &[]);
         let _ = std::fs::remove_file(&path);
-        assert!(out.status.success(), "{format:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{format:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(json["frames"], 8, "{format:?}");
-        for (key, want) in [("attempts", 3), ("synack", 2), ("completed", 2), ("rejected", 1)] {
+        for (key, want) in [
+            ("attempts", 3),
+            ("synack", 2),
+            ("completed", 2),
+            ("rejected", 1),
+        ] {
             assert_eq!(n(&json, "inbound", key), want, "{format:?} {key}");
         }
         assert_eq!(json["listeners"]["80"]["completed"], 1, "{format:?}");
         assert_eq!(json["listeners"]["443"]["completed"], 1, "{format:?}");
         assert_eq!(json["listeners"]["81"]["rejected"], 1, "{format:?}");
-        assert!((json["duration_seconds"].as_f64().unwrap_or(0.0) - 0.007).abs() < 1e-9, "{format:?}: {}", json["duration_seconds"]);
+        assert!(
+            (json["duration_seconds"].as_f64().unwrap_or(0.0) - 0.007).abs() < 1e-9,
+            "{format:?}: {}",
+            json["duration_seconds"]
+        );
     }
 }
 
@@ -140,27 +210,69 @@ fn capture_time_drives_latency_and_timeouts() {
     let c = client();
     let t0 = 1_700_000_000_000_000_000u64;
     let fast = vec![
-        Record { ts_ns: t0, frame: syn(&c, X).build(), way: Way::In },
-        Record { ts_ns: t0 + 2_000_000, frame: synack(&c, Y, X + 1).build(), way: Way::Out },
-        Record { ts_ns: t0 + 9_000_000, frame: ack(&c, X + 1, Y + 1).build(), way: Way::In },
+        Record {
+            ts_ns: t0,
+            frame: syn(&c, X).build(),
+            way: Way::In,
+        },
+        Record {
+            ts_ns: t0 + 2_000_000,
+            frame: synack(&c, Y, X + 1).build(),
+            way: Way::Out,
+        },
+        Record {
+            ts_ns: t0 + 9_000_000,
+            frame: ack(&c, X + 1, Y + 1).build(),
+            way: Way::In,
+        },
     ];
     let path = tmp("latency.pcapng");
     write(&path, Format::PcapNg, &fast);
     let (json, _) = replay_json(&path, &[]);
     let lat = &json["inbound"]["latency_seconds"];
-    assert!((lat["synack"]["mean"].as_f64().unwrap_or(0.0) - 0.002).abs() < 1e-12, "{lat}");
-    assert!((lat["ack"]["mean"].as_f64().unwrap_or(0.0) - 0.007).abs() < 1e-12, "{lat}");
+    assert!(
+        (lat["synack"]["mean"].as_f64().unwrap_or(0.0) - 0.002).abs() < 1e-12,
+        "{lat}"
+    );
+    assert!(
+        (lat["ack"]["mean"].as_f64().unwrap_or(0.0) - 0.007).abs() < 1e-12,
+        "{lat}"
+    );
 
     let slow = vec![
-        Record { ts_ns: t0, frame: syn(&c, X).build(), way: Way::In },
-        Record { ts_ns: t0 + 1_000_000, frame: synack(&c, Y, X + 1).build(), way: Way::Out },
-        Record { ts_ns: t0 + 40_000_000_000, frame: ack(&c, X + 1, Y + 1).build(), way: Way::In },
+        Record {
+            ts_ns: t0,
+            frame: syn(&c, X).build(),
+            way: Way::In,
+        },
+        Record {
+            ts_ns: t0 + 1_000_000,
+            frame: synack(&c, Y, X + 1).build(),
+            way: Way::Out,
+        },
+        Record {
+            ts_ns: t0 + 40_000_000_000,
+            frame: ack(&c, X + 1, Y + 1).build(),
+            way: Way::In,
+        },
     ];
     write(&path, Format::PcapNg, &slow);
     let (json, _) = replay_json(&path, &[]);
-    assert_eq!((n(&json, "inbound", "completed"), n(&json, "inbound", "timeouts_syn_received")), (0, 1));
+    assert_eq!(
+        (
+            n(&json, "inbound", "completed"),
+            n(&json, "inbound", "timeouts_syn_received")
+        ),
+        (0, 1)
+    );
     let (json, _) = replay_json(&path, &["--handshake-timeout", "60s"]);
-    assert_eq!((n(&json, "inbound", "completed"), n(&json, "inbound", "timeouts_syn_received")), (1, 0));
+    assert_eq!(
+        (
+            n(&json, "inbound", "completed"),
+            n(&json, "inbound", "timeouts_syn_received")
+        ),
+        (1, 0)
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -170,7 +282,8 @@ fn capture_time_drives_latency_and_timeouts() {
 fn truncated_corrupt_and_unsupported_captures() {
     let mut steps = handshake(&client());
     steps.extend(handshake(&client6()));
-    let bytes = handshake_tests::capture::encode(Format::PcapEthernet, &records(&steps, 1_000_000_000));
+    let bytes =
+        handshake_tests::capture::encode(Format::PcapEthernet, &records(&steps, 1_000_000_000));
     let path = tmp("cut.pcap");
     // Cut in the middle of the last record: the first handshake and two
     // segments of the second are read.
@@ -180,45 +293,79 @@ fn truncated_corrupt_and_unsupported_captures() {
     assert_eq!(json["complete"], false);
     assert_eq!(json["frames"], 5);
     assert_eq!(n(&json, "inbound", "completed"), 1);
-    assert_eq!(n(&json, "inbound", "timeouts_syn_received"), 1, "the cut handshake is reported open");
+    assert_eq!(
+        n(&json, "inbound", "timeouts_syn_received"),
+        1,
+        "the cut handshake is reported open"
+    );
     let file = path.to_string_lossy().into_owned();
     // An 802.11 capture.
     let mut wifi = bytes[..24].to_vec();
     wifi[20..24].copy_from_slice(&105u32.to_le_bytes());
     std::fs::write(&path, &wifi).expect("write");
-    assert_one_line_error(&run_to_exit(&[], &["replay", &file], &[]), "unsupported link type 105");
+    assert_one_line_error(
+        &run_to_exit(&[], &["replay", &file], &[]),
+        "unsupported link type 105",
+    );
     std::fs::write(&path, b"GIF89a, not a capture").expect("write");
-    assert_one_line_error(&run_to_exit(&[], &["replay", &file], &[]), "not a pcap or pcapng file");
+    assert_one_line_error(
+        &run_to_exit(&[], &["replay", &file], &[]),
+        "not a pcap or pcapng file",
+    );
     // A record claiming 1 GiB.
     let mut huge = bytes[..24].to_vec();
     huge.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0x40]);
     std::fs::write(&path, &huge).expect("write");
-    assert_one_line_error(&run_to_exit(&[], &["replay", &file], &[]), "corrupt at byte 24: record length");
+    assert_one_line_error(
+        &run_to_exit(&[], &["replay", &file], &[]),
+        "corrupt at byte 24: record length",
+    );
     let _ = std::fs::remove_file(&path);
-    assert_one_line_error(&run_to_exit(&[], &["replay", "/nonexistent.pcap"], &[]), "cannot read /nonexistent.pcap");
+    assert_one_line_error(
+        &run_to_exit(&[], &["replay", "/nonexistent.pcap"], &[]),
+        "cannot read /nonexistent.pcap",
+    );
 }
 
 /// --format prometheus is the live exposition's format and passes promtool.
 #[test]
 fn prometheus_format_passes_promtool() {
     let path = tmp("prom.pcapng");
-    write(&path, Format::PcapNg, &records(&handshake(&client()), 5_000_000_000));
+    write(
+        &path,
+        Format::PcapNg,
+        &records(&handshake(&client()), 5_000_000_000),
+    );
     let file = path.to_string_lossy().into_owned();
     let out = run_to_exit(&[], &["replay", &file, "--format", "prometheus"], &[]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("tcp_handshake_completed_total{direction=\"inbound\",family=\"ipv4\",iface=\"capture\"} 1\n"), "{text}");
     std::fs::write(format!("{file}.prom"), &text).expect("write");
-    let check = Command::new("sh").arg("-c").arg(format!("promtool check metrics < {file}.prom")).status();
+    let check = Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {file}.prom"))
+        .status();
     assert!(check.expect("promtool").success());
     let _ = std::fs::remove_file(format!("{file}.prom"));
     let table = run_to_exit(&[], &["replay", &file], &[]);
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("completed") && table.contains("80 "), "{table}");
+    assert!(
+        table.contains("completed") && table.contains("80 "),
+        "{table}"
+    );
     // --progress (default: large files on a terminal) reports on stderr,
     // ending at 100 %, and leaves stdout to the report.
-    let out = run_to_exit(&[], &["replay", &file, "--progress", "--format", "json"], &[]);
+    let out = run_to_exit(
+        &[],
+        &["replay", &file, "--progress", "--format", "json"],
+        &[],
+    );
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("100.0 % (3 frames)"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("100.0 % (3 frames)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice::<Value>(&out.stdout).expect("stdout is still the JSON report");
     let _ = std::fs::remove_file(&path);
 }
@@ -230,7 +377,18 @@ fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
     let topo = Topology::new();
     let pcap = tmp("live.pcap");
     let mut tcpdump = Command::new("ip")
-        .args(["netns", "exec", &topo.server.name, "tcpdump", "-i", "any", "-U", "-Z", "root", "-w"])
+        .args([
+            "netns",
+            "exec",
+            &topo.server.name,
+            "tcpdump",
+            "-i",
+            "any",
+            "-U",
+            "-Z",
+            "root",
+            "-w",
+        ])
         .arg(&pcap)
         .arg("tcp and not port 9437")
         .stderr(Stdio::piped())
@@ -242,9 +400,15 @@ fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
     let mut line = String::new();
     while !line.contains("listening on") {
         line.clear();
-        assert!(stderr.read_line(&mut line).expect("tcpdump output") > 0, "tcpdump exited before capturing");
+        assert!(
+            stderr.read_line(&mut line).expect("tcpdump output") > 0,
+            "tcpdump exited before capturing"
+        );
     }
-    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--handshake-timeout", "60s"]);
+    let agent = Agent::start(
+        &topo.server,
+        &["--iface", SERVER_IF, "--handshake-timeout", "60s"],
+    );
     let target = std::net::SocketAddr::new(SERVER_V4.parse().expect("ip"), 8080);
     let server = topo.server.accept_n(target, 12);
     topo.client.connect_n(target, 12);
@@ -284,7 +448,11 @@ fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).expect("tcpdump stats");
     let (json, out) = replay_json(&pcap, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(json["link_type"], "linux_sll2", "tcpdump said: {rest}");
     let s0 = [("iface", SERVER_IF), ("direction", "inbound")];
     for (metric, key, want) in [

@@ -93,12 +93,32 @@ fn random_source_flood_v4(topo: &Topology) {
     // hping3: exactly FLOOD SYNs from random sources. The server namespace
     // has no route to them: its SYN-ACKs go nowhere.
     let out = Command::new("ip")
-        .args(["netns", "exec", &topo.client.name, "hping3", "-q", "-c", &FLOOD.to_string(), "-i", "u100", "-S", "-p", "8082"])
+        .args([
+            "netns",
+            "exec",
+            &topo.client.name,
+            "hping3",
+            "-q",
+            "-c",
+            &FLOOD.to_string(),
+            "-i",
+            "u100",
+            "-S",
+            "-p",
+            "8082",
+        ])
         .args(["--rand-source", SERVER_V4])
         .output()
         .expect("hping3 (installed by cargo xtask setup)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&format!("{FLOOD} packets transmitted")), "hping3: {text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("{FLOOD} packets transmitted")),
+        "hping3: {text}"
+    );
 }
 
 fn random_source_flood_v6(topo: &Topology) {
@@ -110,8 +130,25 @@ fn random_source_flood_v6(topo: &Topology) {
             x ^= x >> 7;
             x ^= x << 17;
             let w = x.to_be_bytes();
-            let src = IpAddr::from([0x2001, 0x0db8, u16::from_be_bytes([w[0], w[1]]), u16::from_be_bytes([w[2], w[3]]), 0, 0, 0, u16::from_be_bytes([w[4], w[5]])]);
-            Packet::tcp(src, 1024 + (x % 60000) as u16, SERVER_V6.parse().expect("ip"), 8082).flags(SYN).seq(x as u32).build()
+            let src = IpAddr::from([
+                0x2001,
+                0x0db8,
+                u16::from_be_bytes([w[0], w[1]]),
+                u16::from_be_bytes([w[2], w[3]]),
+                0,
+                0,
+                0,
+                u16::from_be_bytes([w[4], w[5]]),
+            ]);
+            Packet::tcp(
+                src,
+                1024 + (x % 60000) as u16,
+                SERVER_V6.parse().expect("ip"),
+                8082,
+            )
+            .flags(SYN)
+            .seq(x as u32)
+            .build()
         })
         .collect();
     topo.inject_from_client(frames);
@@ -119,12 +156,24 @@ fn random_source_flood_v6(topo: &Topology) {
 
 fn scenario(v6: bool) {
     let family = if v6 { "ipv6" } else { "ipv4" };
-    let (server, spoofed_src): (IpAddr, &str) =
-        if v6 { (SERVER_V6.parse().expect("ip"), "2001:2::99") } else { (SERVER_V4.parse().expect("ip"), "198.18.0.99") };
+    let (server, spoofed_src): (IpAddr, &str) = if v6 {
+        (SERVER_V6.parse().expect("ip"), "2001:2::99")
+    } else {
+        (SERVER_V4.parse().expect("ip"), "198.18.0.99")
+    };
     let topo = Topology::new();
     let agent = Agent::start(
         &topo.server,
-        &["--iface", SERVER_IF, "--handshake-timeout", "3s", "--scan-interval", "200ms", "--listener-ports", "8080,8081,8082,8083"],
+        &[
+            "--iface",
+            SERVER_IF,
+            "--handshake-timeout",
+            "3s",
+            "--scan-interval",
+            "200ms",
+            "--listener-ports",
+            "8080,8081,8082,8083",
+        ],
     );
     let prometheus = Prometheus::start(&topo.server, agent.addr);
     // Traffic only once Prometheus has a sample from before it, so its
@@ -150,22 +199,51 @@ fn scenario(v6: bool) {
     // cookies), never acknowledged.
     topo.blackhole_via_client(spoofed_src);
     let src: IpAddr = spoofed_src.parse().expect("ip");
-    let frames = (0..SPOOFED).map(|i| Packet::tcp(src, 30000 + i, server, 8083).flags(SYN).seq(1000 * u32::from(i)).build()).collect();
+    let frames = (0..SPOOFED)
+        .map(|i| {
+            Packet::tcp(src, 30000 + i, server, 8083)
+                .flags(SYN)
+                .seq(1000 * u32::from(i))
+                .build()
+        })
+        .collect();
     topo.inject_from_client(frames);
     // Clients whose final ACKs are dropped: connect() succeeds on their
     // side, the server never sees the handshake complete.
     let dropped = SocketAddr::new(server, 8081);
-    let held: Vec<TcpStream> = topo.client.run(move || (0..ACK_DROPPED).map(|_| TcpStream::connect(dropped).expect("connect")).collect());
+    let held: Vec<TcpStream> = topo.client.run(move || {
+        (0..ACK_DROPPED)
+            .map(|_| TcpStream::connect(dropped).expect("connect"))
+            .collect()
+    });
 
-    let s0 = [("iface", SERVER_IF), ("direction", "inbound"), ("family", family)];
+    let s0 = [
+        ("iface", SERVER_IF),
+        ("direction", "inbound"),
+        ("family", family),
+    ];
     let half_open = (SPOOFED as usize + ACK_DROPPED) as f64;
     let e = agent.wait_for(&topo.server, WAIT, "the half-open handshakes", |e| {
-        v(e, "tcp_handshake_half_open", &[("stage", "syn_received"), ("family", family)]) == half_open
+        v(
+            e,
+            "tcp_handshake_half_open",
+            &[("stage", "syn_received"), ("family", family)],
+        ) == half_open
     });
-    assert_eq!(v(&e, "tcp_handshake_listener_half_open", &[("port", "8083")]), f64::from(SPOOFED));
-    assert_eq!(v(&e, "tcp_handshake_listener_half_open", &[("port", "8081")]), ACK_DROPPED as f64);
+    assert_eq!(
+        v(&e, "tcp_handshake_listener_half_open", &[("port", "8083")]),
+        f64::from(SPOOFED)
+    );
+    assert_eq!(
+        v(&e, "tcp_handshake_listener_half_open", &[("port", "8081")]),
+        ACK_DROPPED as f64
+    );
 
-    if v6 { random_source_flood_v6(&topo) } else { random_source_flood_v4(&topo) }
+    if v6 {
+        random_source_flood_v6(&topo)
+    } else {
+        random_source_flood_v4(&topo)
+    }
 
     // Everything not completed times out (3 s); then the books balance. A
     // flood SYN whose flow-table bucket overflowed (four ways, a random seed:
@@ -175,14 +253,27 @@ fn scenario(v6: bool) {
         labels.extend(family.map(|f| ("family", f)));
         v(e, "tcp_handshake_timeouts_total", &labels) + v(e, "tcp_handshake_evicted_total", &labels)
     };
-    let e = agent.wait_for(&topo.server, WAIT, "every half-open handshake to time out", |e| {
-        v(e, "tcp_handshake_half_open", &[]) == 0.0 && ended_in(e, "syn_sent", None) == f64::from(FLOOD)
-    });
+    let e = agent.wait_for(
+        &topo.server,
+        WAIT,
+        "every half-open handshake to time out",
+        |e| {
+            v(e, "tcp_handshake_half_open", &[]) == 0.0
+                && ended_in(e, "syn_sent", None) == f64::from(FLOOD)
+        },
+    );
     drop(held);
     let attempts = (GOOD + CLOSED + SPOOFED as usize + ACK_DROPPED) as f64 + f64::from(FLOOD);
-    assert_eq!(v(&e, "tcp_handshake_syn_packets_total", &s0), attempts, "every SYN sent is counted");
+    assert_eq!(
+        v(&e, "tcp_handshake_syn_packets_total", &s0),
+        attempts,
+        "every SYN sent is counted"
+    );
     assert_eq!(v(&e, "tcp_handshake_attempts_total", &s0), attempts);
-    assert_eq!(v(&e, "tcp_handshake_synack_total", &s0), (GOOD + SPOOFED as usize + ACK_DROPPED) as f64);
+    assert_eq!(
+        v(&e, "tcp_handshake_synack_total", &s0),
+        (GOOD + SPOOFED as usize + ACK_DROPPED) as f64
+    );
     assert_eq!(v(&e, "tcp_handshake_completed_total", &s0), GOOD as f64);
     assert_eq!(v(&e, "tcp_handshake_rejected_total", &s0), CLOSED as f64);
     assert_eq!(v(&e, "tcp_handshake_aborted_total", &s0), 0.0);
@@ -190,16 +281,87 @@ fn scenario(v6: bool) {
     assert_eq!(ended_in(&e, "syn_sent", Some(family)), f64::from(FLOOD));
     assert_eq!(v(&e, "tcp_handshake_invalid_total", &s0), 0.0);
     assert_eq!(v(&e, "tcp_handshake_syn_untracked_total", &[]), 0.0);
-    assert_eq!(v(&e, "tcp_handshake_completed_total", &[("direction", "outbound")]), 0.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "8080")]), GOOD as f64);
-    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "8083")]), f64::from(SPOOFED));
-    assert_eq!(v(&e, "tcp_handshake_listener_synack_total", &[("port", "8083")]), f64::from(SPOOFED), "cookies are SYN-ACKs too");
-    assert_eq!(v(&e, "tcp_handshake_listener_completed_total", &[("port", "8080")]), GOOD as f64);
-    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "8081")]), ACK_DROPPED as f64);
-    assert_eq!(v(&e, "tcp_handshake_listener_completed_total", &[("port", "8081")]), 0.0);
-    assert_eq!(v(&e, "tcp_handshake_listener_attempts_total", &[("port", "8082")]), f64::from(FLOOD));
-    assert_eq!(v(&e, "tcp_handshake_listener_rejected_total", &[("port", "other")]), CLOSED as f64);
-    assert!(v(&e, "tcp_handshake_retransmits_total", &[("segment", "synack")]) > 0.0, "unanswered SYN-ACKs are retransmitted");
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_completed_total",
+            &[("direction", "outbound")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_attempts_total",
+            &[("port", "8080")]
+        ),
+        GOOD as f64
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_attempts_total",
+            &[("port", "8083")]
+        ),
+        f64::from(SPOOFED)
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_synack_total",
+            &[("port", "8083")]
+        ),
+        f64::from(SPOOFED),
+        "cookies are SYN-ACKs too"
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_completed_total",
+            &[("port", "8080")]
+        ),
+        GOOD as f64
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_attempts_total",
+            &[("port", "8081")]
+        ),
+        ACK_DROPPED as f64
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_completed_total",
+            &[("port", "8081")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_attempts_total",
+            &[("port", "8082")]
+        ),
+        f64::from(FLOOD)
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_rejected_total",
+            &[("port", "other")]
+        ),
+        CLOSED as f64
+    );
+    assert!(
+        v(
+            &e,
+            "tcp_handshake_retransmits_total",
+            &[("segment", "synack")]
+        ) > 0.0,
+        "unanswered SYN-ACKs are retransmitted"
+    );
     assert_eq!(
         v(&e, "tcp_handshake_kernel_syncookies_sent_total", &[]),
         f64::from(SPOOFED - 2),
@@ -208,9 +370,24 @@ fn scenario(v6: bool) {
 
     // The same numbers, through a real Prometheus and its HTTP API.
     let sel = format!("{{iface=\"{SERVER_IF}\",direction=\"inbound\",family=\"{family}\"}}");
-    prometheus.wait_for(&topo.server, &format!("tcp_handshake_completed_total{sel}"), GOOD as f64, WAIT);
-    prometheus.wait_for(&topo.server, &format!("tcp_handshake_rejected_total{sel}"), CLOSED as f64, WAIT);
-    prometheus.wait_for(&topo.server, &format!("tcp_handshake_attempts_total{sel}"), attempts, WAIT);
+    prometheus.wait_for(
+        &topo.server,
+        &format!("tcp_handshake_completed_total{sel}"),
+        GOOD as f64,
+        WAIT,
+    );
+    prometheus.wait_for(
+        &topo.server,
+        &format!("tcp_handshake_rejected_total{sel}"),
+        CLOSED as f64,
+        WAIT,
+    );
+    prometheus.wait_for(
+        &topo.server,
+        &format!("tcp_handshake_attempts_total{sel}"),
+        attempts,
+        WAIT,
+    );
     prometheus.wait_for(
         &topo.server,
         &format!("tcp_handshake_timeouts_total{{stage=\"syn_received\",direction=\"inbound\",family=\"{family}\",iface=\"{SERVER_IF}\"}}"),
@@ -219,9 +396,12 @@ fn scenario(v6: bool) {
     );
     // The recording rules evaluate over what was scraped: most attempts
     // (the flood's) got no SYN-ACK.
-    prometheus.wait_until(&topo.server, "instance_direction:tcp_handshake_synack:ratio_rate5m{direction=\"inbound\"}", WAIT, |r| {
-        r > 0.0 && r < 0.5
-    });
+    prometheus.wait_until(
+        &topo.server,
+        "instance_direction:tcp_handshake_synack:ratio_rate5m{direction=\"inbound\"}",
+        WAIT,
+        |r| r > 0.0 && r < 0.5,
+    );
 }
 
 #[test]
@@ -249,24 +429,74 @@ fn vlan_and_qinq_handshakes_over_veth() {
 fn vlan_and_qinq_handshakes(hook: &str) {
     let topo = Topology::new();
     // Tap mode: the tagged SYN-ACKs come in on the wire too.
-    let agent = Agent::start(&topo.server, &["--iface", SERVER_IF, "--no-egress", "--ingress-hook", hook]);
+    let agent = Agent::start(
+        &topo.server,
+        &["--iface", SERVER_IF, "--no-egress", "--ingress-hook", hook],
+    );
     let before = agent.scrape(&topo.server);
     let mut frames = Vec::new();
-    let v4 = |port| Packet::tcp(CLIENT_V4.parse().expect("ip"), port, SERVER_V4.parse().expect("ip"), 80);
-    let v6 = |port| Packet::tcp(CLIENT_V6.parse().expect("ip"), port, SERVER_V6.parse().expect("ip"), 80);
-    for (i, p) in [v4(1001).vlan(100), v4(1002).qinq(10, 20), v6(1003).vlan(100), v6(1004).qinq(10, 20)].into_iter().enumerate() {
+    let v4 = |port| {
+        Packet::tcp(
+            CLIENT_V4.parse().expect("ip"),
+            port,
+            SERVER_V4.parse().expect("ip"),
+            80,
+        )
+    };
+    let v6 = |port| {
+        Packet::tcp(
+            CLIENT_V6.parse().expect("ip"),
+            port,
+            SERVER_V6.parse().expect("ip"),
+            80,
+        )
+    };
+    for (i, p) in [
+        v4(1001).vlan(100),
+        v4(1002).qinq(10, 20),
+        v6(1003).vlan(100),
+        v6(1004).qinq(10, 20),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (x, y) = (1000 * i as u32, 5000 * i as u32);
         frames.push(p.clone().flags(SYN).seq(x).build());
         frames.push(p.reply().flags(SYN | ACK).seq(y).ack(x + 1).build());
         frames.push(p.clone().flags(ACK).seq(x + 1).ack(y + 1).build());
     }
     topo.inject_from_client(frames);
-    let after = agent.wait_for(&topo.server, WAIT, "4 tagged handshakes", |e| v(e, "tcp_handshake_completed_total", &[]) == 4.0);
+    let after = agent.wait_for(&topo.server, WAIT, "4 tagged handshakes", |e| {
+        v(e, "tcp_handshake_completed_total", &[]) == 4.0
+    });
     for family in ["ipv4", "ipv6"] {
-        let l = [("iface", SERVER_IF), ("family", family), ("direction", "inbound")];
-        assert_eq!(v(&after, "tcp_handshake_attempts_total", &l) - v(&before, "tcp_handshake_attempts_total", &l), 2.0, "{hook}");
-        assert_eq!(v(&after, "tcp_handshake_synack_total", &l) - v(&before, "tcp_handshake_synack_total", &l), 2.0, "{hook}");
-        assert_eq!(v(&after, "tcp_handshake_completed_total", &l) - v(&before, "tcp_handshake_completed_total", &l), 2.0, "{hook}");
+        let l = [
+            ("iface", SERVER_IF),
+            ("family", family),
+            ("direction", "inbound"),
+        ];
+        assert_eq!(
+            v(&after, "tcp_handshake_attempts_total", &l)
+                - v(&before, "tcp_handshake_attempts_total", &l),
+            2.0,
+            "{hook}"
+        );
+        assert_eq!(
+            v(&after, "tcp_handshake_synack_total", &l)
+                - v(&before, "tcp_handshake_synack_total", &l),
+            2.0,
+            "{hook}"
+        );
+        assert_eq!(
+            v(&after, "tcp_handshake_completed_total", &l)
+                - v(&before, "tcp_handshake_completed_total", &l),
+            2.0,
+            "{hook}"
+        );
     }
-    assert_eq!(v(&after, "tcp_handshake_parse_errors_total", &[]), 0.0, "{hook}");
+    assert_eq!(
+        v(&after, "tcp_handshake_parse_errors_total", &[]),
+        0.0,
+        "{hook}"
+    );
 }

@@ -79,15 +79,36 @@ fn run(task: Task) -> Result<()> {
             setup::ensure()?;
             cargo(&["build", "--release", "--package", "handshake-user"])?;
             let bin = workspace_root().join("target/release/handshake-monitor");
-            let status = Command::new(&bin).arg("run").args(&args).status().with_context(|| format!("cannot start {}", bin.display()))?;
+            let status = Command::new(&bin)
+                .arg("run")
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot start {}", bin.display()))?;
             if !status.success() {
                 bail!("handshake-monitor exited with {status}");
             }
             Ok(())
         }
-        Task::Bench { quick, only, compare, rounds, seconds } => {
+        Task::Bench {
+            quick,
+            only,
+            compare,
+            rounds,
+            seconds,
+        } => {
             setup::ensure()?;
-            cargo(&["build", "--release", "--package", "handshake-user", "--package", "handshake-tests", "--bin", "handshake-monitor", "--bin", "handshake-bench"])?;
+            cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "handshake-user",
+                "--package",
+                "handshake-tests",
+                "--bin",
+                "handshake-monitor",
+                "--bin",
+                "handshake-bench",
+            ])?;
             let release = workspace_root().join("target/release");
             let mut cmd = Command::new(release.join("handshake-bench"));
             if quick {
@@ -96,11 +117,21 @@ fn run(task: Task) -> Result<()> {
             if let Some(bins) = compare {
                 for bin in &bins {
                     if !bin.is_file() {
-                        bail!("--compare: {} is not a file (give two handshake-monitor binaries)", bin.display());
+                        bail!(
+                            "--compare: {} is not a file (give two handshake-monitor binaries)",
+                            bin.display()
+                        );
                     }
                 }
-                let bins = bins.iter().map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone()));
-                cmd.arg("--compare").args(bins).args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()]);
+                let bins = bins
+                    .iter()
+                    .map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone()));
+                cmd.arg("--compare").args(bins).args([
+                    "--rounds",
+                    &rounds.to_string(),
+                    "--seconds",
+                    &seconds.to_string(),
+                ]);
             }
             let status = cmd
                 .args(&only)
@@ -143,7 +174,10 @@ fn run(task: Task) -> Result<()> {
             // Network safety: test traffic stays in namespaces. Background
             // traffic moves these counters a little; a test leak moves them a lot.
             for ((name, before), (_, after)) in tx_before.iter().zip(tx_after.iter()) {
-                println!("xtask: {name} tx_packets moved by {} during the tests", after.saturating_sub(*before));
+                println!(
+                    "xtask: {name} tx_packets moved by {} during the tests",
+                    after.saturating_sub(*before)
+                );
             }
             result
         }
@@ -151,7 +185,10 @@ fn run(task: Task) -> Result<()> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -161,11 +198,15 @@ fn cargo(args: &[&str]) -> Result<()> {
 fn cargo_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(args).current_dir(workspace_root()).env("PATH", setup::path_with_cargo_bin());
+    cmd.args(args)
+        .current_dir(workspace_root())
+        .env("PATH", setup::path_with_cargo_bin());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let status = cmd.status().with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }

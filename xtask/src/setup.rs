@@ -38,8 +38,17 @@ pub fn ensure() -> Result<()> {
         bail!("setup installs packages and the tests load BPF programs: run as root");
     }
     ensure_rust_src()?;
-    let mut missing: Vec<&str> = LLVM_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
-    missing.extend(DEBIAN_TOOLS.iter().filter(|(_, bin)| !PathBuf::from(bin).exists()).map(|(p, _)| *p));
+    let mut missing: Vec<&str> = LLVM_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    missing.extend(
+        DEBIAN_TOOLS
+            .iter()
+            .filter(|(_, bin)| !PathBuf::from(bin).exists())
+            .map(|(p, _)| *p),
+    );
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
@@ -55,13 +64,20 @@ fn ensure_kubernetes_validate() -> Result<()> {
         return Ok(());
     }
     say("installing kubernetes-validate (PyPI)");
-    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]), "pip install kubernetes-validate")
+    run(
+        Command::new("python3").args(["-m", "pip", "install", "--quiet", "kubernetes-validate"]),
+        "pip install kubernetes-validate",
+    )
 }
 
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -70,7 +86,10 @@ fn say(what: &str) {
 }
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
@@ -92,10 +111,16 @@ fn ensure_rust_src() -> Result<()> {
     }
     if !out.status.success() {
         say("installing the nightly toolchain");
-        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]), "install the nightly toolchain")?;
+        run(
+            Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]),
+            "install the nightly toolchain",
+        )?;
     }
     say("adding rust-src to the nightly toolchain");
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]), "add rust-src to nightly")
+    run(
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]),
+        "add rust-src to nightly",
+    )
 }
 
 fn dpkg_installed(package: &str) -> bool {
@@ -106,16 +131,32 @@ fn dpkg_installed(package: &str) -> bool {
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
-    say(&format!("installing Debian packages: {}", packages.join(" ")));
-    run(Command::new("apt-get").args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive"), "apt-get update")?;
+    say(&format!(
+        "installing Debian packages: {}",
+        packages.join(" ")
+    ));
     run(
-        Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"),
+        Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get update",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
         &format!("apt-get install {}", packages.join(" ")),
     )
 }
 
 fn cargo_bin_dir() -> PathBuf {
-    env::var_os("CARGO_HOME").map_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"), PathBuf::from).join("bin")
+    env::var_os("CARGO_HOME")
+        .map_or_else(
+            || PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
+            PathBuf::from,
+        )
+        .join("bin")
 }
 
 /// PATH with cargo's bin directory first, so aya-build finds bpf-linker.
@@ -135,7 +176,15 @@ fn ensure_bpf_linker() -> Result<()> {
     path.push(path_with_cargo_bin());
     run(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", "0.13.0", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", LLVM_PREFIX)
             .env("PATH", path),
         "build bpf-linker",
@@ -148,7 +197,10 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     say("installing cargo-fuzz");
-    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]), "install cargo-fuzz")
+    run(
+        Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
+        "install cargo-fuzz",
+    )
 }
 
 /// tx_packets of the root namespace's non-loopback interfaces.
@@ -160,7 +212,11 @@ pub fn uplink_tx_packets() -> Vec<(String, u64)> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name() != "lo")
         .filter_map(|e| {
-            let tx = fs::read_to_string(e.path().join("statistics/tx_packets")).ok()?.trim().parse().ok()?;
+            let tx = fs::read_to_string(e.path().join("statistics/tx_packets"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             Some((e.file_name().to_string_lossy().into_owned(), tx))
         })
         .collect();

@@ -6,9 +6,12 @@
 #![no_main]
 
 use handshake_common::{
-    flow::{FlowState, Hook, Stage},
     counters::Family,
-    handshake::{AckDecision, SegmentKind, SynAckDecision, acks_syn, classify, on_ack, on_rst, on_syn, on_synack},
+    flow::{FlowState, Hook, Stage},
+    handshake::{
+        AckDecision, SegmentKind, SynAckDecision, acks_syn, classify, on_ack, on_rst, on_syn,
+        on_synack,
+    },
     parse::{Parsed, parse_ethernet, parse_raw_ip, screen::ordinary_ack_slot},
     pending::pending_slot_of,
 };
@@ -26,16 +29,31 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_raw_ip(data, 0);
     let parsed = parse_ethernet(data);
     if let Some(slot) = ordinary_ack_slot(data) {
-        let Ok(Parsed::Tcp(seg)) = parsed else { panic!("screened slot {slot}, full parse {parsed:?}") };
+        let Ok(Parsed::Tcp(seg)) = parsed else {
+            panic!("screened slot {slot}, full parse {parsed:?}")
+        };
         assert_eq!(classify(seg.flags), SegmentKind::Ack, "screened a non-ACK");
         let ipv4 = seg.family == Family::Ipv4;
-        assert_eq!(slot, pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port));
+        assert_eq!(
+            slot,
+            pending_slot_of(
+                ipv4,
+                &seg.src_addr,
+                &seg.dst_addr,
+                seg.src_port,
+                seg.dst_port
+            )
+        );
     }
     let Ok(Parsed::Tcp(seg)) = parsed else { return };
 
     let mut padded = data.to_vec();
     padded.extend_from_slice(&[0xa5; 17]);
-    assert_eq!(parse_ethernet(&padded[..]), parsed, "trailing bytes changed the parse");
+    assert_eq!(
+        parse_ethernet(&padded[..]),
+        parsed,
+        "trailing bytes changed the parse"
+    );
 
     let x = word(data, 0);
     let y = word(data, 4);
@@ -50,11 +68,17 @@ fuzz_target!(|data: &[u8]| {
     let _ = on_syn(Some(&syn_sent), seg.seq, hook);
     let decision = on_synack(&syn_sent, seg.seq, seg.ack, hook);
     let x1 = x.wrapping_add(1);
-    let valid = seg.ack == x1 || (seg.payload_len != 0 && seg.ack == x1.wrapping_add(u32::from(seg.payload_len)));
+    let valid = seg.ack == x1
+        || (seg.payload_len != 0 && seg.ack == x1.wrapping_add(u32::from(seg.payload_len)));
     assert_eq!(decision == SynAckDecision::Accept, valid);
     assert_eq!(acks_syn(&syn_sent, seg.ack), valid);
 
-    let syn_received = FlowState { server_isn: y, synack_ack: x1, stage: Stage::SynReceived as u8, ..syn_sent };
+    let syn_received = FlowState {
+        server_isn: y,
+        synack_ack: x1,
+        stage: Stage::SynReceived as u8,
+        ..syn_sent
+    };
     let done = on_ack(&syn_received, seg.seq, seg.ack) == AckDecision::Complete;
     assert_eq!(done, seg.seq == x1 && seg.ack == y.wrapping_add(1));
     let _ = on_rst(&syn_received, hook.egress == 1, seg.seq, seg.ack, seg.flags);

@@ -8,7 +8,12 @@ const INGRESS: Hook = Hook::new(2, false);
 const EGRESS: Hook = Hook::new(2, true);
 
 fn syn_sent(x: u32) -> FlowState {
-    FlowState { client_isn: x, stage: Stage::SynSent as u8, syn_hook: INGRESS, ..FlowState::default() }
+    FlowState {
+        client_isn: x,
+        stage: Stage::SynSent as u8,
+        syn_hook: INGRESS,
+        ..FlowState::default()
+    }
 }
 
 fn syn_received(x: u32, y: u32) -> FlowState {
@@ -34,10 +39,22 @@ fn classify_flags() {
 #[test]
 fn syn_decisions() {
     assert_eq!(on_syn(None, 7, INGRESS), SynDecision::NewAttempt);
-    assert_eq!(on_syn(Some(&syn_sent(7)), 7, INGRESS), SynDecision::Retransmit);
-    assert_eq!(on_syn(Some(&syn_sent(7)), 7, Hook::new(3, true)), SynDecision::Duplicate);
-    assert_eq!(on_syn(Some(&syn_sent(7)), 8, INGRESS), SynDecision::Supersede(Stage::SynSent));
-    assert_eq!(on_syn(Some(&syn_received(7, 9)), 8, INGRESS), SynDecision::Supersede(Stage::SynReceived));
+    assert_eq!(
+        on_syn(Some(&syn_sent(7)), 7, INGRESS),
+        SynDecision::Retransmit
+    );
+    assert_eq!(
+        on_syn(Some(&syn_sent(7)), 7, Hook::new(3, true)),
+        SynDecision::Duplicate
+    );
+    assert_eq!(
+        on_syn(Some(&syn_sent(7)), 8, INGRESS),
+        SynDecision::Supersede(Stage::SynSent)
+    );
+    assert_eq!(
+        on_syn(Some(&syn_received(7, 9)), 8, INGRESS),
+        SynDecision::Supersede(Stage::SynReceived)
+    );
 }
 
 #[test]
@@ -54,13 +71,21 @@ fn synack_decisions() {
 
 #[test]
 fn fast_open_data_on_syn() {
-    let s = FlowState { syn_payload: 100, ..syn_sent(1000) };
+    let s = FlowState {
+        syn_payload: 100,
+        ..syn_sent(1000)
+    };
     // Server accepted the data: ack = x+1+len.
     assert_eq!(on_synack(&s, 5, 1101, EGRESS), SynAckDecision::Accept);
     // Server ignored it: ack = x+1.
     assert_eq!(on_synack(&s, 5, 1001, EGRESS), SynAckDecision::Accept);
     assert_eq!(on_synack(&s, 5, 1100, EGRESS), SynAckDecision::InvalidAck);
-    let r = FlowState { server_isn: 5, synack_ack: 1101, stage: Stage::SynReceived as u8, ..s };
+    let r = FlowState {
+        server_isn: 5,
+        synack_ack: 1101,
+        stage: Stage::SynReceived as u8,
+        ..s
+    };
     assert_eq!(on_ack(&r, 1101, 6), AckDecision::Complete);
     assert_eq!(on_ack(&r, 1001, 6), AckDecision::InvalidSeq);
 }
@@ -77,15 +102,28 @@ fn ack_decisions() {
 #[test]
 fn rst_decisions() {
     let s = syn_sent(10);
-    assert_eq!(on_rst(&s, false, 0, 11, TCP_RST | TCP_ACK), RstDecision::Rejected);
-    assert_eq!(on_rst(&s, false, 0, 12, TCP_RST | TCP_ACK), RstDecision::Invalid);
-    assert_eq!(on_rst(&s, false, 0, 11, TCP_RST), RstDecision::Invalid, "no ACK: not acceptable in SYN-SENT");
+    assert_eq!(
+        on_rst(&s, false, 0, 11, TCP_RST | TCP_ACK),
+        RstDecision::Rejected
+    );
+    assert_eq!(
+        on_rst(&s, false, 0, 12, TCP_RST | TCP_ACK),
+        RstDecision::Invalid
+    );
+    assert_eq!(
+        on_rst(&s, false, 0, 11, TCP_RST),
+        RstDecision::Invalid,
+        "no ACK: not acceptable in SYN-SENT"
+    );
     assert_eq!(on_rst(&s, true, 11, 0, TCP_RST), RstDecision::Aborted);
     assert_eq!(on_rst(&s, true, 99, 0, TCP_RST), RstDecision::Invalid);
     let r = syn_received(10, 20);
     assert_eq!(on_rst(&r, false, 21, 0, TCP_RST), RstDecision::Aborted);
     assert_eq!(on_rst(&r, false, 20, 0, TCP_RST), RstDecision::Aborted);
-    assert_eq!(on_rst(&r, false, 5, 11, TCP_RST | TCP_ACK), RstDecision::Invalid);
+    assert_eq!(
+        on_rst(&r, false, 5, 11, TCP_RST | TCP_ACK),
+        RstDecision::Invalid
+    );
     assert_eq!(on_rst(&r, true, 11, 0, TCP_RST), RstDecision::Aborted);
     assert_eq!(on_rst(&r, true, 12, 0, TCP_RST), RstDecision::Invalid);
 }
@@ -129,16 +167,35 @@ proptest! {
 }
 
 fn expired(x: u32, y: u32) -> FlowState {
-    FlowState { stage: Stage::Expired as u8, ..syn_received(x, y) }
+    FlowState {
+        stage: Stage::Expired as u8,
+        ..syn_received(x, y)
+    }
 }
 
 #[test]
 fn tombstones_make_late_segments_late() {
     let t = expired(10, 20);
-    assert_eq!(on_syn(Some(&t), 10, INGRESS), SynDecision::Late, "the client still retrying");
-    assert_eq!(on_syn(Some(&t), 99, INGRESS), SynDecision::NewAttempt, "port reuse after a timeout");
-    assert_eq!(on_synack(&t, 20, 11, EGRESS), SynAckDecision::Late, "the server still retrying");
-    assert_eq!(on_ack(&t, 11, 21), AckDecision::Ignore, "too late to complete");
+    assert_eq!(
+        on_syn(Some(&t), 10, INGRESS),
+        SynDecision::Late,
+        "the client still retrying"
+    );
+    assert_eq!(
+        on_syn(Some(&t), 99, INGRESS),
+        SynDecision::NewAttempt,
+        "port reuse after a timeout"
+    );
+    assert_eq!(
+        on_synack(&t, 20, 11, EGRESS),
+        SynAckDecision::Late,
+        "the server still retrying"
+    );
+    assert_eq!(
+        on_ack(&t, 11, 21),
+        AckDecision::Ignore,
+        "too late to complete"
+    );
     assert_eq!(on_rst(&t, true, 11, 0, TCP_RST), RstDecision::Late);
     assert_eq!(on_rst(&t, false, 21, 0, TCP_RST), RstDecision::Late);
 }

@@ -28,7 +28,10 @@
 //! including every malformed one, gives `None` and goes through the full
 //! parse, which counts what it finds.
 
-use super::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, PacketView, TCP_ACK, TCP_RST, TCP_SYN, TcpHeader};
+use super::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, PacketView, TCP_ACK, TCP_RST,
+    TCP_SYN, TcpHeader,
+};
 use crate::pending::pending_slot_of_ports;
 
 // The screen compares fields as they sit in the frame (network order)
@@ -97,7 +100,11 @@ pub fn ordinary_ack_slot<P: PacketView + ?Sized>(pkt: &P) -> Option<u32> {
     if outer == IP_WIRE {
         return ipv4(pkt, 14);
     }
-    let (ethertype, l3) = if outer == VLAN_WIRE || outer == QINQ_WIRE { (pkt.read::<u16>(16)?, 18) } else { (outer, 14) };
+    let (ethertype, l3) = if outer == VLAN_WIRE || outer == QINQ_WIRE {
+        (pkt.read::<u16>(16)?, 18)
+    } else {
+        (outer, 14)
+    };
     match ethertype {
         IPV6_WIRE => ipv6(pkt, l3),
         IP_WIRE => ipv4(pkt, l3),

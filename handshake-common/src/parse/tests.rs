@@ -55,7 +55,11 @@ impl Frame {
         let mut f = Vec::new();
         f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
         for (i, vid) in self.vlans.iter().enumerate() {
-            let tpid = if i == 0 && self.vlans.len() > 1 { ETH_P_8021AD } else { ETH_P_8021Q };
+            let tpid = if i == 0 && self.vlans.len() > 1 {
+                ETH_P_8021AD
+            } else {
+                ETH_P_8021Q
+            };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
         }
@@ -120,26 +124,62 @@ fn ipv4_syn() {
 
 #[test]
 fn ipv4_options_and_payload() {
-    let seg = tcp(&Frame { ipv4_options: 12, payload: 33, doff: 8, ..Frame::default() }.build());
+    let seg = tcp(&Frame {
+        ipv4_options: 12,
+        payload: 33,
+        doff: 8,
+        ..Frame::default()
+    }
+    .build());
     assert_eq!(seg.payload_len, 33);
     assert_eq!(seg.dst_port, 80);
 }
 
 #[test]
 fn vlan_and_qinq() {
-    assert_eq!(tcp(&Frame { vlans: vec![100], ..Frame::default() }.build()).dst_port, 80);
-    let qinq = Frame { vlans: vec![100, 200], v6: true, ..Frame::default() };
+    assert_eq!(
+        tcp(&Frame {
+            vlans: vec![100],
+            ..Frame::default()
+        }
+        .build())
+        .dst_port,
+        80
+    );
+    let qinq = Frame {
+        vlans: vec![100, 200],
+        v6: true,
+        ..Frame::default()
+    };
     assert_eq!(tcp(&qinq.build()).family, Family::Ipv6);
-    let three = Frame { vlans: vec![1, 2, 3], ..Frame::default() }.build();
+    let three = Frame {
+        vlans: vec![1, 2, 3],
+        ..Frame::default()
+    }
+    .build();
     assert_eq!(parse_ethernet(&three[..]), Err(ParseError::TooManyVlans));
 }
 
 #[test]
 fn ipv6_each_extension_header() {
-    for kind in [IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT] {
-        let f = Frame { v6: true, payload: 5, ipv6_ext: vec![(kind, vec![0; 6])], ..Frame::default() };
+    for kind in [
+        IPPROTO_HOPOPTS,
+        IPPROTO_ROUTING,
+        IPPROTO_DSTOPTS,
+        IPPROTO_FRAGMENT,
+    ] {
+        let f = Frame {
+            v6: true,
+            payload: 5,
+            ipv6_ext: vec![(kind, vec![0; 6])],
+            ..Frame::default()
+        };
         let seg = tcp(&f.build());
-        assert_eq!((seg.family, seg.dst_port, seg.payload_len), (Family::Ipv6, 80, 5), "ext {kind}");
+        assert_eq!(
+            (seg.family, seg.dst_port, seg.payload_len),
+            (Family::Ipv6, 80, 5),
+            "ext {kind}"
+        );
     }
     // A longer option header (16 bytes) and a chain of four.
     let chain = vec![
@@ -148,35 +188,87 @@ fn ipv6_each_extension_header() {
         (IPPROTO_ROUTING, vec![0; 6]),
         (IPPROTO_FRAGMENT, vec![0; 6]),
     ];
-    let seg = tcp(&Frame { v6: true, ipv6_ext: chain, payload: 3, ..Frame::default() }.build());
+    let seg = tcp(&Frame {
+        v6: true,
+        ipv6_ext: chain,
+        payload: 3,
+        ..Frame::default()
+    }
+    .build());
     assert_eq!((seg.dst_port, seg.payload_len), (80, 3));
 }
 
 #[test]
 fn ipv6_chain_too_long_and_esp() {
     let chain = vec![(IPPROTO_DSTOPTS, vec![0; 6]); IPV6_EXT_MAX_CHAIN + 1];
-    let f = Frame { v6: true, ipv6_ext: chain, ..Frame::default() }.build();
+    let f = Frame {
+        v6: true,
+        ipv6_ext: chain,
+        ..Frame::default()
+    }
+    .build();
     assert_eq!(parse_ethernet(&f[..]), Err(ParseError::Ipv6ExtChainTooLong));
     let max = vec![(IPPROTO_DSTOPTS, vec![0; 6]); IPV6_EXT_MAX_CHAIN];
-    assert_eq!(tcp(&Frame { v6: true, ipv6_ext: max, ..Frame::default() }.build()).dst_port, 80);
-    let esp = Frame { v6: true, ipv6_ext: vec![(50, vec![0; 6])], ..Frame::default() }.build();
+    assert_eq!(
+        tcp(&Frame {
+            v6: true,
+            ipv6_ext: max,
+            ..Frame::default()
+        }
+        .build())
+        .dst_port,
+        80
+    );
+    let esp = Frame {
+        v6: true,
+        ipv6_ext: vec![(50, vec![0; 6])],
+        ..Frame::default()
+    }
+    .build();
     assert_eq!(parse_ethernet(&esp[..]), Ok(Parsed::NotTcp));
 }
 
 #[test]
 fn fragments() {
-    let non_first = Frame { frag_offset: 0x0010, ..Frame::default() }.build();
+    let non_first = Frame {
+        frag_offset: 0x0010,
+        ..Frame::default()
+    }
+    .build();
     assert_eq!(parse_ethernet(&non_first[..]), Ok(Parsed::Fragment));
     // First fragment (more-fragments bit set, offset 0) still has TCP.
-    assert_eq!(tcp(&Frame { frag_offset: 0x2000, ..Frame::default() }.build()).dst_port, 80);
-    let frag = |bytes: [u8; 6]| Frame { v6: true, ipv6_ext: vec![(IPPROTO_FRAGMENT, bytes.to_vec())], ..Frame::default() };
-    assert_eq!(parse_ethernet(&frag([0, 0x08, 0, 0, 0, 1]).build()[..]), Ok(Parsed::Fragment));
-    assert_eq!(tcp(&frag([0, 0x01, 0, 0, 0, 1]).build()).dst_port, 80, "offset 0 with M set");
+    assert_eq!(
+        tcp(&Frame {
+            frag_offset: 0x2000,
+            ..Frame::default()
+        }
+        .build())
+        .dst_port,
+        80
+    );
+    let frag = |bytes: [u8; 6]| Frame {
+        v6: true,
+        ipv6_ext: vec![(IPPROTO_FRAGMENT, bytes.to_vec())],
+        ..Frame::default()
+    };
+    assert_eq!(
+        parse_ethernet(&frag([0, 0x08, 0, 0, 0, 1]).build()[..]),
+        Ok(Parsed::Fragment)
+    );
+    assert_eq!(
+        tcp(&frag([0, 0x01, 0, 0, 0, 1]).build()).dst_port,
+        80,
+        "offset 0 with M set"
+    );
 }
 
 #[test]
 fn bad_data_offset() {
-    let f = Frame { doff: 4, ..Frame::default() }.build();
+    let f = Frame {
+        doff: 4,
+        ..Frame::default()
+    }
+    .build();
     assert_eq!(parse_ethernet(&f[..]), Err(ParseError::TcpBadDataOffset));
     // Data offset beyond the IP payload.
     let mut f = Frame::default().build();
@@ -204,14 +296,25 @@ fn not_ip_is_not_tcp() {
 /// Every prefix of a valid frame is an error naming the header it stops in.
 #[test]
 fn truncation_at_every_byte() {
-    let v6_ext = Frame { v6: true, ipv6_ext: vec![(IPPROTO_HOPOPTS, vec![0; 6])], ..Frame::default() };
+    let v6_ext = Frame {
+        v6: true,
+        ipv6_ext: vec![(IPPROTO_HOPOPTS, vec![0; 6])],
+        ..Frame::default()
+    };
     let cases: [(Frame, &[(usize, ParseError)]); 3] = [
         (
             Frame::default(),
-            &[(14, ParseError::EthTruncated), (34, ParseError::Ipv4Truncated), (54, ParseError::TcpTruncated)],
+            &[
+                (14, ParseError::EthTruncated),
+                (34, ParseError::Ipv4Truncated),
+                (54, ParseError::TcpTruncated),
+            ],
         ),
         (
-            Frame { vlans: vec![7, 8], ..Frame::default() },
+            Frame {
+                vlans: vec![7, 8],
+                ..Frame::default()
+            },
             &[
                 (14, ParseError::EthTruncated),
                 (22, ParseError::VlanTruncated),
@@ -283,19 +386,36 @@ mod screen {
     /// The screen's contract: `Some(slot)` only for a frame the full parse
     /// reads as an ACK-classified TCP segment, and then its pending slot.
     fn agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
-        let Some(slot) = ordinary_ack_slot(bytes) else { return Ok(()) };
+        let Some(slot) = ordinary_ack_slot(bytes) else {
+            return Ok(());
+        };
         let parsed = parse_ethernet(bytes);
         let Ok(Parsed::Tcp(seg)) = parsed else {
-            return Err(TestCaseError::fail(std::format!("screen said {slot}, full parse {parsed:?}")));
+            return Err(TestCaseError::fail(std::format!(
+                "screen said {slot}, full parse {parsed:?}"
+            )));
         };
         prop_assert_eq!(classify(seg.flags), SegmentKind::Ack);
         let ipv4 = seg.family == Family::Ipv4;
-        prop_assert_eq!(slot, pending_slot_of(ipv4, &seg.src_addr, &seg.dst_addr, seg.src_port, seg.dst_port));
+        prop_assert_eq!(
+            slot,
+            pending_slot_of(
+                ipv4,
+                &seg.src_addr,
+                &seg.dst_addr,
+                seg.src_port,
+                seg.dst_port
+            )
+        );
         Ok(())
     }
 
     fn ack_segment() -> Frame {
-        Frame { flags: TCP_ACK | TCP_PSH, payload: 100, ..Frame::default() }
+        Frame {
+            flags: TCP_ACK | TCP_PSH,
+            payload: 100,
+            ..Frame::default()
+        }
     }
 
     /// Ethernet with no tag or one (802.1Q, or 802.1ad alone), then IPv4
@@ -305,7 +425,12 @@ mod screen {
     fn covers_the_usual_layouts() {
         for v6 in [false, true] {
             for tags in [0, 1, 2] {
-                let mut base = Frame { v6, vlans: vec![100; tags.min(1)], ..ack_segment() }.build();
+                let mut base = Frame {
+                    v6,
+                    vlans: vec![100; tags.min(1)],
+                    ..ack_segment()
+                }
+                .build();
                 if tags == 2 {
                     // One 802.1ad tag on its own.
                     base[12..14].copy_from_slice(&ETH_P_8021AD.to_be_bytes());
@@ -317,7 +442,11 @@ mod screen {
                     let seg = tcp(&bytes);
                     assert_eq!(seg.flags, flags);
                     let screened = ordinary_ack_slot(&bytes[..]);
-                    assert_eq!(screened.is_some(), classify(flags) == SegmentKind::Ack, "v6 {v6}, tags {tags}, flags {flags:#x}");
+                    assert_eq!(
+                        screened.is_some(),
+                        classify(flags) == SegmentKind::Ack,
+                        "v6 {v6}, tags {tags}, flags {flags:#x}"
+                    );
                     if let Err(e) = agrees(&bytes) {
                         panic!("v6 {v6}, tags {tags}, flags {flags:#x}: {e}");
                     }
@@ -331,34 +460,93 @@ mod screen {
     #[test]
     fn leaves_the_rest_to_the_full_parse() {
         let left = [
-            ("ipv4 options", Frame { ipv4_options: 8, ..ack_segment() }),
-            ("ipv6 extension header", Frame { v6: true, ipv6_ext: vec![(IPPROTO_HOPOPTS, vec![0; 6])], ..ack_segment() }),
-            ("QinQ", Frame { vlans: vec![10, 20], ..ack_segment() }),
-            ("non-first fragment", Frame { frag_offset: 0x0010, ..ack_segment() }),
-            ("data offset 4", Frame { doff: 4, ..ack_segment() }),
+            (
+                "ipv4 options",
+                Frame {
+                    ipv4_options: 8,
+                    ..ack_segment()
+                },
+            ),
+            (
+                "ipv6 extension header",
+                Frame {
+                    v6: true,
+                    ipv6_ext: vec![(IPPROTO_HOPOPTS, vec![0; 6])],
+                    ..ack_segment()
+                },
+            ),
+            (
+                "QinQ",
+                Frame {
+                    vlans: vec![10, 20],
+                    ..ack_segment()
+                },
+            ),
+            (
+                "non-first fragment",
+                Frame {
+                    frag_offset: 0x0010,
+                    ..ack_segment()
+                },
+            ),
+            (
+                "data offset 4",
+                Frame {
+                    doff: 4,
+                    ..ack_segment()
+                },
+            ),
         ];
         for (name, frame) in left {
             assert_eq!(ordinary_ack_slot(&frame.build()[..]), None, "{name}");
         }
-        let mut past_payload = Frame { flags: TCP_ACK, ..Frame::default() }.build();
+        let mut past_payload = Frame {
+            flags: TCP_ACK,
+            ..Frame::default()
+        }
+        .build();
         past_payload[14 + 20 + 12] = 6 << 4;
-        assert_eq!(parse_ethernet(&past_payload[..]), Err(ParseError::TcpBadDataOffset));
-        assert_eq!(ordinary_ack_slot(&past_payload[..]), None, "data offset past the IP payload");
+        assert_eq!(
+            parse_ethernet(&past_payload[..]),
+            Err(ParseError::TcpBadDataOffset)
+        );
+        assert_eq!(
+            ordinary_ack_slot(&past_payload[..]),
+            None,
+            "data offset past the IP payload"
+        );
         let mut not_tcp = ack_segment().build();
         not_tcp[14 + 9] = 17;
         assert_eq!(ordinary_ack_slot(&not_tcp[..]), None, "UDP");
         let mut bad_ihl = ack_segment().build();
         bad_ihl[14] = 0x44;
         assert_eq!(ordinary_ack_slot(&bad_ihl[..]), None, "IHL 4");
-        let mut v6_short = Frame { v6: true, ..ack_segment() }.build();
+        let mut v6_short = Frame {
+            v6: true,
+            ..ack_segment()
+        }
+        .build();
         v6_short[18..20].copy_from_slice(&19u16.to_be_bytes());
-        assert_eq!(ordinary_ack_slot(&v6_short[..]), None, "IPv6 payload shorter than the TCP header");
+        assert_eq!(
+            ordinary_ack_slot(&v6_short[..]),
+            None,
+            "IPv6 payload shorter than the TCP header"
+        );
         // A frame cut anywhere before the end of the TCP header.
         for (v6, end) in [(false, 14 + 20 + 20), (true, 14 + 40 + 20)] {
-            let bytes = Frame { v6, flags: TCP_ACK, ..Frame::default() }.build();
+            let bytes = Frame {
+                v6,
+                flags: TCP_ACK,
+                ..Frame::default()
+            }
+            .build();
             assert_eq!(bytes.len(), end);
             for len in 0..end {
-                assert_eq!(ordinary_ack_slot(&bytes[..len]), None, "v6 {v6}, cut at {len}");
+                assert_eq!(
+                    ordinary_ack_slot(&bytes[..len]),
+                    None,
+                    "v6 {v6}, cut at {len}"
+                );
             }
             assert!(ordinary_ack_slot(&bytes[..]).is_some());
         }
@@ -370,7 +558,14 @@ mod screen {
     fn every_one_byte_change_agrees() {
         for v6 in [false, true] {
             for tags in [0, 1] {
-                let frame = Frame { v6, vlans: vec![100; tags], flags: TCP_ACK, payload: 2, ..Frame::default() }.build();
+                let frame = Frame {
+                    v6,
+                    vlans: vec![100; tags],
+                    flags: TCP_ACK,
+                    payload: 2,
+                    ..Frame::default()
+                }
+                .build();
                 for at in 0..frame.len() {
                     for value in 0..=u8::MAX {
                         let mut bytes = frame.clone();

@@ -8,11 +8,25 @@ use super::*;
 use crate::counters::Family;
 
 fn ipv4_key(src: u32, src_port: u16) -> FlowKey {
-    FlowKey::new([src, 0, 0, 0], [0x0a00_0001, 0, 0, 0], src_port, 443, Family::Ipv4 as u8)
+    FlowKey::new(
+        [src, 0, 0, 0],
+        [0x0a00_0001, 0, 0, 0],
+        src_port,
+        443,
+        Family::Ipv4 as u8,
+    )
 }
 
 fn live(stage: Stage, syn_ns: u64) -> Way {
-    Way { tag: 1, key: FlowKey::default(), state: FlowState { stage: stage as u8, syn_ns, ..FlowState::default() } }
+    Way {
+        tag: 1,
+        key: FlowKey::default(),
+        state: FlowState {
+            stage: stage as u8,
+            syn_ns,
+            ..FlowState::default()
+        },
+    }
 }
 
 #[test]
@@ -29,14 +43,24 @@ fn layout_is_what_the_kernel_and_agent_share() {
 #[test]
 fn ways_read_back_as_set() {
     let mut b = Bucket::default();
-    let w = Way { tag: 9, key: ipv4_key(3, 4), state: FlowState { syn_ns: 5, ..FlowState::default() } };
+    let w = Way {
+        tag: 9,
+        key: ipv4_key(3, 4),
+        state: FlowState {
+            syn_ns: 5,
+            ..FlowState::default()
+        },
+    };
     b.set_way(2, w);
     assert_eq!(b.way(2), w);
     assert_eq!(b.way(1), Way::default());
     assert!(b.any_live());
     assert_eq!(b.live().collect::<Vec<_>>(), vec![(&w.key, &w.state)]);
     b.tags[2] = BUSY;
-    assert!(!b.any_live() && b.live().next().is_none(), "a way being written holds no flow yet");
+    assert!(
+        !b.any_live() && b.live().next().is_none(),
+        "a way being written holds no flow yet"
+    );
 }
 
 #[test]
@@ -50,19 +74,32 @@ fn buckets_hold_at_least_the_capacity_asked_for() {
     assert_eq!(buckets_for(1), 1);
     for capacity in [1u32, 3, 4, 1023, 1024, 1025, 65_535, 65_536, 1 << 21] {
         let b = buckets_for(capacity);
-        assert!(b.is_power_of_two() && b * WAYS as u32 >= capacity, "{capacity}");
+        assert!(
+            b.is_power_of_two() && b * WAYS as u32 >= capacity,
+            "{capacity}"
+        );
     }
 }
 
 #[test]
 fn tags_are_odd_and_buckets_in_range() {
-    for h in [0u64, 1, 2, u64::MAX, 0x8000_0000_0000_0000, 0x1234_5678_9abc_def0] {
+    for h in [
+        0u64,
+        1,
+        2,
+        u64::MAX,
+        0x8000_0000_0000_0000,
+        0x1234_5678_9abc_def0,
+    ] {
         let p = place(h, 16_383);
         assert_eq!(p.tag & 1, 1, "{h:#x}");
         assert_ne!(p.tag, BUSY);
         assert!(p.bucket < 16_384);
     }
-    assert_eq!(place(0x0000_0005_0000_4001, 0x3fff), Place { bucket: 1, tag: 11 });
+    assert_eq!(
+        place(0x0000_0005_0000_4001, 0x3fff),
+        Place { bucket: 1, tag: 11 }
+    );
 }
 
 /// Largest bucket load when `n` keys go into `n / 4` buckets: a uniform hash
@@ -72,7 +109,10 @@ fn max_load(keys: impl Iterator<Item = FlowKey>, buckets: u32, seed: u64) -> u32
     for k in keys {
         load[place(flow_hash(&k, seed), buckets - 1).bucket as usize] += 1;
     }
-    assert!(load.iter().filter(|&&l| l == 0).count() < buckets as usize / 10, "too many empty buckets");
+    assert!(
+        load.iter().filter(|&&l| l == 0).count() < buckets as usize / 10,
+        "too many empty buckets"
+    );
     *load.iter().max().unwrap_or(&0)
 }
 
@@ -82,15 +122,37 @@ fn hash_spreads_stepped_addresses_ports_and_ipv6() {
     let n = buckets * WAYS as u32;
     // Mean load 4: a uniform hash's maximum over 16384 buckets is ~14.
     let seed = 0x5eed;
-    assert!(max_load((0..n).map(|i| ipv4_key(0xc612_0000 + i, 40_000)), buckets, seed) <= 16);
-    assert!(max_load((0..n).map(|i| ipv4_key(0xc612_0001, i as u16)), buckets, seed) <= 16);
-    let v6 = |i: u32| FlowKey::new([0x2001_0db8, 0, i >> 16, i & 0xffff], [0x2001_0db8, 0, 0, 1], 40_000, 80, Family::Ipv6 as u8);
+    assert!(
+        max_load(
+            (0..n).map(|i| ipv4_key(0xc612_0000 + i, 40_000)),
+            buckets,
+            seed
+        ) <= 16
+    );
+    assert!(
+        max_load(
+            (0..n).map(|i| ipv4_key(0xc612_0001, i as u16)),
+            buckets,
+            seed
+        ) <= 16
+    );
+    let v6 = |i: u32| {
+        FlowKey::new(
+            [0x2001_0db8, 0, i >> 16, i & 0xffff],
+            [0x2001_0db8, 0, 0, 1],
+            40_000,
+            80,
+            Family::Ipv6 as u8,
+        )
+    };
     assert!(max_load((0..n).map(v6), buckets, seed) <= 16);
 }
 
 #[test]
 fn the_seed_moves_every_flow() {
-    let keys: Vec<FlowKey> = (0..1000).map(|i| ipv4_key(0xc612_0000 + i, 40_000)).collect();
+    let keys: Vec<FlowKey> = (0..1000)
+        .map(|i| ipv4_key(0xc612_0000 + i, 40_000))
+        .collect();
     let same = keys
         .iter()
         .filter(|k| place(flow_hash(k, 1), 16_383).bucket == place(flow_hash(k, 2), 16_383).bucket)
@@ -102,7 +164,13 @@ fn the_seed_moves_every_flow() {
 fn both_directions_hash_alike_and_families_apart() {
     let k = ipv4_key(0xc612_0001, 40_000);
     assert_eq!(flow_hash(&k, 7), flow_hash(&k.reversed(), 7));
-    let v6k = FlowKey::new([0x2001_0db8, 0, 0, 9], [0x2001_0db8, 0, 0, 1], 40_000, 443, Family::Ipv6 as u8);
+    let v6k = FlowKey::new(
+        [0x2001_0db8, 0, 0, 9],
+        [0x2001_0db8, 0, 0, 1],
+        40_000,
+        443,
+        Family::Ipv6 as u8,
+    );
     assert_eq!(flow_hash(&v6k, 7), flow_hash(&v6k.reversed(), 7));
     let mut v6 = k;
     v6.family = Family::Ipv6 as u8;
@@ -114,7 +182,13 @@ fn both_directions_hash_alike_and_families_apart() {
 /// with the other's, hash apart.
 #[test]
 fn only_the_whole_reverse_hashes_alike() {
-    let k = FlowKey::new([0xc612_0001, 0, 0, 0], [0xc612_0002, 0, 0, 0], 40_000, 80, Family::Ipv4 as u8);
+    let k = FlowKey::new(
+        [0xc612_0001, 0, 0, 0],
+        [0xc612_0002, 0, 0, 0],
+        40_000,
+        80,
+        Family::Ipv4 as u8,
+    );
     let ports_swapped = FlowKey::new(k.src_addr, k.dst_addr, k.dst_port, k.src_port, k.family);
     let addrs_swapped = FlowKey::new(k.dst_addr, k.src_addr, k.src_port, k.dst_port, k.family);
     for other in [ports_swapped, addrs_swapped] {
@@ -143,14 +217,26 @@ fn eviction_order() {
 fn a_new_flow_takes_a_free_way_first_then_the_lowest_rank() {
     let mut b = Bucket::default();
     assert_eq!(way_for_new_flow(&b), Some(0));
-    for (i, w) in [live(Stage::SynReceived, 1), live(Stage::SynSent, 9), Way::default(), live(Stage::Expired, 1)].into_iter().enumerate() {
+    for (i, w) in [
+        live(Stage::SynReceived, 1),
+        live(Stage::SynSent, 9),
+        Way::default(),
+        live(Stage::Expired, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         b.set_way(i, w);
     }
     assert_eq!(way_for_new_flow(&b), Some(2));
     b.set_way(2, live(Stage::SynSent, 3));
     assert_eq!(way_for_new_flow(&b), Some(3), "the tombstone");
     b.set_way(3, live(Stage::SynReceived, 0));
-    assert_eq!(way_for_new_flow(&b), Some(2), "the oldest waiting for a SYN-ACK");
+    assert_eq!(
+        way_for_new_flow(&b),
+        Some(2),
+        "the oldest waiting for a SYN-ACK"
+    );
     b.tags[1] = BUSY;
     b.tags[2] = BUSY;
     assert_eq!(way_for_new_flow(&b), Some(3), "the oldest of the rest");
@@ -163,12 +249,23 @@ fn a_new_flow_takes_a_free_way_first_then_the_lowest_rank() {
 fn find_needs_both_tag_and_key() {
     let k = ipv4_key(1, 2);
     let mut b = Bucket::default();
-    b.set_way(2, Way { tag: 7, key: k, state: FlowState::default() });
+    b.set_way(
+        2,
+        Way {
+            tag: 7,
+            key: k,
+            state: FlowState::default(),
+        },
+    );
     assert_eq!(find(&b, &k, 7), Some(2));
     assert_eq!(find(&b, &k, 9), None);
     assert_eq!(find(&b, &ipv4_key(1, 3), 7), None);
     b.tags[2] = BUSY;
-    assert_eq!(find(&b, &k, 7), None, "a way being written holds no flow yet");
+    assert_eq!(
+        find(&b, &k, 7),
+        None,
+        "a way being written holds no flow yet"
+    );
 }
 
 prop_compose! {

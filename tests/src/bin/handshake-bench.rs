@@ -23,9 +23,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{
-    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
-};
+use aya::programs::XdpMode;
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
 use handshake_common::{
     counters::Counter,
     flow::{FlowKey, FlowState, Stage},
@@ -41,7 +40,6 @@ use handshake_tests::{
     packet::{ACK, PSH, Packet},
     tester::Tester,
 };
-use aya::programs::XdpMode;
 use handshake_user::{
     ingress::{Fallback, IngressPlan},
     probe::LoadOptions,
@@ -63,7 +61,11 @@ fn median(v: &mut [f64]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// One result row.
@@ -86,7 +88,12 @@ fn verdict(ok: Option<bool>) -> &'static str {
 }
 
 fn data_segment(p: &Packet) -> Vec<u8> {
-    p.clone().flags(ACK | PSH).seq(5).ack(6).payload(100).build()
+    p.clone()
+        .flags(ACK | PSH)
+        .seq(5)
+        .ack(6)
+        .payload(100)
+        .build()
 }
 
 fn distinct_clients(n: usize, v6: bool, qinq: bool) -> Vec<Packet> {
@@ -94,9 +101,19 @@ fn distinct_clients(n: usize, v6: bool, qinq: bool) -> Vec<Packet> {
         .map(|i| {
             let (a, b) = ((i >> 8) as u8, i as u8);
             let mut p = if v6 {
-                Packet::tcp(IpAddr::from([0x2001, 2, 0, 0, 0, 0, a.into(), b.into()]), 1024 + (i % 50000) as u16, IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]), 443)
+                Packet::tcp(
+                    IpAddr::from([0x2001, 2, 0, 0, 0, 0, a.into(), b.into()]),
+                    1024 + (i % 50000) as u16,
+                    IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]),
+                    443,
+                )
             } else {
-                Packet::tcp(IpAddr::from([198, 19, a, b]), 1024 + (i % 50000) as u16, v4(2), 80)
+                Packet::tcp(
+                    IpAddr::from([198, 19, a, b]),
+                    1024 + (i % 50000) as u16,
+                    v4(2),
+                    80,
+                )
             };
             if qinq {
                 p = p.qinq(10, 20);
@@ -125,19 +142,34 @@ struct TestRunClock {
 
 impl TestRunClock {
     fn new() -> Self {
-        Self { hold: DispatcherHold::new().expect("a namespace to keep XDP programs in the dispatcher") }
+        Self {
+            hold: DispatcherHold::new()
+                .expect("a namespace to keep XDP programs in the dispatcher"),
+        }
     }
 
     fn xdp_ns(&self, prog: &Xdp, frame: &[u8], repeat: u32) -> f64 {
-        self.hold.keep(prog).expect("keep the program in the XDP dispatcher");
+        self.hold
+            .keep(prog)
+            .expect("keep the program in the XDP dispatcher");
         ns_per_run(repeat, || {
-            prog.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() }).expect("test run");
+            prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("test run");
         })
     }
 
     fn tc_ns(&self, prog: &SchedClassifier, frame: &[u8], repeat: u32) -> f64 {
         ns_per_run(repeat, || {
-            prog.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() }).expect("test run");
+            prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("test run");
         })
     }
 }
@@ -151,7 +183,10 @@ fn ns_per_run(repeat: u32, call: impl FnOnce()) -> f64 {
 
 /// This thread's CPU time, in ns.
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid clock id and a pointer to a live timespec.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
@@ -159,16 +194,32 @@ fn thread_cpu_ns() -> u64 {
 }
 
 fn unlimited(flow_table_size: u32) -> LoadOptions {
-    LoadOptions { flow_table_size, syn_insert_budget: u64::MAX, ..LoadOptions::default() }
+    LoadOptions {
+        flow_table_size,
+        syn_insert_budget: u64::MAX,
+        ..LoadOptions::default()
+    }
 }
 
 /// B1: ns per packet over the empty program, for one case. `measure(ours)`
 /// returns ns per packet for one run of ours (true) or the baseline.
-fn b1_case(s: &Settings, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, measure: impl FnMut(bool) -> f64) {
+fn b1_case(
+    s: &Settings,
+    rows: &mut Vec<Row>,
+    case: &str,
+    goal_ns: Option<f64>,
+    measure: impl FnMut(bool) -> f64,
+) {
     b1_case_runs(s.runs, rows, case, goal_ns, measure);
 }
 
-fn b1_case_runs(runs: usize, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f64>, mut measure: impl FnMut(bool) -> f64) {
+fn b1_case_runs(
+    runs: usize,
+    rows: &mut Vec<Row>,
+    case: &str,
+    goal_ns: Option<f64>,
+    mut measure: impl FnMut(bool) -> f64,
+) {
     let pairs: Vec<(f64, f64)> = (0..runs).map(|i| b1_pair(i, &mut measure)).collect();
     b1_row(rows, case, goal_ns, &pairs);
 }
@@ -178,7 +229,12 @@ fn b1_case_runs(runs: usize, rows: &mut Vec<Row>, case: &str, goal_ns: Option<f6
 /// cases take, and a spell of the machine running slower or faster (see
 /// docs/benchmark-method.md) weighs on all of them alike rather than on
 /// whichever case it fell in. `measure(case, ours)` as in [`b1_case`].
-fn b1_cases_in_rounds(runs: usize, rows: &mut Vec<Row>, cases: &[(&str, Option<f64>)], mut measure: impl FnMut(usize, bool) -> f64) {
+fn b1_cases_in_rounds(
+    runs: usize,
+    rows: &mut Vec<Row>,
+    cases: &[(&str, Option<f64>)],
+    mut measure: impl FnMut(usize, bool) -> f64,
+) {
     let mut pairs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
     for i in 0..runs {
         for (case, case_pairs) in pairs.iter_mut().enumerate() {
@@ -231,7 +287,12 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // Repeat cases: the same frame `repeat` times in the kernel.
     let mut arp = data_segment(&client());
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    let v6 = Packet::tcp(IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 1]), 40000, IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]), 443);
+    let v6 = Packet::tcp(
+        IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 1]),
+        40000,
+        IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]),
+        443,
+    );
     // Which program a same-frame case runs, and against which empty one.
     #[derive(Clone, Copy)]
     enum Program {
@@ -241,18 +302,53 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     }
     let repeat_cases: Vec<(&str, Vec<u8>, Option<f64>, Program)> = vec![
         ("non-IP frame (ARP)", arp, None, Program::Ingress),
-        ("TCP data segment, IPv4", data_segment(&client()), Some(10.0), Program::Ingress),
-        ("TCP data segment, IPv6", data_segment(&v6), Some(10.0), Program::Ingress),
-        ("TCP data segment, 802.1Q", data_segment(&client().vlan(100)), Some(10.0), Program::Ingress),
-        ("TCP data segment, egress (TC)", data_segment(&client().reply()), Some(10.0), Program::Egress),
+        (
+            "TCP data segment, IPv4",
+            data_segment(&client()),
+            Some(10.0),
+            Program::Ingress,
+        ),
+        (
+            "TCP data segment, IPv6",
+            data_segment(&v6),
+            Some(10.0),
+            Program::Ingress,
+        ),
+        (
+            "TCP data segment, 802.1Q",
+            data_segment(&client().vlan(100)),
+            Some(10.0),
+            Program::Ingress,
+        ),
+        (
+            "TCP data segment, egress (TC)",
+            data_segment(&client().reply()),
+            Some(10.0),
+            Program::Egress,
+        ),
         // The screen reads the usual layouts at fixed offsets; others take
         // the full parse, as this one with IPv4 options does.
-        ("TCP data segment, IPv4 with options (full parse)", data_segment(&client().ipv4_options(8)), None, Program::Ingress),
-        ("retransmitted SYN (flow lookup)", syn(&client(), 1).build(), None, Program::Ingress),
+        (
+            "TCP data segment, IPv4 with options (full parse)",
+            data_segment(&client().ipv4_options(8)),
+            None,
+            Program::Ingress,
+        ),
+        (
+            "retransmitted SYN (flow lookup)",
+            syn(&client(), 1).build(),
+            None,
+            Program::Ingress,
+        ),
         // What one read of the clock costs: a new flow, a SYN-ACK and a
         // completing ACK each make one, and it is the only helper call on
         // their paths.
-        ("the clock alone (bpf_ktime_get_ns), which a new flow, a SYN-ACK and a completing ACK each read once", data_segment(&client()), None, Program::Clock),
+        (
+            "the clock alone (bpf_ktime_get_ns), which a new flow, a SYN-ACK and a completing ACK each read once",
+            data_segment(&client()),
+            None,
+            Program::Clock,
+        ),
     ];
     // Prime the retransmit case: the first SYN inserts, the rest look up.
     t.ingress(&syn(&client(), 1).build());
@@ -261,14 +357,23 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // times as many pairs, for a steadier median on a machine whose speed
     // wanders (see docs/benchmark-method.md).
     let runs = s.runs * 3;
-    let names: Vec<(&str, Option<f64>)> = repeat_cases.iter().map(|(name, _, goal, _)| (*name, *goal)).collect();
+    let names: Vec<(&str, Option<f64>)> = repeat_cases
+        .iter()
+        .map(|(name, _, goal, _)| (*name, *goal))
+        .collect();
     b1_cases_in_rounds(runs, rows, &names, |case, ours| {
         let (_, frame, _, program) = &repeat_cases[case];
         let p = t.probe();
         match (program, ours) {
-            (Program::Ingress | Program::Clock, false) => clock.xdp_ns(p.baseline_xdp().expect("xdp"), frame, r),
+            (Program::Ingress | Program::Clock, false) => {
+                clock.xdp_ns(p.baseline_xdp().expect("xdp"), frame, r)
+            }
             (Program::Ingress, true) => clock.xdp_ns(p.ingress_program().expect("xdp"), frame, r),
-            (Program::Clock, true) => clock.xdp_ns(p.bench_xdp(program_names::BENCH_CLOCK_XDP).expect("xdp"), frame, r),
+            (Program::Clock, true) => clock.xdp_ns(
+                p.bench_xdp(program_names::BENCH_CLOCK_XDP).expect("xdp"),
+                frame,
+                r,
+            ),
             (Program::Egress, false) => clock.tc_ns(p.baseline_tc().expect("tc"), frame, r),
             (Program::Egress, true) => clock.tc_ns(p.egress_program().expect("tc"), frame, r),
         }
@@ -290,12 +395,47 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // through the egress program, each here to another server.
     // Beside them, the same table's lookup and insert alone (no clock, no
     // counters): their share of a new flow.
-    let case = |name, goal, hook, program, frame: Packet, offset| SteppedCase { name, goal, hook, program, frame: frame.build(), offset };
+    let case = |name, goal, hook, program, frame: Packet, offset| SteppedCase {
+        name,
+        goal,
+        hook,
+        program,
+        frame: frame.build(),
+        offset,
+    };
     let new_flows = [
-        case("SYN into an empty table (new flow), IPv4", Some(250.0), Ingress, program_names::BENCH_STEPPED_INGRESS, syn(&client(), 7), ipv4_src),
-        case("SYN into an empty table (new flow), IPv6", Some(250.0), Ingress, program_names::BENCH_STEPPED_INGRESS, syn(&v6, 7), v6_src_last_word),
-        case("SYN into an empty table (new flow), QinQ", Some(250.0), Ingress, program_names::BENCH_STEPPED_INGRESS, syn(&client().qinq(10, 20), 7), qinq_ipv4_src),
-        case("outbound SYN, new flow, egress (TC)", Some(250.0), Egress, program_names::BENCH_STEPPED_EGRESS, syn(&client(), 7), ipv4_dst),
+        case(
+            "SYN into an empty table (new flow), IPv4",
+            Some(250.0),
+            Ingress,
+            program_names::BENCH_STEPPED_INGRESS,
+            syn(&client(), 7),
+            ipv4_src,
+        ),
+        case(
+            "SYN into an empty table (new flow), IPv6",
+            Some(250.0),
+            Ingress,
+            program_names::BENCH_STEPPED_INGRESS,
+            syn(&v6, 7),
+            v6_src_last_word,
+        ),
+        case(
+            "SYN into an empty table (new flow), QinQ",
+            Some(250.0),
+            Ingress,
+            program_names::BENCH_STEPPED_INGRESS,
+            syn(&client().qinq(10, 20), 7),
+            qinq_ipv4_src,
+        ),
+        case(
+            "outbound SYN, new flow, egress (TC)",
+            Some(250.0),
+            Egress,
+            program_names::BENCH_STEPPED_EGRESS,
+            syn(&client(), 7),
+            ipv4_dst,
+        ),
         case(
             "flow-table lookup and insert alone, IPv4, same empty default table (its share of a new flow)",
             None,
@@ -309,41 +449,79 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     let mut flows = Tester::with(&unlimited(DEFAULT_TABLE));
     b1_cases_in_rounds(s.runs, rows, &names, |case, ours| {
         let c = &new_flows[case];
-        in_half_tables(&mut flows, r, |_| {}, |t| {
-            let evicted = t.counters().total(Counter::EvictedSynSent);
-            let ns = stepped_with(clock, t, c.hook, c.program, &c.frame, c.offset, HALF_TABLE, ours);
-            if ours {
-                let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
-                assert_eq!(tracked(t) + evicted, u64::from(HALF_TABLE), "{}: every SYN a new flow", c.name);
-            }
-            ns
-        })
+        in_half_tables(
+            &mut flows,
+            r,
+            |_| {},
+            |t| {
+                let evicted = t.counters().total(Counter::EvictedSynSent);
+                let ns = stepped_with(
+                    clock, t, c.hook, c.program, &c.frame, c.offset, HALF_TABLE, ours,
+                );
+                if ours {
+                    let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
+                    assert_eq!(
+                        tracked(t) + evicted,
+                        u64::from(HALF_TABLE),
+                        "{}: every SYN a new flow",
+                        c.name
+                    );
+                }
+                ns
+            },
+        )
     });
     let mut full = Tester::with(&unlimited(DEFAULT_TABLE));
-    b1_case(s, rows, "SYN into a full table (evicts)", Some(400.0), |ours| {
-        // Other flows (another address range) fill the table first: from
-        // empty, so that no flow of the measured SYNs is left from a run
-        // before.
-        full.empty_flow_table();
-        let mut other = syn(&client(), 3).build();
-        other[ipv4_src as usize] = 10;
-        stepped(clock, &mut full, Ingress, &other, ipv4_src, DEFAULT_TABLE * 2);
-        let frame = syn(&client(), 7).build();
-        if !ours {
-            return step_only(clock, &mut full, Ingress, &frame, ipv4_src, r);
-        }
-        let before = full.counters().total(Counter::Attempts);
-        let ns = stepped(clock, &mut full, Ingress, &frame, ipv4_src, r);
-        assert_eq!(full.counters().total(Counter::Attempts) - before, u64::from(r), "every run a new flow");
-        ns
-    });
+    b1_case(
+        s,
+        rows,
+        "SYN into a full table (evicts)",
+        Some(400.0),
+        |ours| {
+            // Other flows (another address range) fill the table first: from
+            // empty, so that no flow of the measured SYNs is left from a run
+            // before.
+            full.empty_flow_table();
+            let mut other = syn(&client(), 3).build();
+            other[ipv4_src as usize] = 10;
+            stepped(
+                clock,
+                &mut full,
+                Ingress,
+                &other,
+                ipv4_src,
+                DEFAULT_TABLE * 2,
+            );
+            let frame = syn(&client(), 7).build();
+            if !ours {
+                return step_only(clock, &mut full, Ingress, &frame, ipv4_src, r);
+            }
+            let before = full.counters().total(Counter::Attempts);
+            let ns = stepped(clock, &mut full, Ingress, &frame, ipv4_src, r);
+            assert_eq!(
+                full.counters().total(Counter::Attempts) - before,
+                u64::from(r),
+                "every run a new flow"
+            );
+            ns
+        },
+    );
     // SYN-ACK (egress) and completing ACK (ingress), on flows the stepped
     // SYNs (and SYN-ACKs) prepared, half a default table at a time.
-    let (syn_frame, synack_frame, ack_frame) =
-        (syn(&client(), 7).build(), synack(&client(), 9, 8).build(), ack(&client(), 8, 10).build());
+    let (syn_frame, synack_frame, ack_frame) = (
+        syn(&client(), 7).build(),
+        synack(&client(), 9, 8).build(),
+        ack(&client(), 8, 10).build(),
+    );
     // Every packet moves `counter`, or finds nothing because its flow was
     // evicted (and counted) when its bucket overflowed.
-    let later_leg = |case: &str, prepare: &dyn Fn(&mut Tester), hook: Hook, frame: &[u8], offset: u32, counter: Counter, rows: &mut Vec<Row>| {
+    let later_leg = |case: &str,
+                     prepare: &dyn Fn(&mut Tester),
+                     hook: Hook,
+                     frame: &[u8],
+                     offset: u32,
+                     counter: Counter,
+                     rows: &mut Vec<Row>| {
         let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
         let met = |t: &Tester| {
             let c = t.counters();
@@ -351,7 +529,9 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
         };
         b1_case(s, rows, case, None, |ours| {
             let before = met(&t);
-            let ns = in_half_tables(&mut t, r, prepare, |t| stepped_run(clock, t, hook, frame, offset, HALF_TABLE, ours));
+            let ns = in_half_tables(&mut t, r, prepare, |t| {
+                stepped_run(clock, t, hook, frame, offset, HALF_TABLE, ours)
+            });
             if ours {
                 let sent = u64::from(r.div_ceil(HALF_TABLE) * HALF_TABLE);
                 assert_eq!(met(&t) - before, sent, "{case}: every packet met its flow");
@@ -364,8 +544,24 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
         syns(t);
         stepped(clock, t, Egress, &synack_frame, ipv4_dst, HALF_TABLE);
     };
-    later_leg("SYN-ACK, egress (TC)", &syns, Egress, &synack_frame, ipv4_dst, Counter::SynAck, rows);
-    later_leg("completing ACK", &syns_and_synacks, Ingress, &ack_frame, ipv4_src, Counter::Completed, rows);
+    later_leg(
+        "SYN-ACK, egress (TC)",
+        &syns,
+        Egress,
+        &synack_frame,
+        ipv4_dst,
+        Counter::SynAck,
+        rows,
+    );
+    later_leg(
+        "completing ACK",
+        &syns_and_synacks,
+        Ingress,
+        &ack_frame,
+        ipv4_src,
+        Counter::Completed,
+        rows,
+    );
     // The same new flows into a table far bigger than the caches: `repeat`
     // flows into a 2M-entry table (208 MiB), each SYN's bucket a cache and
     // TLB miss. Beside them, the floor such a miss puts under any table on
@@ -383,24 +579,37 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             p.set_bench_step(ipv4_src).expect("BENCH_STEP");
             let ns = clock.xdp_ns(p.bench_xdp(program).expect("xdp"), &frame, r);
             let evicted = t.counters().total(Counter::EvictedSynSent) - evicted;
-            assert_eq!(tracked(&t) + evicted, u64::from(r), "{case}: every SYN a new flow");
+            assert_eq!(
+                tracked(&t) + evicted,
+                u64::from(r),
+                "{case}: every SYN a new flow"
+            );
             ns
         });
     };
-    big_table("SYN, new flow, IPv4, 1M flows into a 2M-entry table (208 MiB)", program_names::BENCH_STEPPED_INGRESS, rows);
+    big_table(
+        "SYN, new flow, IPv4, 1M flows into a 2M-entry table (208 MiB)",
+        program_names::BENCH_STEPPED_INGRESS,
+        rows,
+    );
     big_table(
         "flow-table lookup and insert alone, same 2M-entry table (its share of a new flow)",
         program_names::BENCH_INSERT_ONLY,
         rows,
     );
-    for (table, which) in [(DEFAULT_TABLE, "the default table"), (BIG_TABLE, "the 2M-entry table")] {
+    for (table, which) in [
+        (DEFAULT_TABLE, "the default table"),
+        (BIG_TABLE, "the 2M-entry table"),
+    ] {
         let bytes = (table::buckets_for(table) as usize) * size_of::<Bucket>();
         let size = format!("{:.1} MiB, {which}", bytes as f64 / f64::from(1 << 20));
         let mut reads: Vec<f64> = (0..s.runs).map(|_| random_read_ns(bytes)).collect();
         let floor = median(&mut reads);
         rows.push(Row {
             bench: "B1",
-            case: format!("floor: a dependent read at a random line of {size} (user space, 4 KiB pages)"),
+            case: format!(
+                "floor: a dependent read at a random line of {size} (user space, 4 KiB pages)"
+            ),
             baseline: "-".to_owned(),
             ours: format!("{floor:.1} ns"),
             figure: format!("{floor:.1} ns per read"),
@@ -426,7 +635,12 @@ struct SteppedCase {
 /// ns per packet over `total` packets, sent as test runs of [`HALF_TABLE`]
 /// packets each, the flow table emptied before each run; `prepare` makes
 /// the flows a run needs (untimed), `run` is the timed test run.
-fn in_half_tables(t: &mut Tester, total: u32, prepare: impl Fn(&mut Tester), mut run: impl FnMut(&mut Tester) -> f64) -> f64 {
+fn in_half_tables(
+    t: &mut Tester,
+    total: u32,
+    prepare: impl Fn(&mut Tester),
+    mut run: impl FnMut(&mut Tester) -> f64,
+) -> f64 {
     let runs = total.div_ceil(HALF_TABLE);
     let mut ns = 0.0;
     for _ in 0..runs {
@@ -440,7 +654,11 @@ fn in_half_tables(t: &mut Tester, total: u32, prepare: impl Fn(&mut Tester), mut
 /// Flows in `t`'s table, read in place.
 fn tracked(t: &Tester) -> u64 {
     let mut n = 0;
-    t.probe_ref().flow_reader().expect("flow reader").for_each(|_, _| n += 1).expect("scan");
+    t.probe_ref()
+        .flow_reader()
+        .expect("flow reader")
+        .for_each(|_, _| n += 1)
+        .expect("scan");
     n
 }
 
@@ -489,7 +707,10 @@ impl PinnedToLastCpu {
             if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
                 return Self(None);
             }
-            let Some(last) = (0..libc::CPU_SETSIZE as usize).rev().find(|&c| libc::CPU_ISSET(c, &allowed)) else {
+            let Some(last) = (0..libc::CPU_SETSIZE as usize)
+                .rev()
+                .find(|&c| libc::CPU_ISSET(c, &allowed))
+            else {
                 return Self(None);
             };
             let mut one: libc::cpu_set_t = std::mem::zeroed();
@@ -528,7 +749,15 @@ use Hook::{Egress, Ingress};
 /// ns per run of the stepping program at `hook` (see the eBPF object's
 /// `bench_stepped_ingress`): `repeat` runs, each on the next flow. Not
 /// `ours`: the same runs with the step alone, the baseline.
-fn stepped_run(clock: &TestRunClock, t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32, ours: bool) -> f64 {
+fn stepped_run(
+    clock: &TestRunClock,
+    t: &mut Tester,
+    hook: Hook,
+    frame: &[u8],
+    offset: u32,
+    repeat: u32,
+    ours: bool,
+) -> f64 {
     let program = match hook {
         Ingress => program_names::BENCH_STEPPED_INGRESS,
         Egress => program_names::BENCH_STEPPED_EGRESS,
@@ -537,23 +766,57 @@ fn stepped_run(clock: &TestRunClock, t: &mut Tester, hook: Hook, frame: &[u8], o
 }
 
 /// [`stepped_run`] with `program` (a stepping one) as ours.
-#[expect(clippy::too_many_arguments, reason = "a benchmark's knobs, each used once")]
-fn stepped_with(clock: &TestRunClock, t: &mut Tester, hook: Hook, program: &str, frame: &[u8], offset: u32, repeat: u32, ours: bool) -> f64 {
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a benchmark's knobs, each used once"
+)]
+fn stepped_with(
+    clock: &TestRunClock,
+    t: &mut Tester,
+    hook: Hook,
+    program: &str,
+    frame: &[u8],
+    offset: u32,
+    repeat: u32,
+    ours: bool,
+) -> f64 {
     let p = t.probe();
     p.set_bench_step(offset).expect("BENCH_STEP");
     match (hook, ours) {
         (Ingress, true) => clock.xdp_ns(p.bench_xdp(program).expect("xdp"), frame, repeat),
-        (Ingress, false) => clock.xdp_ns(p.bench_xdp(program_names::BENCH_STEP_XDP).expect("xdp"), frame, repeat),
+        (Ingress, false) => clock.xdp_ns(
+            p.bench_xdp(program_names::BENCH_STEP_XDP).expect("xdp"),
+            frame,
+            repeat,
+        ),
         (Egress, true) => clock.tc_ns(p.bench_tc(program).expect("tc"), frame, repeat),
-        (Egress, false) => clock.tc_ns(p.bench_tc(program_names::BENCH_STEP_TC).expect("tc"), frame, repeat),
+        (Egress, false) => clock.tc_ns(
+            p.bench_tc(program_names::BENCH_STEP_TC).expect("tc"),
+            frame,
+            repeat,
+        ),
     }
 }
 
-fn stepped(clock: &TestRunClock, t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32) -> f64 {
+fn stepped(
+    clock: &TestRunClock,
+    t: &mut Tester,
+    hook: Hook,
+    frame: &[u8],
+    offset: u32,
+    repeat: u32,
+) -> f64 {
     stepped_run(clock, t, hook, frame, offset, repeat, true)
 }
 
-fn step_only(clock: &TestRunClock, t: &mut Tester, hook: Hook, frame: &[u8], offset: u32, repeat: u32) -> f64 {
+fn step_only(
+    clock: &TestRunClock,
+    t: &mut Tester,
+    hook: Hook,
+    frame: &[u8],
+    offset: u32,
+    repeat: u32,
+) -> f64 {
     stepped_run(clock, t, hook, frame, offset, repeat, false)
 }
 
@@ -567,14 +830,19 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool, plan: IngressPlan) -> mp
         let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
         // Not interfaces::by_name: it reads /sys/class/net (see `ifindex`).
         let index = ifindex(dev);
-        let iface = handshake_user::interfaces::Interface { name: dev.to_owned(), index, loopback: false };
+        let iface = handshake_user::interfaces::Interface {
+            name: dev.to_owned(),
+            index,
+            loopback: false,
+        };
         let _links = if ours {
             let x = probe.attach_ingress(&iface, plan).expect("attach ingress");
             let t = probe.attach_egress(&iface).expect("attach tc");
             (Some(x), Some(t))
         } else {
             let prog = probe.baseline_xdp().expect("baseline");
-            prog.attach_to_if_index(index, XdpMode::Driver).expect("attach baseline");
+            prog.attach_to_if_index(index, XdpMode::Driver)
+                .expect("attach baseline");
             (None, None)
         };
         ready_tx.send(()).expect("ready");
@@ -596,13 +864,16 @@ fn attach_empty_hooks_in(ns: &Netns, dev: &'static str, xdp: bool) -> mpsc::Send
         let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
         if xdp {
             let prog = probe.baseline_xdp().expect("baseline xdp");
-            prog.attach_to_if_index(ifindex(dev), XdpMode::Skb).expect("attach baseline xdp");
+            prog.attach_to_if_index(ifindex(dev), XdpMode::Skb)
+                .expect("attach baseline xdp");
         } else {
             let tc = probe.baseline_tc().expect("baseline tc");
-            tc.attach(dev, aya::programs::TcAttachType::Ingress).expect("attach baseline tc ingress");
+            tc.attach(dev, aya::programs::TcAttachType::Ingress)
+                .expect("attach baseline tc ingress");
         }
         let tc = probe.baseline_tc().expect("baseline tc");
-        tc.attach(dev, aya::programs::TcAttachType::Egress).expect("attach baseline tc egress");
+        tc.attach(dev, aya::programs::TcAttachType::Egress)
+            .expect("attach baseline tc egress");
         ready_tx.send(()).expect("ready");
         let _ = stop_rx.recv();
         // Dropping the programs detaches them.
@@ -614,12 +885,19 @@ fn attach_empty_hooks_in(ns: &Netns, dev: &'static str, xdp: bool) -> mpsc::Send
 
 /// (rx_packets, rx_dropped) of `dev` in `ns`.
 fn rx_stats(ns: &Netns, dev: &str) -> (u64, u64) {
-    let out = Command::new("ip").args(["-n", &ns.name, "-j", "-s", "link", "show", dev]).output().expect("ip");
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-j", "-s", "link", "show", dev])
+        .output()
+        .expect("ip");
     let text = String::from_utf8_lossy(&out.stdout);
     let rx = &text[text.find("\"rx\":{").expect("rx stats")..];
     let field = |k: &str| -> u64 {
         let at = rx.find(&format!("\"{k}\":")).expect("field") + k.len() + 3;
-        rx[at..].split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+        rx[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     };
     (field("packets"), field("dropped"))
 }
@@ -637,12 +915,31 @@ fn blast(topo: &Topology, frames: Arc<Vec<Vec<u8>>>, seconds: f64) -> u64 {
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
             addr.sll_family = libc::AF_PACKET as u16;
             addr.sll_ifindex = ifindex as i32;
-            assert_eq!(libc::bind(fd, (&addr as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32), 0);
+            assert_eq!(
+                libc::bind(
+                    fd,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32
+                ),
+                0
+            );
             // Bypass the qdisc: measure the receiver, not the sender's queue.
             let one: i32 = 1;
-            libc::setsockopt(fd, libc::SOL_PACKET, 20 /* PACKET_QDISC_BYPASS */, (&one as *const i32).cast(), 4);
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                20, /* PACKET_QDISC_BYPASS */
+                (&one as *const i32).cast(),
+                4,
+            );
             const BATCH: usize = 64;
-            let mut iovs: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
+            let mut iovs: Vec<libc::iovec> = frames
+                .iter()
+                .map(|f| libc::iovec {
+                    iov_base: f.as_ptr() as *mut _,
+                    iov_len: f.len(),
+                })
+                .collect();
             let mut msgs: Vec<libc::mmsghdr> = iovs
                 .iter_mut()
                 .map(|iov| {
@@ -684,16 +981,39 @@ fn otherhost(mut frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 }
 
 fn b2(s: &Settings, rows: &mut Vec<Row>) {
-    eprintln!("B2 line rate on veth (native XDP), {} x {:.0} s per program", s.runs, s.seconds);
-    let established = Arc::new(otherhost((0..256).map(|i| data_segment(&Packet::tcp(v4(1), 40000 + i, v4(2), 80))).collect()));
-    let flood = Arc::new(otherhost(distinct_clients(65536, false, false).iter().map(|c| syn(c, 1).build()).collect()));
-    for (name, frames, goal) in [("established traffic", established, 0.90), ("random-source SYN flood", flood, 0.75)] {
+    eprintln!(
+        "B2 line rate on veth (native XDP), {} x {:.0} s per program",
+        s.runs, s.seconds
+    );
+    let established = Arc::new(otherhost(
+        (0..256)
+            .map(|i| data_segment(&Packet::tcp(v4(1), 40000 + i, v4(2), 80)))
+            .collect(),
+    ));
+    let flood = Arc::new(otherhost(
+        distinct_clients(65536, false, false)
+            .iter()
+            .map(|c| syn(c, 1).build())
+            .collect(),
+    ));
+    for (name, frames, goal) in [
+        ("established traffic", established, 0.90),
+        ("random-source SYN flood", flood, 0.75),
+    ] {
         let topo = quiet_topology();
         let (mut base, mut ours, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..s.runs {
             let mut pps = [0.0; 2];
             for (i, is_ours) in [false, true].into_iter().enumerate() {
-                let stop = attach_in(&topo.server, SERVER_IF, is_ours, IngressPlan::Xdp { mode: XdpMode::Driver, fallback: Fallback::None });
+                let stop = attach_in(
+                    &topo.server,
+                    SERVER_IF,
+                    is_ours,
+                    IngressPlan::Xdp {
+                        mode: XdpMode::Driver,
+                        fallback: Fallback::None,
+                    },
+                );
                 let (rx0, drop0) = rx_stats(&topo.server, SERVER_IF);
                 let t0 = Instant::now();
                 blast(&topo, Arc::clone(&frames), s.seconds);
@@ -733,7 +1053,10 @@ fn connect_run(topo: &Topology, seconds: f64) -> (f64, f64) {
     let before = HostCpu::now();
     let (connections, elapsed) = connect_for(topo, seconds);
     let busy_us = HostCpu::now().busy_us_since(&before);
-    (connections as f64 / elapsed, busy_us / connections.max(1) as f64)
+    (
+        connections as f64 / elapsed,
+        busy_us / connections.max(1) as f64,
+    )
 }
 
 /// The machine's CPUs' time, to tell busy from idle: wall-clock time, idle
@@ -752,13 +1075,21 @@ impl HostCpu {
         let mut idle_us = 0;
         let mut cpus = 0;
         let mut cpuidle = false;
-        for cpu in std::fs::read_dir("/sys/devices/system/cpu").expect("/sys/devices/system/cpu").flatten() {
+        for cpu in std::fs::read_dir("/sys/devices/system/cpu")
+            .expect("/sys/devices/system/cpu")
+            .flatten()
+        {
             let name = cpu.file_name().to_string_lossy().into_owned();
-            if !name.strip_prefix("cpu").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            if !name
+                .strip_prefix("cpu")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
                 continue;
             }
             cpus += 1;
-            let Ok(states) = std::fs::read_dir(cpu.path().join("cpuidle")) else { continue };
+            let Ok(states) = std::fs::read_dir(cpu.path().join("cpuidle")) else {
+                continue;
+            };
             for state in states.flatten() {
                 if let Ok(time) = std::fs::read_to_string(state.path().join("time")) {
                     idle_us += time.trim().parse::<u64>().unwrap_or(0);
@@ -769,7 +1100,14 @@ impl HostCpu {
         // The whole machine's line: user nice system idle iowait irq
         // softirq steal ..., in ticks.
         let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-        let ticks: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
         let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
         // SAFETY: sysconf has no preconditions.
         let us_per_tick = 1_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
@@ -777,7 +1115,12 @@ impl HostCpu {
             // No cpuidle driver: idle and iowait ticks, coarser.
             idle_us = (tick(3) + tick(4)) * us_per_tick;
         }
-        Self { wall: Instant::now(), idle_us, steal_us: tick(7) * us_per_tick, cpus }
+        Self {
+            wall: Instant::now(),
+            idle_us,
+            steal_us: tick(7) * us_per_tick,
+            cpus,
+        }
     }
 
     /// CPU time, in us, that the machine spent busy since `before`.
@@ -800,10 +1143,19 @@ fn connect_for(topo: &Topology, seconds: f64) -> (u64, f64) {
         while Instant::now() < deadline {
             let s = TcpStream::connect(target).expect("connect");
             // An abortive close: no TIME_WAIT to run out of ports.
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
             // SAFETY: setting SO_LINGER on our own socket.
             unsafe {
-                libc::setsockopt(std::os::fd::AsRawFd::as_raw_fd(&s), libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), size_of::<libc::linger>() as u32);
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    size_of::<libc::linger>() as u32,
+                );
             }
             drop(s);
             n += 1;
@@ -849,11 +1201,31 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
             let mut attached: Option<mpsc::Sender<()>> = None;
             match i {
                 1 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF])),
-                4 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF, "--xdp-mode", "driver"])),
-                5 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF, "--ingress-hook", "xdp"])),
+                4 => {
+                    agent = Some(Agent::start(
+                        &topo.server,
+                        &["--iface", SERVER_IF, "--xdp-mode", "driver"],
+                    ))
+                }
+                5 => {
+                    agent = Some(Agent::start(
+                        &topo.server,
+                        &["--iface", SERVER_IF, "--ingress-hook", "xdp"],
+                    ))
+                }
                 2 => {
                     let mut c = Command::new("ip")
-                        .args(["netns", "exec", &topo.server.name, "tcpdump", "-i", SERVER_IF, "-w", "/dev/null", "tcp[tcpflags] & tcp-syn != 0"])
+                        .args([
+                            "netns",
+                            "exec",
+                            &topo.server.name,
+                            "tcpdump",
+                            "-i",
+                            SERVER_IF,
+                            "-w",
+                            "/dev/null",
+                            "tcp[tcpflags] & tcp-syn != 0",
+                        ])
                         .stdout(Stdio::null())
                         .stderr(Stdio::piped())
                         .spawn()
@@ -864,8 +1236,16 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
                 }
                 3 => {
                     let rules = "table inet hm_ct {\n chain in {\n  type filter hook input priority 0;\n  ct state established,related accept\n }\n}\n";
-                    let mut c = Command::new("ip").args(["netns", "exec", &topo.server.name, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn().expect("nft");
-                    c.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("rules");
+                    let mut c = Command::new("ip")
+                        .args(["netns", "exec", &topo.server.name, "nft", "-f", "-"])
+                        .stdin(Stdio::piped())
+                        .spawn()
+                        .expect("nft");
+                    c.stdin
+                        .take()
+                        .expect("stdin")
+                        .write_all(rules.as_bytes())
+                        .expect("rules");
                     assert!(c.wait().expect("nft").success(), "conntrack rules");
                 }
                 6 => attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF, false)),
@@ -887,7 +1267,18 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
                 let _ = c.wait();
             }
             if i == 3 {
-                let _ = Command::new("ip").args(["netns", "exec", &topo.server.name, "nft", "delete", "table", "inet", "hm_ct"]).status();
+                let _ = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &topo.server.name,
+                        "nft",
+                        "delete",
+                        "table",
+                        "inet",
+                        "hm_ct",
+                    ])
+                    .status();
             }
             let _ = config;
         }
@@ -899,7 +1290,11 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
     let in_situ = |ours: bool| -> (f64, f64) {
         let agent = ours.then(|| Agent::start(&topo.server, &["--iface", SERVER_IF]));
         let attached = (!ours).then(|| attach_empty_hooks_in(&topo.server, SERVER_IF, false));
-        let names: &[&str] = if ours { AGENT_PROGRAMS } else { &[program_names::BASELINE_TC] };
+        let names: &[&str] = if ours {
+            AGENT_PROGRAMS
+        } else {
+            &[program_names::BASELINE_TC]
+        };
         let measured = program_time(&topo, names, s.seconds);
         drop((agent, attached));
         measured
@@ -920,7 +1315,13 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
     let none = median(&mut results[0].clone());
     // Each round's rate over that round's no-monitor rate: the comparisons
     // are made on these, paired by round.
-    let ratios_of = |i: usize| -> Vec<f64> { results[i].iter().zip(&results[0]).map(|(x, b)| x / b).collect() };
+    let ratios_of = |i: usize| -> Vec<f64> {
+        results[i]
+            .iter()
+            .zip(&results[0])
+            .map(|(x, b)| x / b)
+            .collect()
+    };
     // The machine's busy CPU time per connection, all CPUs: what each
     // monitor costs the host, wherever it runs (tcpdump's own process runs
     // on another CPU than the connections, and a rate may not see it).
@@ -929,10 +1330,16 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         .map(|i| {
             let mut extra: Vec<f64> = cpu[i].iter().zip(&cpu[0]).map(|(x, b)| x - b).collect();
             let extra = median(&mut extra);
-            eprintln!("  B3 host CPU, {}: {extra:+.2} us per connection over no monitor", configs[i]);
+            eprintln!(
+                "  B3 host CPU, {}: {extra:+.2} us per connection over no monitor",
+                configs[i]
+            );
             Row {
                 bench: "B3",
-                case: format!("host CPU per connection (busy time of all CPUs), {}", configs[i]),
+                case: format!(
+                    "host CPU per connection (busy time of all CPUs), {}",
+                    configs[i]
+                ),
                 baseline: format!("{cpu_none:.1} us (no monitor)"),
                 ours: format!("{:.1} us", median(&mut cpu[i].clone())),
                 figure: format!("{extra:+.2} us (paired by round)"),
@@ -946,7 +1353,10 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         let r = median(&mut ratios);
         // `median` sorted them: the spread between rounds, to read the
         // differences between configurations against.
-        let (lo, hi) = (ratios.first().copied().unwrap_or(f64::NAN), ratios.last().copied().unwrap_or(f64::NAN));
+        let (lo, hi) = (
+            ratios.first().copied().unwrap_or(f64::NAN),
+            ratios.last().copied().unwrap_or(f64::NAN),
+        );
         let mut figure = format!("{r:.3}x (rounds {lo:.2}-{hi:.2})");
         let (goal, ok) = if i == 1 {
             (">= 0.90x".to_owned(), Some(r >= 0.90))
@@ -956,10 +1366,17 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
             // Ours against this monitor round by round: the rotation runs
             // the two one or two runs apart, where each one's ratio to the
             // no-monitor run can be most of a round away from the other's.
-            let mut ahead: Vec<f64> = results[1].iter().zip(&results[i]).map(|(o, x)| o / x).collect();
+            let mut ahead: Vec<f64> = results[1]
+                .iter()
+                .zip(&results[i])
+                .map(|(o, x)| o / x)
+                .collect();
             let ahead = median(&mut ahead);
             write!(figure, "; ours/this {ahead:.3}x").expect("write to a String");
-            ("ours ahead: ours/this >= 1 (paired by round)".to_owned(), Some(ahead >= 1.0))
+            (
+                "ours ahead: ours/this >= 1 (paired by round)".to_owned(),
+                Some(ahead >= 1.0),
+            )
         };
         rows.push(Row {
             bench: "B3",
@@ -1012,12 +1429,17 @@ impl Server {
     fn stop(self, topo: &Topology) {
         self.stop.store(true, Ordering::Relaxed);
         // One more connection wakes the server out of accept to see `stop`.
-        topo.client.run(|| drop(TcpStream::connect((SERVER_V4, 7000))));
+        topo.client
+            .run(|| drop(TcpStream::connect((SERVER_V4, 7000))));
     }
 }
 
 /// The agent's programs, as the kernel names them.
-const AGENT_PROGRAMS: &[&str] = &[program_names::XDP_INGRESS, program_names::TC_INGRESS, program_names::TC_EGRESS];
+const AGENT_PROGRAMS: &[&str] = &[
+    program_names::XDP_INGRESS,
+    program_names::TC_INGRESS,
+    program_names::TC_EGRESS,
+];
 
 /// What the programs named `names`, attached in `topo`'s server namespace,
 /// cost per run, by the kernel's own run-time statistics, over `seconds` of
@@ -1035,7 +1457,10 @@ fn program_time(topo: &Topology, names: &[&str], seconds: f64) -> (f64, f64) {
         let (br, bn) = before.get(id).copied().unwrap_or_default();
         (r + ar - br, n + an - bn)
     });
-    (ns as f64 / runs.max(1) as f64, runs as f64 / (rate * seconds))
+    (
+        ns as f64 / runs.max(1) as f64,
+        runs as f64 / (rate * seconds),
+    )
 }
 
 /// `cargo xtask bench --compare OLD NEW`: the kernel programs of two builds
@@ -1044,7 +1469,9 @@ fn program_time(topo: &Topology, names: &[&str], seconds: f64) -> (f64, f64) {
 /// goes first. Prints program time per connection for each and the median
 /// of the rounds' differences; writes nothing.
 fn compare(bins: &[PathBuf], rounds: usize, seconds: f64) {
-    let [old, new] = bins else { panic!("--compare takes two agent binaries") };
+    let [old, new] = bins else {
+        panic!("--compare takes two agent binaries")
+    };
     for bin in [old, new] {
         assert!(bin.exists(), "{}: no such agent binary", bin.display());
     }
@@ -1063,14 +1490,29 @@ fn compare(bins: &[PathBuf], rounds: usize, seconds: f64) {
             per_conn[i].push(this[i]);
         }
         diffs.push(this[1] - this[0]);
-        eprintln!("  round {}: old {:.0} ns, new {:.0} ns, new - old {:+.0} ns", round + 1, this[0], this[1], this[1] - this[0]);
+        eprintln!(
+            "  round {}: old {:.0} ns, new {:.0} ns, new - old {:+.0} ns",
+            round + 1,
+            this[0],
+            this[1],
+            this[1] - this[0]
+        );
     }
     server.stop(&topo);
-    let (o, n, d) = (median(&mut per_conn[0]), median(&mut per_conn[1]), median(&mut diffs));
-    let (lo, hi) = (diffs.first().copied().unwrap_or(f64::NAN), diffs.last().copied().unwrap_or(f64::NAN));
+    let (o, n, d) = (
+        median(&mut per_conn[0]),
+        median(&mut per_conn[1]),
+        median(&mut diffs),
+    );
+    let (lo, hi) = (
+        diffs.first().copied().unwrap_or(f64::NAN),
+        diffs.last().copied().unwrap_or(f64::NAN),
+    );
     println!("old {}: {o:.0} ns per connection", old.display());
     println!("new {}: {n:.0} ns per connection", new.display());
-    println!("new - old: {d:+.0} ns per connection (median of {rounds} rounds; rounds {lo:+.0} .. {hi:+.0})");
+    println!(
+        "new - old: {d:+.0} ns per connection (median of {rounds} rounds; rounds {lo:+.0} .. {hi:+.0})"
+    );
 }
 
 /// (runs, ns running) of every loaded program named one of `names`, by
@@ -1078,23 +1520,40 @@ fn compare(bins: &[PathBuf], rounds: usize, seconds: f64) {
 fn run_stats(names: &[&str]) -> std::collections::HashMap<u32, (u64, u64)> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| names.iter().any(|w| w.get(..15).unwrap_or(w) == n)))
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| names.iter().any(|w| w.get(..15).unwrap_or(w) == n))
+        })
         .map(|p| (p.id(), (p.run_count(), p.run_time().as_nanos() as u64)))
         .collect()
 }
 
 fn b4(s: &Settings, rows: &mut Vec<Row>) {
-    eprintln!("B4 flood survival (BPF_PROG_TEST_RUN): real handshakes while 10x the table's capacity in random-source SYNs arrives");
+    eprintln!(
+        "B4 flood survival (BPF_PROG_TEST_RUN): real handshakes while 10x the table's capacity in random-source SYNs arrives"
+    );
     let capacity = 16384usize;
-    let flood: Vec<Vec<u8>> = distinct_clients(capacity * 10, false, false).iter().map(|c| syn(&c.clone().vlan(7), 1).build()).collect();
-    let real: Vec<Packet> = (0..200u16).map(|i| Packet::tcp(v4(1), 20000 + i, v4(2), 80)).collect();
+    let flood: Vec<Vec<u8>> = distinct_clients(capacity * 10, false, false)
+        .iter()
+        .map(|c| syn(&c.clone().vlan(7), 1).build())
+        .collect();
+    let real: Vec<Packet> = (0..200u16)
+        .map(|i| Packet::tcp(v4(1), 20000 + i, v4(2), 80))
+        .collect();
     // A server answers a SYN at once; the client's final ACK comes one
     // round trip later, during which `wait` flood SYNs arrive. The last
     // case is the hard one: the SYN-ACK too comes only after the wait (a
     // slow server, or an outbound SYN to a far peer), so nothing marks the
     // real entry as used while the flood goes by.
-    let budget = LoadOptions { flow_table_size: capacity as u32, syn_insert_budget: 16_384, ..LoadOptions::default() };
-    let default = LoadOptions { flow_table_size: capacity as u32, ..LoadOptions::default() };
+    let budget = LoadOptions {
+        flow_table_size: capacity as u32,
+        syn_insert_budget: 16_384,
+        ..LoadOptions::default()
+    };
+    let default = LoadOptions {
+        flow_table_size: capacity as u32,
+        ..LoadOptions::default()
+    };
     let cases = [
         ("a quarter of the table", capacity / 4, false),
         ("the whole table", capacity, false),
@@ -1102,14 +1561,16 @@ fn b4(s: &Settings, rows: &mut Vec<Row>) {
         ("the whole table", capacity, true),
     ];
     for (wait_label, wait, late_synack) in cases {
-        for (label, options, graded) in
-            [("default (no insert budget)", default, !late_synack), ("--syn-insert-budget 16384", budget, false)]
-        {
+        for (label, options, graded) in [
+            ("default (no insert budget)", default, !late_synack),
+            ("--syn-insert-budget 16384", budget, false),
+        ] {
             let mut fractions = Vec::new();
             for _ in 0..s.runs {
                 let mut t = Tester::with(&options);
                 let every = flood.len() / real.len();
-                let mut open: std::collections::VecDeque<(usize, &Packet)> = std::collections::VecDeque::new();
+                let mut open: std::collections::VecDeque<(usize, &Packet)> =
+                    std::collections::VecDeque::new();
                 for (i, f) in flood.iter().enumerate() {
                     if i % every == 0 && i / every < real.len() {
                         let c = &real[i / every];
@@ -1135,7 +1596,11 @@ fn b4(s: &Settings, rows: &mut Vec<Row>) {
                     t.ingress(&ack(c, 6, 10).build());
                 }
                 let c = t.counters();
-                let completed = c.get(handshake_common::counters::Family::Ipv4, handshake_common::counters::Direction::Inbound, Counter::Completed);
+                let completed = c.get(
+                    handshake_common::counters::Family::Ipv4,
+                    handshake_common::counters::Direction::Inbound,
+                    Counter::Completed,
+                );
                 fractions.push(completed as f64 / real.len() as f64);
             }
             let f = median(&mut fractions);
@@ -1143,15 +1608,30 @@ fn b4(s: &Settings, rows: &mut Vec<Row>) {
                 bench: "B4",
                 case: format!(
                     "{label}, {} after {wait_label} in flood SYNs",
-                    if late_synack { "SYN-ACK and final ACK" } else { "final ACK" }
+                    if late_synack {
+                        "SYN-ACK and final ACK"
+                    } else {
+                        "final ACK"
+                    }
                 ),
                 baseline: "-".to_owned(),
                 ours: format!("{:.1} % completed", f * 100.0),
                 figure: format!("{:.1} %", f * 100.0),
-                goal: if graded { ">= 99 %".to_owned() } else { "(contrast)".to_owned() },
-                verdict: if graded { verdict(Some(f >= 0.99)) } else { "-" },
+                goal: if graded {
+                    ">= 99 %".to_owned()
+                } else {
+                    "(contrast)".to_owned()
+                },
+                verdict: if graded {
+                    verdict(Some(f >= 0.99))
+                } else {
+                    "-"
+                },
             });
-            eprintln!("  B4 {label}, wait {wait}, late SYN-ACK {late_synack}: {:.1} %", f * 100.0);
+            eprintln!(
+                "  B4 {label}, wait {wait}, late SYN-ACK {late_synack}: {:.1} %",
+                f * 100.0
+            );
         }
     }
 }
@@ -1159,24 +1639,61 @@ fn b4(s: &Settings, rows: &mut Vec<Row>) {
 /// `n` half-open flows, distinct, as many as a fill may need.
 fn half_open_flows(second_word: u32, syn_ns: u64) -> impl Iterator<Item = (FlowKey, FlowState)> {
     (0..u32::MAX).map(move |i| {
-        let key = FlowKey::new([i, second_word, 0, 0], [7, 0, 0, 0], (i % 60000) as u16, 80, 0);
-        (key, FlowState { syn_ns, client_isn: i, stage: Stage::SynSent as u8, ..FlowState::default() })
+        let key = FlowKey::new(
+            [i, second_word, 0, 0],
+            [7, 0, 0, 0],
+            (i % 60000) as u16,
+            80,
+            0,
+        );
+        (
+            key,
+            FlowState {
+                syn_ns,
+                client_isn: i,
+                stage: Stage::SynSent as u8,
+                ..FlowState::default()
+            },
+        )
     })
 }
 
 /// Fills the table to `n` flows (its whole capacity, for the B5 sizes).
 fn fill_flows(t: &mut Tester, n: usize) {
     let now = handshake_user::run::monotonic_ns();
-    assert_eq!(t.probe().fill_flow_table(half_open_flows(1, now), n).expect("fill"), n);
+    assert_eq!(
+        t.probe()
+            .fill_flow_table(half_open_flows(1, now), n)
+            .expect("fill"),
+        n
+    );
 }
 
 fn proc_stat(pid: u32) -> (f64, u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     // utime, stime are fields 14 and 15 (1-based), i.e. 11 and 12 after ')'.
-    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |k: &str| status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    let kb = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
     // RssAnon: the agent's own memory. VmRSS would also count the pages of
     // the flow table's shared mapping that a scan in progress holds (the
     // kernel's memory, mapped for the scan): a figure that swung by the
@@ -1185,17 +1702,27 @@ fn proc_stat(pid: u32) -> (f64, u64, u64) {
 }
 
 fn agent_pid(ns: &Netns) -> u32 {
-    let out = Command::new("ip").args(["netns", "pids", &ns.name]).output().expect("ip netns pids");
+    let out = Command::new("ip")
+        .args(["netns", "pids", &ns.name])
+        .output()
+        .expect("ip netns pids");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().parse::<u32>().ok())
-        .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == binary() || e.ends_with("handshake-monitor")))
+        .find(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|e| e == binary() || e.ends_with("handshake-monitor"))
+        })
         .expect("agent pid")
 }
 
 fn b5(s: &Settings, rows: &mut Vec<Row>) {
     eprintln!("B5 the agent: flow-table scans, CPU, memory, scrape latency");
-    let sizes: &[usize] = if s.quick { &[65536, 262_144] } else { &[65536, 262_144, 1 << 20] };
+    let sizes: &[usize] = if s.quick {
+        &[65536, 262_144]
+    } else {
+        &[65536, 262_144, 1 << 20]
+    };
     for &n in sizes {
         let mut t = Tester::with(&unlimited(n as u32));
         fill_flows(&mut t, n);
@@ -1233,7 +1760,14 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
     let n = if s.quick { 262_144 } else { 1 << 20 };
     let bpffs = std::env::temp_dir().join(format!("hm-bench-bpffs-{}", std::process::id()));
     std::fs::create_dir_all(&bpffs).expect("dir");
-    assert!(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs).status().expect("mount").success());
+    assert!(
+        Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&bpffs)
+            .status()
+            .expect("mount")
+            .success()
+    );
     let pin = bpffs.join("hm");
     let ns = Netns::new("bench-agent");
     let size = n.to_string();
@@ -1254,26 +1788,53 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
         let (cpu1, rss, hwm) = proc_stat(pid);
         lat.sort_by(f64::total_cmp);
         let p99 = lat[lat.len() * 99 / 100 - 1];
-        ((cpu1 - cpu0) / t0.elapsed().as_secs_f64(), rss, hwm, p99, series)
+        (
+            (cpu1 - cpu0) / t0.elapsed().as_secs_f64(),
+            rss,
+            hwm,
+            p99,
+            series,
+        )
     };
-    let args = ["--iface", "lo", "--flow-table-size", size.as_str(), "--pin-path", pin_s.as_str(), "--handshake-timeout", "300s"];
+    let args = [
+        "--iface",
+        "lo",
+        "--flow-table-size",
+        size.as_str(),
+        "--pin-path",
+        pin_s.as_str(),
+        "--handshake-timeout",
+        "300s",
+    ];
     let agent = Agent::start(&ns, &args);
     let empty = measure(&agent);
     // Fill the pinned table behind the running agent.
     {
         let maps = pin.join("maps");
-        let seeds = aya::maps::Map::Array(aya::maps::MapData::from_pin(maps.join(map_names::FLOW_SEED)).expect("pinned FLOW_SEED"));
-        let seed = aya::maps::Array::<_, u64>::try_from(&seeds).expect("FLOW_SEED").get(&0, 0).expect("seed");
-        let mut map = aya::maps::Map::Array(aya::maps::MapData::from_pin(maps.join(map_names::FLOWS)).expect("pinned FLOWS"));
+        let seeds = aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(maps.join(map_names::FLOW_SEED))
+                .expect("pinned FLOW_SEED"),
+        );
+        let seed = aya::maps::Array::<_, u64>::try_from(&seeds)
+            .expect("FLOW_SEED")
+            .get(&0, 0)
+            .expect("seed");
+        let mut map = aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(maps.join(map_names::FLOWS)).expect("pinned FLOWS"),
+        );
         let mut flows = aya::maps::Array::<_, Bucket>::try_from(&mut map).expect("FLOWS");
         let now = handshake_user::run::monotonic_ns();
-        let placed = handshake_user::probe::fill_flow_table(&mut flows, seed, half_open_flows(2, now), n).expect("fill");
+        let placed =
+            handshake_user::probe::fill_flow_table(&mut flows, seed, half_open_flows(2, now), n)
+                .expect("fill");
         assert_eq!(placed, n);
     }
     thread::sleep(Duration::from_secs(2));
     let full = measure(&agent);
     drop(agent);
-    let _ = Command::new(binary()).args(["cleanup", "--pin-path", &pin_s]).output();
+    let _ = Command::new(binary())
+        .args(["cleanup", "--pin-path", &pin_s])
+        .output();
     let _ = Command::new("umount").arg(&bpffs).status();
     let _ = std::fs::remove_dir(&bpffs);
     rows.push(Row {
@@ -1289,7 +1850,11 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
         bench: "B5",
         case: format!("agent RSS (anonymous: its own memory), {n} half-open entries"),
         baseline: format!("{} MiB (empty table)", empty.1 / 1024),
-        ours: format!("{} MiB (peak RSS {} MiB, the table's mapping included)", full.1 / 1024, full.2 / 1024),
+        ours: format!(
+            "{} MiB (peak RSS {} MiB, the table's mapping included)",
+            full.1 / 1024,
+            full.2 / 1024
+        ),
         figure: format!("+{} MiB", (full.1.saturating_sub(empty.1)) / 1024),
         goal: "-".to_owned(),
         verdict: "-",
@@ -1308,7 +1873,11 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
         case: "/metrics series, full vs empty table".to_owned(),
         baseline: format!("{}", empty.4),
         ours: format!("{}", full.4),
-        figure: if empty.4 == full.4 { "same".to_owned() } else { format!("{:+}", full.4 as i64 - empty.4 as i64) },
+        figure: if empty.4 == full.4 {
+            "same".to_owned()
+        } else {
+            format!("{:+}", full.4 as i64 - empty.4 as i64)
+        },
         goal: "independent of flows".to_owned(),
         verdict: verdict(Some(empty.4 == full.4)),
     });
@@ -1321,8 +1890,13 @@ fn b6(s: &Settings, rows: &mut Vec<Row>) {
     let per_kind = if s.quick { 20_000 } else { 100_000 };
     let mut arp = data_segment(&client());
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    let syns: Vec<Vec<u8>> = distinct_clients(per_kind, false, false).iter().map(|c| syn(c, 1).build()).collect();
-    let data: Vec<Vec<u8>> = (0..per_kind).map(|i| data_segment(&Packet::tcp(v4(1), 1024 + (i % 50000) as u16, v4(2), 80))).collect();
+    let syns: Vec<Vec<u8>> = distinct_clients(per_kind, false, false)
+        .iter()
+        .map(|c| syn(c, 1).build())
+        .collect();
+    let data: Vec<Vec<u8>> = (0..per_kind)
+        .map(|i| data_segment(&Packet::tcp(v4(1), 1024 + (i % 50000) as u16, v4(2), 80)))
+        .collect();
     let other: Vec<Vec<u8>> = (0..per_kind).map(|_| arp.clone()).collect();
     let before = agent.scrape(&topo.server);
     let mut frames = syns;
@@ -1331,11 +1905,19 @@ fn b6(s: &Settings, rows: &mut Vec<Row>) {
     let total = frames.len() as u64;
     topo.inject_from_client_as_is(otherhost(frames));
     let l = [("iface", SERVER_IF), ("hook", "ingress")];
-    let after = agent.wait_for(&topo.server, Duration::from_secs(30), "every frame counted", |e| {
-        e.sum("tcp_handshake_packets_total", &l) - before.sum("tcp_handshake_packets_total", &l) >= total as f64
-    });
-    let counted = after.sum("tcp_handshake_packets_total", &l) - before.sum("tcp_handshake_packets_total", &l);
-    let syn_counted = after.sum("tcp_handshake_syn_packets_total", &[("iface", SERVER_IF)]) - before.sum("tcp_handshake_syn_packets_total", &[("iface", SERVER_IF)]);
+    let after = agent.wait_for(
+        &topo.server,
+        Duration::from_secs(30),
+        "every frame counted",
+        |e| {
+            e.sum("tcp_handshake_packets_total", &l) - before.sum("tcp_handshake_packets_total", &l)
+                >= total as f64
+        },
+    );
+    let counted = after.sum("tcp_handshake_packets_total", &l)
+        - before.sum("tcp_handshake_packets_total", &l);
+    let syn_counted = after.sum("tcp_handshake_syn_packets_total", &[("iface", SERVER_IF)])
+        - before.sum("tcp_handshake_syn_packets_total", &[("iface", SERVER_IF)]);
     rows.push(Row {
         bench: "B6",
         case: format!("{total} frames sent (1/3 SYN, 1/3 data, 1/3 ARP)"),
@@ -1343,11 +1925,17 @@ fn b6(s: &Settings, rows: &mut Vec<Row>) {
         ours: format!("{counted:.0} counted, {syn_counted:.0} SYNs"),
         figure: format!("{:+.0}", counted - total as f64),
         goal: "exact".to_owned(),
-        verdict: verdict(Some(counted == total as f64 && syn_counted == per_kind as f64)),
+        verdict: verdict(Some(
+            counted == total as f64 && syn_counted == per_kind as f64,
+        )),
     });
     eprintln!("  B6 sent {total}, counted {counted}, SYNs {syn_counted}");
     if counted != total as f64 {
-        for l in after.text.lines().filter(|l| l.starts_with("tcp_handshake_packets_total") || l.starts_with("tcp_handshake_parse_errors_total") || l.starts_with("tcp_handshake_syn_packets_total")) {
+        for l in after.text.lines().filter(|l| {
+            l.starts_with("tcp_handshake_packets_total")
+                || l.starts_with("tcp_handshake_parse_errors_total")
+                || l.starts_with("tcp_handshake_syn_packets_total")
+        }) {
             if !l.ends_with(" 0") {
                 eprintln!("    {l}");
             }
@@ -1365,7 +1953,10 @@ fn machine() -> String {
         .trim()
         .to_owned();
     let cores = thread::available_parallelism().map_or(0, usize::from);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -1378,24 +1969,59 @@ fn machine() -> String {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--compare") {
-        let bins: Vec<PathBuf> = args.iter().skip(at + 1).take(2).map(PathBuf::from).collect();
+        let bins: Vec<PathBuf> = args
+            .iter()
+            .skip(at + 1)
+            .take(2)
+            .map(PathBuf::from)
+            .collect();
         let number = |flag: &str, default: f64| {
-            args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
         };
-        compare(&bins, number("--rounds", 7.0) as usize, number("--seconds", 3.0));
+        compare(
+            &bins,
+            number("--rounds", 7.0) as usize,
+            number("--seconds", 3.0),
+        );
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let only: Vec<String> = args.iter().skip(1).filter(|a| a.starts_with('B')).cloned().collect();
+    let only: Vec<String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| a.starts_with('B'))
+        .cloned()
+        .collect();
     let s = if quick {
-        Settings { quick, runs: 5, repeat: 200_000, seconds: 0.6 }
+        Settings {
+            quick,
+            runs: 5,
+            repeat: 200_000,
+            seconds: 0.6,
+        }
     } else {
-        Settings { quick, runs: 7, repeat: 1_000_000, seconds: 3.0 }
+        Settings {
+            quick,
+            runs: 7,
+            repeat: 1_000_000,
+            seconds: 3.0,
+        }
     };
     let started = Instant::now();
     let mut rows = Vec::new();
     let want = |b: &str| only.is_empty() || only.iter().any(|o| o == b);
-    let benches: [(&str, Bench); 6] = [("B1", b1), ("B2", b2), ("B3", b3), ("B4", b4), ("B5", b5), ("B6", b6)];
+    let benches: [(&str, Bench); 6] = [
+        ("B1", b1),
+        ("B2", b2),
+        ("B3", b3),
+        ("B4", b4),
+        ("B5", b5),
+        ("B6", b6),
+    ];
     for (name, bench) in benches {
         if want(name) {
             let t = Instant::now();
@@ -1403,12 +2029,22 @@ fn main() {
             eprintln!("{name}: {:.0} s", t.elapsed().as_secs_f64());
         }
     }
-    let mut table = String::from("| bench | case | baseline | ours | figure | goal | |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+    let mut table = String::from(
+        "| bench | case | baseline | ours | figure | goal | |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+    );
     for r in &rows {
-        let _ = writeln!(table, "| {} | {} | {} | {} | {} | {} | {} |", r.bench, r.case, r.baseline, r.ours, r.figure, r.goal, r.verdict);
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.bench, r.case, r.baseline, r.ours, r.figure, r.goal, r.verdict
+        );
     }
     println!("{table}");
-    let mode = if quick { "`cargo xtask bench --quick`" } else { "`cargo xtask bench`" };
+    let mode = if quick {
+        "`cargo xtask bench --quick`"
+    } else {
+        "`cargo xtask bench`"
+    };
     let report = format!(
         "# Benchmarks\n\nLast run: {mode}, {:.0} s, on {}.\n\n{table}\n{}",
         started.elapsed().as_secs_f64(),
