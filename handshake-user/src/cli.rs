@@ -32,9 +32,17 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReplayFormat {
+    /// The funnel, latencies, listeners and the detector's lines.
     Table,
     Json,
+    /// The final counters as a scrape would show them.
     Prometheus,
+    /// Every metric at every --step of capture time, timestamped, for
+    /// `promtool tsdb create-blocks-from openmetrics`.
+    Openmetrics,
+    /// The same series as the `interval` and `input_series` of a
+    /// `promtool test rules` file.
+    Promtool,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +69,13 @@ pub struct ReplayArgs {
     /// Show progress on stderr (default: for large files on a terminal).
     #[arg(long)]
     pub progress: bool,
+
+    /// Capture time between two samples of --format openmetrics or promtool.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub step: Duration,
+
+    #[command(flatten)]
+    pub detector: DetectorArgs,
 }
 
 /// Where the ingress program runs.
@@ -196,6 +211,13 @@ pub struct RunArgs {
     #[arg(long = "scan-interval", env = "HANDSHAKE_MONITOR_SCAN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub scan_interval: Duration,
 
+    #[command(flatten)]
+    pub detector: DetectorArgs,
+}
+
+/// The built-in detector's settings, for `run` and `replay`.
+#[derive(Debug, Clone, Args)]
+pub struct DetectorArgs {
     /// Detector: half-open handshakes that, sustained, raise the buildup alarm.
     #[arg(
         long = "detector.half-open-threshold",
@@ -212,7 +234,9 @@ pub struct RunArgs {
     )]
     pub detector_completion_ratio: f64,
 
-    /// Detector: new attempts per second below which the ratio is not judged.
+    /// Detector: attempts per second (not refused) below which the completion
+    /// ratio is not judged; also the rate of refusals on ports nobody listens
+    /// on that counts as a scan.
     #[arg(
         long = "detector.min-syn-rate",
         env = "HANDSHAKE_MONITOR_DETECTOR_MIN_SYN_RATE",
@@ -223,6 +247,10 @@ pub struct RunArgs {
     /// Detector: how long a condition must hold (or be gone) before it is reported.
     #[arg(long = "detector.for", env = "HANDSHAKE_MONITOR_DETECTOR_FOR", default_value = "10s", value_parser = parse_duration)]
     pub detector_for: Duration,
+
+    /// Detector: the trailing window its rates and ratios are taken over.
+    #[arg(long = "detector.window", env = "HANDSHAKE_MONITOR_DETECTOR_WINDOW", default_value = "5s", value_parser = parse_duration)]
+    pub detector_window: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -278,7 +278,7 @@ pub fn help(metric: &str) -> &'static str {
             "SYN-ACKs / attempts over --ratio-window (NaN: no attempts in the window)."
         }
         "tcp_handshake_flow_table_entries" => {
-            "Entries in the flow table at the last scan: handshakes in progress, and timed-out ones kept a while to recognise late retransmissions."
+            "Entries in the flow table at the last scan, by state: live (handshakes in progress) and tombstone (timed out, kept a while to recognise late retransmissions; reused first when a bucket is full)."
         }
         "tcp_handshake_flow_table_capacity" => {
             "Capacity of the flow table (4-way buckets); from about half of it, some buckets overflow and new handshakes evict old ones (tcp_handshake_evicted_total), and ratios become untrustworthy."
@@ -513,7 +513,13 @@ pub fn scan_families(snap: &crate::scan::Snapshot, ifaces: &[(u32, String)]) -> 
         family_of(
             "tcp_handshake_flow_table_entries",
             MetricType::GAUGE,
-            vec![gauge_metric(vec![], snap.entries as f64)],
+            vec![
+                gauge_metric(
+                    vec![label("state", "live")],
+                    snap.entries.saturating_sub(snap.tombstones) as f64,
+                ),
+                gauge_metric(vec![label("state", "tombstone")], snap.tombstones as f64),
+            ],
         ),
         family_of(
             "tcp_handshake_flow_table_capacity",
@@ -697,9 +703,8 @@ pub struct MetricInfo {
     pub labels: Vec<String>,
 }
 
-/// Every metric family the agent serves, with its labels, from a render of
-/// the same functions the scrape handler calls.
-pub fn reference() -> Vec<MetricInfo> {
+/// A render of every family the scrape handler serves, all zero.
+pub fn reference_families() -> Vec<MetricFamily> {
     use handshake_common::{
         counters::COUNTERS_LEN, histogram::LATENCY_LEN, listener::ListenerCounters,
     };
@@ -721,6 +726,12 @@ pub fn reference() -> Vec<MetricInfo> {
     families.push(detector_family(&[("half_open_buildup", false)]));
     families.push(build_info());
     families
+}
+
+/// Every metric family the agent serves, with its labels, from a render of
+/// the same functions the scrape handler calls.
+pub fn reference() -> Vec<MetricInfo> {
+    reference_families()
         .iter()
         .map(|f| {
             let mut labels: Vec<String> = f

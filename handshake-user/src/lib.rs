@@ -21,3 +21,7 @@ pub mod probe;
 pub mod replay;
 pub mod run;
 pub mod scan;
+pub mod series;
+pub mod signals;
+pub mod sources;
+pub mod window;

@@ -4,9 +4,11 @@
 //! capture marks as sent by the host go through the egress program, the
 //! rest through the ingress one (tap mode).
 //!
-//! Timeouts follow the live agent: every second of capture time, handshakes
-//! older than --handshake-timeout are expired; at the end of the capture,
-//! those still open are reported as timeouts by the stage they reached.
+//! Timeouts follow the live agent: every second of capture time the same
+//! scan runs (handshakes older than --handshake-timeout are expired), the
+//! built-in detector is evaluated on capture time, and, for the series
+//! formats, every metric is sampled each --step. At the end of the capture,
+//! handshakes still open are reported as timeouts by the stage they reached.
 use std::{
     collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
@@ -26,10 +28,14 @@ use handshake_common::{
 
 use crate::{
     cli::{ReplayArgs, ReplayFormat},
+    detector::{Detector, report as detector_line},
     exposition,
     pcap::{Reader, Way},
     probe::{LoadOptions, Probe},
-    scan::summarize,
+    scan::{Summarizer, summarize},
+    series::Recorder,
+    signals::{ratios_by_series, signals},
+    window::CounterWindow,
 };
 
 /// BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
@@ -38,6 +44,11 @@ const MIN_FRAME: usize = 14;
 const CAPTURE_SLOT: u32 = 1;
 /// Capture time between two expiry scans, as the live agent's default.
 const SCAN_EVERY_NS: u64 = 1_000_000_000;
+/// Scans run across a gap in the capture at most; past it the scan jumps
+/// (a handshake's whole life, timeout and tombstone, is shorter).
+const MAX_SCANS_PER_GAP: u64 = 1000;
+/// The ratio window's length in replay, as the live default.
+const RATIO_WINDOW: Duration = Duration::from_secs(60);
 /// Most listener ports picked from the capture itself.
 const MAX_LISTENERS_FROM_CAPTURE: usize = 64;
 
@@ -55,6 +66,10 @@ pub struct Report {
     pub listeners: Vec<(u16, ListenerCounters)>,
     /// Set when the capture could not be read to its end.
     pub error: Option<String>,
+    /// The detector's transitions: (capture time in ns, its log line).
+    pub detector: Vec<(u64, String)>,
+    /// Every metric each --step, for the series formats.
+    pub series: Recorder,
 }
 
 /// Ports that received SYNs, most first: the listeners of a capture.
@@ -110,6 +125,71 @@ fn expire(probe: &mut Probe, now_ns: u64, timeout: Option<Duration>) -> Result<(
     Ok(())
 }
 
+/// What the live agent's scanner thread does, on capture time.
+struct Ticker {
+    timeout: Duration,
+    window: CounterWindow,
+    detector: Detector,
+    /// Sample series every this many ns (None: not asked for).
+    step_ns: Option<u64>,
+    next_step_ns: u64,
+}
+
+impl Ticker {
+    /// One scan at capture time `now_ns`: expiry, the windows, the detector,
+    /// and a sample of every metric when a step is due.
+    fn tick(&mut self, probe: &mut Probe, now_ns: u64, report: &mut Report) -> Result<()> {
+        let tracked = probe.listener_ports();
+        let young = self.detector.thresholds().window;
+        let mut summary = Summarizer::new(now_ns, self.timeout, young, &tracked);
+        for (k, st) in probe.flows()? {
+            summary.add(&k, &st);
+        }
+        let (mut snap, chores) = summary.finish();
+        for (key, syn_ns) in &chores.expire {
+            if probe.expire(key, *syn_ns)? {
+                snap.expired += 1;
+            }
+        }
+        for (key, syn_ns) in &chores.forget {
+            if probe.forget(key, *syn_ns)? {
+                snap.entries -= 1;
+                snap.tombstones -= 1;
+            }
+        }
+        snap.capacity = probe.flow_reader()?.capacity();
+        self.window
+            .push(now_ns, probe.counters()?, probe.listeners()?);
+        snap.ratios = ratios_by_series(&self.window, &[CAPTURE_SLOT]);
+        let signals = signals(&self.window, &snap);
+        let t = *self.detector.thresholds();
+        for (c, tr) in self.detector.evaluate(&signals, now_ns) {
+            let line = detector_line(c, tr, &signals, &snap, &t);
+            report.detector.push((now_ns, line));
+        }
+        if let Some(step) = self.step_ns
+            && now_ns >= self.next_step_ns
+        {
+            let labels = [(CAPTURE_SLOT, "capture".to_owned())];
+            let mut families = exposition::counter_families(&probe.counters()?, &labels);
+            families.extend(exposition::latency_families(&probe.latency()?));
+            families.extend(exposition::scan_families(&snap, &labels));
+            families.extend(exposition::listener_families(&probe.listeners()?, &snap));
+            let firing: Vec<(&str, bool)> = crate::detector::Condition::ALL
+                .iter()
+                .map(|c| (c.label(), self.detector.firing(*c)))
+                .collect();
+            families.push(exposition::detector_family(&firing));
+            report.series.record(now_ns, &families);
+            self.next_step_ns = self
+                .next_step_ns
+                .saturating_add(step)
+                .max(now_ns.saturating_add(1));
+        }
+        Ok(())
+    }
+}
+
 /// The flow table's hash seed in replay (any fixed non-zero value).
 const REPLAY_FLOW_SEED: u64 = 0x6861_6e64_7368_616b;
 
@@ -148,6 +228,20 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
         latency: Vec::new(),
         listeners: Vec::new(),
         error: None,
+        detector: Vec::new(),
+        series: Recorder::default(),
+    };
+    let thresholds = crate::run::thresholds(&args.detector, args.handshake_timeout)?;
+    let mut ticker = Ticker {
+        timeout: args.handshake_timeout,
+        window: CounterWindow::new(RATIO_WINDOW, thresholds.window),
+        detector: Detector::new(thresholds),
+        step_ns: matches!(
+            args.format,
+            ReplayFormat::Openmetrics | ReplayFormat::Promtool
+        )
+        .then(|| u64::try_from(args.step.as_nanos()).unwrap_or(u64::MAX)),
+        next_step_ns: 0,
     };
     let progress = args.progress || (std::io::stderr().is_terminal() && reader.size > 64 << 20);
     let mut last_progress = Instant::now();
@@ -165,13 +259,24 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
         report.link.get_or_insert(packet.link.name());
         if report.frames == 0 {
             report.first_ns = packet.ts_ns;
+            // The first scan and sample see the state before any packet.
+            ticker.next_step_ns = packet.ts_ns;
+            ticker.tick(&mut probe, packet.ts_ns, &mut report)?;
             next_scan_ns = packet.ts_ns.saturating_add(SCAN_EVERY_NS);
         }
         report.frames += 1;
         report.last_ns = report.last_ns.max(packet.ts_ns);
+        // Scans on the second, through gaps in the capture too (up to a
+        // point), so that the detector and the series keep capture time.
         if packet.ts_ns >= next_scan_ns {
-            expire(&mut probe, packet.ts_ns, Some(args.handshake_timeout))?;
-            next_scan_ns = packet.ts_ns.saturating_add(SCAN_EVERY_NS);
+            let behind = (packet.ts_ns - next_scan_ns) / SCAN_EVERY_NS;
+            if behind > MAX_SCANS_PER_GAP {
+                next_scan_ns += (behind - MAX_SCANS_PER_GAP) * SCAN_EVERY_NS;
+            }
+            while next_scan_ns <= packet.ts_ns {
+                ticker.tick(&mut probe, next_scan_ns, &mut report)?;
+                next_scan_ns = next_scan_ns.saturating_add(SCAN_EVERY_NS);
+            }
         }
         if packet.frame.len() < MIN_FRAME {
             report.too_short += 1;
@@ -211,7 +316,11 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
             report.frames
         );
     }
-    // Whatever is still open at the end of the capture timed out.
+    // A last scan and sample at the capture's end; then whatever is still
+    // open timed out.
+    if report.frames > 0 && next_scan_ns > report.last_ns {
+        ticker.tick(&mut probe, report.last_ns, &mut report)?;
+    }
     expire(&mut probe, u64::MAX, None)?;
     report.counters = probe.counters()?;
     report.latency = probe.latency()?;
@@ -332,9 +441,11 @@ fn json_num(s: Option<f64>) -> String {
     s.map_or_else(|| "null".to_owned(), |v| format!("{v:e}"))
 }
 
-pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
+pub fn render(r: &Report, format: ReplayFormat, step_s: u64) -> Result<String> {
     let span = r.last_ns.saturating_sub(r.first_ns) as f64 / 1e9;
     Ok(match format {
+        ReplayFormat::Openmetrics => r.series.openmetrics(),
+        ReplayFormat::Promtool => r.series.promtool(step_s),
         ReplayFormat::Table => {
             let mut out = String::new();
             out.push_str(&format!(
@@ -409,6 +520,13 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
                     c.attempts, c.synack, c.completed, c.rejected, c.aborted
                 ));
             }
+            if !r.detector.is_empty() {
+                out.push_str("\ndetector (capture time from the first frame)\n");
+                for (t, line) in &r.detector {
+                    let at = t.saturating_sub(r.first_ns) as f64 / 1e9;
+                    out.push_str(&format!("  +{at:.1}s {line}\n"));
+                }
+            }
             out
         }
         ReplayFormat::Json => {
@@ -451,8 +569,19 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
                 })
                 .collect();
             let file = r.file.replace('\\', "\\\\").replace('"', "\\\"");
+            let detector: Vec<String> = r
+                .detector
+                .iter()
+                .map(|(t, line)| {
+                    serde_json::json!({
+                        "at_seconds": t.saturating_sub(r.first_ns) as f64 / 1e9,
+                        "line": line,
+                    })
+                    .to_string()
+                })
+                .collect();
             format!(
-                "{{\"file\":\"{file}\",\"link_type\":{},\"frames\":{},\"too_short\":{},\"duration_seconds\":{span},\"complete\":{},\"inbound\":{},\"outbound\":{},\"parse_errors\":{{{}}},\"listeners\":{{{}}}}}\n",
+                "{{\"file\":\"{file}\",\"link_type\":{},\"frames\":{},\"too_short\":{},\"duration_seconds\":{span},\"complete\":{},\"inbound\":{},\"outbound\":{},\"parse_errors\":{{{}}},\"listeners\":{{{}}},\"detector\":[{}]}}\n",
                 r.link
                     .map_or_else(|| "null".to_owned(), |l| format!("\"{l}\"")),
                 r.frames,
@@ -461,7 +590,8 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
                 direction(Direction::Inbound),
                 direction(Direction::Outbound),
                 errors.join(","),
-                listeners.join(",")
+                listeners.join(","),
+                detector.join(",")
             )
         }
         ReplayFormat::Prometheus => {
@@ -483,7 +613,10 @@ pub fn render(r: &Report, format: ReplayFormat) -> Result<String> {
 pub fn run(args: &ReplayArgs) -> Result<()> {
     let report = replay(args)?;
     debug_assert_eq!(report.counters.len(), COUNTERS_LEN as usize);
-    print!("{}", render(&report, args.format)?);
+    print!(
+        "{}",
+        render(&report, args.format, args.step.as_secs().max(1))?
+    );
     match report.error {
         Some(e) => Err(anyhow::anyhow!("{e} (counts above are up to there)")),
         None => Ok(()),

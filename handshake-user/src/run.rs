@@ -13,19 +13,18 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use handshake_common::{
-    counters::{Direction, Family, OTHER_IFACE_SLOT},
-    flow::FlowKey,
-};
+use handshake_common::{counters::OTHER_IFACE_SLOT, flow::FlowKey};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     attach::Attachments,
-    cli::{IngressHook, RunArgs, XdpMode},
-    detector::{Condition, Detector, Signals, Thresholds, Transition, report},
+    cli::{DetectorArgs, IngressHook, RunArgs, XdpMode},
+    detector::{Condition, Detector, Thresholds, Transition, report},
     exposition, http, interfaces, listeners, netstat, privileges,
     probe::{FlowReader, LoadOptions, Probe},
-    scan::{RatioWindow, Snapshot, Summarizer},
+    scan::{Snapshot, Summarizer},
+    signals::{ratios_by_series, signals},
+    window::CounterWindow,
 };
 
 /// How often interfaces and listening ports are looked at again.
@@ -79,7 +78,22 @@ fn check_bpffs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The detector's settings from the command line, validated.
+pub fn thresholds(args: &DetectorArgs, timeout: Duration) -> Result<Thresholds> {
+    let t = Thresholds {
+        half_open: args.detector_half_open,
+        completion_ratio: args.detector_completion_ratio,
+        min_syn_rate: args.detector_min_syn_rate,
+        hold: args.detector_for,
+        window: args.detector_window,
+        timeout,
+    };
+    t.validate()?;
+    Ok(t)
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
+    let thresholds = thresholds(&args.detector, args.handshake_timeout)?;
     let explicit = !args.ifaces.is_empty();
     let targets = if explicit {
         interfaces::by_name(&args.ifaces)?
@@ -100,10 +114,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, targets, explicit))
+    runtime.block_on(serve(args, thresholds, targets, explicit))
 }
 
-async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: bool) -> Result<()> {
+async fn serve(
+    args: RunArgs,
+    thresholds: Thresholds,
+    targets: Vec<interfaces::Interface>,
+    explicit: bool,
+) -> Result<()> {
     // Bind before loading anything, so a busy port fails fast and clean.
     let listener = tokio::net::TcpListener::bind(args.listen_address)
         .await
@@ -157,12 +176,7 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
         args.telemetry_path
     );
 
-    let detector = Detector::new(Thresholds {
-        half_open: args.detector_half_open,
-        completion_ratio: args.detector_completion_ratio,
-        min_syn_rate: args.detector_min_syn_rate,
-        hold: args.detector_for,
-    });
+    let detector = Detector::new(thresholds);
     let shared: SharedRef = Arc::new(Mutex::new(Shared {
         probe,
         attachments,
@@ -176,7 +190,6 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
         let settings = ScanSettings {
             interval: args.scan_interval,
             timeout: args.handshake_timeout,
-            ratio_window: args.ratio_window,
             ifaces: if explicit {
                 Some(args.ifaces.clone())
             } else {
@@ -184,15 +197,19 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
             },
             auto_ports: args.listener_ports.is_empty(),
         };
-        let (reader, first) = {
+        let (reader, first, ports) = {
             let s = lock(&shared)?;
-            (s.probe.flow_reader()?, s.probe.counters()?)
+            (
+                s.probe.flow_reader()?,
+                s.probe.counters()?,
+                s.probe.listeners()?,
+            )
         };
-        // The ratio window's first sample is taken before metrics are
-        // served: whatever happens once an operator (or a test) can see the
-        // agent is up falls inside the window.
-        let mut window = RatioWindow::default();
-        window.push(Instant::now(), first, args.ratio_window);
+        // The windows' first sample is taken before metrics are served:
+        // whatever happens once an operator (or a test) can see the agent is
+        // up falls inside them.
+        let mut window = CounterWindow::new(args.ratio_window, args.detector.detector_window);
+        window.push(monotonic_ns(), first, ports);
         thread::Builder::new()
             .name("scanner".into())
             .spawn(move || scanner(&shared, &reader, &stop, &settings, window))?
@@ -224,7 +241,6 @@ async fn serve(args: RunArgs, targets: Vec<interfaces::Interface>, explicit: boo
 struct ScanSettings {
     interval: Duration,
     timeout: Duration,
-    ratio_window: Duration,
     /// The interfaces the operator named; None: every interface that is up.
     ifaces: Option<Vec<String>>,
     auto_ports: bool,
@@ -235,7 +251,7 @@ fn scanner(
     reader: &FlowReader,
     stop: &AtomicBool,
     settings: &ScanSettings,
-    mut window: RatioWindow,
+    mut window: CounterWindow,
 ) {
     let mut last_reconcile = Instant::now();
     let mut last_ports = Instant::now();
@@ -281,51 +297,33 @@ fn scan_once(
     shared: &SharedRef,
     reader: &FlowReader,
     settings: &ScanSettings,
-    window: &mut RatioWindow,
+    window: &mut CounterWindow,
     started: Instant,
 ) -> Result<()> {
-    let tracked = lock(shared)?.probe.listener_ports();
+    let (tracked, young) = {
+        let s = lock(shared)?;
+        (s.probe.listener_ports(), s.detector.thresholds().window)
+    };
     // The table is read without the lock: scrapes never wait for a scan.
-    let mut summary = Summarizer::new(monotonic_ns(), settings.timeout, &tracked);
+    let now_ns = monotonic_ns();
+    let mut summary = Summarizer::new(now_ns, settings.timeout, young, &tracked);
     reader.for_each(|k, st| summary.add(k, st))?;
     let (mut snap, chores) = summary.finish();
     snap.capacity = reader.capacity();
-    let (counters, labels) = {
+    let (counters, ports, labels) = {
         let s = lock(shared)?;
-        (s.probe.counters()?, s.attachments.labels())
+        (
+            s.probe.counters()?,
+            s.probe.listeners()?,
+            s.attachments.labels(),
+        )
     };
-    window.push(Instant::now(), counters, settings.ratio_window);
-    let slots = std::iter::once(OTHER_IFACE_SLOT).chain(labels.iter().map(|(s, _)| *s));
-    for slot in slots {
-        for family in Family::ALL {
-            for direction in Direction::ALL {
-                snap.ratios.insert(
-                    (slot, family as u8, direction as u8),
-                    window.ratios((slot, family, direction)),
-                );
-            }
-        }
-    }
-    let (attempts, completed) = window.inbound_totals();
-    let span = window.span();
-    let signals = Signals {
-        inbound_half_open: snap
-            .half_open
-            .iter()
-            .filter(|((_, _, d, _), _)| *d == Direction::Inbound as u8)
-            .map(|(_, n)| n)
-            .sum(),
-        syn_rate: if span > 0.0 {
-            attempts as f64 / span
-        } else {
-            0.0
-        },
-        completion_ratio: if attempts > 0 {
-            completed as f64 / attempts as f64
-        } else {
-            f64::NAN
-        },
-    };
+    window.push(now_ns, counters, ports);
+    let slots: Vec<u32> = std::iter::once(OTHER_IFACE_SLOT)
+        .chain(labels.iter().map(|(s, _)| *s))
+        .collect();
+    snap.ratios = ratios_by_series(window, &slots);
+    let signals = signals(window, &snap);
     // The new snapshot already leaves out what is about to expire: publish
     // it under the same lock as the expirations that move the timeout
     // counters, so no scrape sees a handshake both half-open and timed out.
@@ -348,11 +346,13 @@ fn scan_once(
             for (key, syn_ns) in &chores.forget {
                 if s.probe.forget(key, *syn_ns)? {
                     snap.entries -= 1;
+                    snap.tombstones -= 1;
                 }
             }
             snap.scan_seconds = started.elapsed().as_secs_f64();
-            for (condition, transition) in s.detector.evaluate(signals, Instant::now()) {
-                let line = report(condition, transition, &signals, &snap);
+            let t = *s.detector.thresholds();
+            for (condition, transition) in s.detector.evaluate(&signals, monotonic_ns()) {
+                let line = report(condition, transition, &signals, &snap, &t);
                 match transition {
                     Transition::Fired => log::warn!("{line}"),
                     Transition::Resolved => log::info!("{line}"),

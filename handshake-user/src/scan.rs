@@ -3,17 +3,18 @@
 //! the gauges the scrape handler serves (half-open counts and ages, per
 //! listener, the ratio window). Scrapes never scan.
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
-    net::{Ipv4Addr, Ipv6Addr},
-    time::{Duration, Instant},
+    collections::{BTreeMap, HashMap},
+    time::Duration,
 };
 
 use handshake_common::{
-    counters::{Counter, Direction, Family, IFACE_SLOTS, counter_index},
+    counters::{Direction, Family},
     expire::TOMBSTONE_LINGER_NS,
     flow::{FlowKey, FlowState, Stage},
     listener::OTHER_PORT,
 };
+
+use crate::sources::{SourceCounter, SourceSummary};
 
 /// Expirations per scan at most: a flood that times out in bulk is worked
 /// off over several scans instead of stalling one.
@@ -29,47 +30,29 @@ pub struct Snapshot {
     pub half_open: BTreeMap<(u32, u8, u8, u8), u64>,
     /// Age in seconds of the oldest half-open handshake, by stage.
     pub oldest_seconds: [f64; 2],
+    /// Flow-table entries: handshakes in progress (live) and tombstones.
     pub entries: u64,
+    /// Of `entries`, timed-out handshakes kept to recognise late segments.
+    pub tombstones: u64,
     pub capacity: u32,
     /// Inbound half-open handshakes per tracked listener port (0: other).
     pub listener_half_open: BTreeMap<u16, u64>,
     /// Completion and SYN-ACK ratios over the window, per series; NaN where
     /// the window saw no attempt.
     pub ratios: BTreeMap<(u32, u8, u8), (f64, f64)>,
-    /// Inbound half-open by destination port and by source prefix, largest
-    /// first (for the detector's report only: never a label).
+    /// Inbound half-open handshakes whose SYN came within the young age
+    /// (the detector's window): the present inflow of stalled handshakes.
+    pub young_half_open: u64,
+    /// Inbound half-open by destination port, largest first, and where they
+    /// come from (for the detector's report only: never a label).
     pub top_ports: Vec<(u16, u64)>,
-    pub top_sources: Vec<(String, u64)>,
+    pub sources: SourceSummary,
     pub expired: u64,
     pub scan_seconds: f64,
 }
 
 pub fn stage_index(stage: u8) -> usize {
     usize::from(stage == Stage::SynReceived as u8)
-}
-
-/// A source prefix (/24 or /64) as a compact key: family and masked bytes.
-type Prefix = (u8, [u8; 16]);
-
-fn prefix_of(key: &FlowKey) -> Prefix {
-    let mut bytes = [0u8; 16];
-    for (i, w) in key.src_addr.iter().enumerate() {
-        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-    }
-    if key.family == Family::Ipv6 as u8 {
-        bytes[8..].fill(0);
-    } else {
-        bytes[3..].fill(0);
-    }
-    (key.family, bytes)
-}
-
-fn prefix_text((family, b): Prefix) -> String {
-    if family == Family::Ipv6 as u8 {
-        format!("{}/64", Ipv6Addr::from(b))
-    } else {
-        format!("{}/24", Ipv4Addr::new(b[0], b[1], b[2], 0))
-    }
 }
 
 fn top<K: Clone + Ord>(counts: HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
@@ -97,21 +80,26 @@ pub struct Summarizer<'a> {
     snap: Snapshot,
     expired: Vec<(FlowKey, u64, u64)>,
     chores: Chores,
+    young_ns: u64,
     ports: HashMap<u16, u64>,
-    sources: HashMap<Prefix, u64>,
+    sources: SourceCounter,
 }
 
 impl<'a> Summarizer<'a> {
-    pub fn new(now_ns: u64, timeout: Duration, tracked_ports: &'a [u16]) -> Self {
+    /// `young`: half-open handshakes younger than this are counted apart
+    /// ([`Snapshot::young_half_open`]).
+    pub fn new(now_ns: u64, timeout: Duration, young: Duration, tracked_ports: &'a [u16]) -> Self {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Self {
             now_ns,
-            timeout_ns: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            timeout_ns: ns(timeout),
             tracked_ports,
             snap: Snapshot::default(),
             expired: Vec::new(),
             chores: Chores::default(),
+            young_ns: ns(young),
             ports: HashMap::new(),
-            sources: HashMap::new(),
+            sources: SourceCounter::default(),
         }
     }
 
@@ -122,6 +110,7 @@ impl<'a> Summarizer<'a> {
         self.snap.entries += 1;
         let age = self.now_ns.saturating_sub(state.syn_ns);
         if state.stage == Stage::Expired as u8 {
+            self.snap.tombstones += 1;
             if age >= self.timeout_ns.saturating_add(TOMBSTONE_LINGER_NS)
                 && self.chores.forget.len() < MAX_EXPIRE_PER_SCAN
             {
@@ -156,16 +145,16 @@ impl<'a> Summarizer<'a> {
             };
             *self.snap.listener_half_open.entry(port).or_default() += 1;
             *self.ports.entry(key.dst_port).or_default() += 1;
-            *self.sources.entry(prefix_of(key)).or_default() += 1;
+            self.sources.add(key);
+            if age < self.young_ns {
+                self.snap.young_half_open += 1;
+            }
         }
     }
 
     pub fn finish(mut self) -> (Snapshot, Chores) {
         self.snap.top_ports = top(self.ports, 5);
-        self.snap.top_sources = top(self.sources, 5)
-            .into_iter()
-            .map(|(p, n)| (prefix_text(p), n))
-            .collect();
+        self.snap.sources = self.sources.finish();
         self.expired
             .sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
         self.expired.truncate(MAX_EXPIRE_PER_SCAN);
@@ -181,87 +170,15 @@ pub fn summarize(
     timeout: Duration,
     tracked_ports: &[u16],
 ) -> (Snapshot, Chores) {
-    let mut s = Summarizer::new(now_ns, timeout, tracked_ports);
+    let mut s = Summarizer::new(now_ns, timeout, Duration::ZERO, tracked_ports);
     for (k, st) in flows {
         s.add(k, st);
     }
     s.finish()
 }
 
-/// Counter samples over the ratio window.
-#[derive(Debug, Default)]
-pub struct RatioWindow {
-    samples: VecDeque<(Instant, Vec<u64>)>,
-}
-
-impl RatioWindow {
-    /// Adds a sample of the `COUNTERS` array and drops those older than
-    /// `window` (keeping one at or before the window's start).
-    pub fn push(&mut self, at: Instant, counters: Vec<u64>, window: Duration) {
-        self.samples.push_back((at, counters));
-        while self.samples.len() > 2
-            && self
-                .samples
-                .get(1)
-                .is_some_and(|(t, _)| at.duration_since(*t) >= window)
-        {
-            self.samples.pop_front();
-        }
-    }
-
-    /// Increase of a counter over the window, for one series.
-    fn delta(&self, key: SeriesKey, counter: Counter) -> u64 {
-        let (Some((_, first)), Some((_, last))) = (self.samples.front(), self.samples.back())
-        else {
-            return 0;
-        };
-        let i = counter_index(key.0, key.1, key.2, counter) as usize;
-        last.get(i)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(first.get(i).copied().unwrap_or(0))
-    }
-
-    /// Seconds the window spans now.
-    pub fn span(&self) -> f64 {
-        match (self.samples.front(), self.samples.back()) {
-            (Some((a, _)), Some((b, _))) => b.duration_since(*a).as_secs_f64(),
-            _ => 0.0,
-        }
-    }
-
-    /// (completion ratio, SYN-ACK ratio) of a series; NaN with no attempts.
-    pub fn ratios(&self, key: SeriesKey) -> (f64, f64) {
-        let attempts = self.delta(key, Counter::Attempts);
-        if attempts == 0 {
-            return (f64::NAN, f64::NAN);
-        }
-        let a = attempts as f64;
-        (
-            self.delta(key, Counter::Completed) as f64 / a,
-            self.delta(key, Counter::SynAck) as f64 / a,
-        )
-    }
-
-    /// Inbound totals over the window, all interfaces and families:
-    /// (attempts, completed).
-    pub fn inbound_totals(&self) -> (u64, u64) {
-        let mut attempts = 0;
-        let mut completed = 0;
-        for slot in 0..IFACE_SLOTS {
-            for family in Family::ALL {
-                attempts += self.delta((slot, family, Direction::Inbound), Counter::Attempts);
-                completed += self.delta((slot, family, Direction::Inbound), Counter::Completed);
-            }
-        }
-        (attempts, completed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use handshake_common::counters::COUNTERS_LEN;
-
     use super::*;
 
     fn flow(src: [u8; 4], port: u16, stage: Stage, syn_ns: u64) -> (FlowKey, FlowState) {
@@ -308,24 +225,7 @@ mod tests {
         );
         assert_eq!(snap.oldest_seconds, [5.0, 10.0]);
         assert_eq!(snap.listener_half_open.get(&80), Some(&2));
-        assert_eq!(snap.top_sources, vec![("10.0.0.0/24".to_owned(), 2)]);
-    }
-
-    #[test]
-    fn ratio_window_uses_deltas() {
-        let key = (1, Family::Ipv4, Direction::Inbound);
-        let mut w = RatioWindow::default();
-        let t0 = Instant::now();
-        let mut c = vec![0u64; COUNTERS_LEN as usize];
-        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Attempts) as usize] = 100;
-        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Completed) as usize] = 90;
-        w.push(t0, c.clone(), Duration::from_secs(60));
-        assert!(w.ratios(key).0.is_nan(), "one sample: no window yet");
-        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Attempts) as usize] = 200;
-        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::Completed) as usize] = 140;
-        c[counter_index(1, Family::Ipv4, Direction::Inbound, Counter::SynAck) as usize] = 100;
-        w.push(t0 + Duration::from_secs(10), c, Duration::from_secs(60));
-        assert_eq!(w.ratios(key), (0.5, 1.0));
-        assert_eq!(w.inbound_totals(), (100, 50));
+        assert_eq!(snap.sources.top, vec![("10.0.0.0/24".to_owned(), 2)]);
+        assert_eq!(snap.tombstones, 1);
     }
 }

@@ -101,7 +101,18 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
         v(&e, "tcp_handshake_half_open", &[("stage", "syn_sent")]),
         0.0
     );
-    assert_eq!(v(&e, "tcp_handshake_flow_table_entries", &[]), 12.0);
+    assert_eq!(
+        v(&e, "tcp_handshake_flow_table_entries", &[("state", "live")]),
+        12.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_flow_table_entries",
+            &[("state", "tombstone")]
+        ),
+        0.0
+    );
     assert_eq!(
         v(&e, "tcp_handshake_listener_half_open", &[("port", "8080")]),
         12.0
@@ -133,9 +144,17 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
     );
     assert_eq!(v(&e, "tcp_handshake_half_open", &[]), 0.0);
     assert_eq!(
-        v(&e, "tcp_handshake_flow_table_entries", &[]),
+        v(
+            &e,
+            "tcp_handshake_flow_table_entries",
+            &[("state", "tombstone")]
+        ),
         12.0,
         "tombstones, for late retransmissions"
+    );
+    assert_eq!(
+        v(&e, "tcp_handshake_flow_table_entries", &[("state", "live")]),
+        0.0
     );
     assert_eq!(v(&e, "tcp_handshake_completed_total", &[]), 0.0);
     assert_eq!(
@@ -156,11 +175,13 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
         .filter(|l| l.contains("condition=half_open_buildup state=firing"))
         .collect();
     assert_eq!(fired.len(), 1, "one warning: {log}");
-    assert!(
-        fired[0].contains("top_ports=8080:12") && fired[0].contains("top_sources=198.18.0.0/24:12"),
-        "{}",
-        fired[0]
-    );
+    for part in [
+        "top_ports_by=half_open top_ports=8080:12",
+        "source_prefixes=1 top_sources_share=1.000 top_sources=198.18.0.0/24:12",
+        "inbound_half_open=12 half_open_threshold=10",
+    ] {
+        assert!(fired[0].contains(part), "{part}: {}", fired[0]);
+    }
     assert_eq!(
         log.matches("condition=half_open_buildup state=resolved")
             .count(),
@@ -670,6 +691,38 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         (
             vec!["frobnicate".into()],
             "unrecognized subcommand 'frobnicate'",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--detector.completion-ratio".into(),
+                "5".into(),
+            ],
+            "--detector.completion-ratio must be in (0, 1], got 5",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--detector.completion-ratio".into(),
+                "NaN".into(),
+            ],
+            "--detector.completion-ratio must be in (0, 1], got NaN",
+        ),
+        (
+            vec!["run".into(), "--detector.min-syn-rate=-1".into()],
+            "--detector.min-syn-rate must be a positive number",
+        ),
+        (
+            vec!["run".into(), "--detector.window".into(), "100ms".into()],
+            "--detector.window must be between 1s and 1h",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--config".into(),
+                file("ratio.toml", "\"detector.completion-ratio\" = 1.5\n"),
+            ],
+            "--detector.completion-ratio must be in (0, 1], got 1.5",
         ),
     ];
     for (args, needle) in &cases {
