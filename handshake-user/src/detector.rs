@@ -28,15 +28,18 @@ pub enum Condition {
     ListenerNotAnswering,
     /// SYNs refused on ports nobody listens on, at a real rate: a scan.
     ClosedPortScan,
+    /// The kernel keeps sending SYN cookies: a SYN queue overflows.
+    SynCookies,
 }
 
 impl Condition {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::HalfOpenBuildup,
         Self::CompletionCollapse,
         Self::ListenerRefusing,
         Self::ListenerNotAnswering,
         Self::ClosedPortScan,
+        Self::SynCookies,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Condition {
             Self::ListenerRefusing => "listener_refusing",
             Self::ListenerNotAnswering => "listener_not_answering",
             Self::ClosedPortScan => "closed_port_scan",
+            Self::SynCookies => "syn_cookies",
         }
     }
 }
@@ -93,7 +97,7 @@ impl Thresholds {
 }
 
 /// Fewest events in the window for a port's share to be judged.
-pub const MIN_PORT_EVENTS: u64 = 3;
+pub const MIN_PORT_EVENTS: u64 = 2;
 
 /// One port's funnel over the window (port 0: every untracked port).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,6 +129,9 @@ pub struct Signals {
     pub rejected: u64,
     /// Per tracked listener port, and port 0 (untracked), over the window.
     pub ports: Vec<PortWindow>,
+    /// SYN cookies the kernel sent over the window (its own counter; none
+    /// in replay).
+    pub syncookies_sent: u64,
 }
 
 impl Signals {
@@ -288,6 +295,7 @@ impl Detector {
                 let rate = s.per_s(s.other().delta.rejected);
                 (rate >= t.min_syn_rate, rate < t.min_syn_rate * 0.5)
             }
+            Condition::SynCookies => (s.syncookies_sent > 0, s.syncookies_sent == 0),
         }
     }
 
@@ -338,7 +346,7 @@ fn ports_for(c: Condition, s: &Signals, snap: &Snapshot) -> (&'static str, Vec<(
         v.into_iter().map(|(p, n)| (port_name(p), n)).collect()
     };
     match c {
-        Condition::HalfOpenBuildup | Condition::CompletionCollapse => (
+        Condition::HalfOpenBuildup | Condition::CompletionCollapse | Condition::SynCookies => (
             "half_open",
             snap.top_ports
                 .iter()
@@ -386,6 +394,9 @@ pub fn report(
         ratio_text(s.completion_ratio()),
         s.per_s(s.rejected),
     );
+    if c == Condition::SynCookies {
+        let _ = write!(line, " syncookies_sent_{w}={}", s.syncookies_sent);
+    }
     if s.span_s + 0.5 < t.window.as_secs_f64() {
         let _ = write!(line, " window_filled_s={:.0}", s.span_s);
     }
@@ -543,9 +554,9 @@ mod tests {
     #[test]
     fn too_few_refusals_are_not_judged() {
         let mut d = Detector::new(thresholds());
-        let mut s = sig(0, 0, 2, 0);
-        s.rejected = 2;
-        s.ports = vec![port(8080, 2, 0, 0, 2)];
+        let mut s = sig(0, 0, 1, 0);
+        s.rejected = 1;
+        s.ports = vec![port(8080, 1, 0, 0, 1)];
         assert!(run(&mut d, &s, 0, 30).is_empty());
     }
 
@@ -570,6 +581,21 @@ mod tests {
         assert_eq!(
             run(&mut d, &s, 0, 12),
             vec![(10, Condition::ClosedPortScan, Transition::Fired)]
+        );
+    }
+
+    #[test]
+    fn cookies_sent_throughout_the_hold_fire() {
+        let mut d = Detector::new(thresholds());
+        let mut s = sig(0, 0, 0, 0);
+        s.syncookies_sent = 4;
+        assert_eq!(
+            run(&mut d, &s, 0, 12),
+            vec![(10, Condition::SynCookies, Transition::Fired)]
+        );
+        assert_eq!(
+            run(&mut d, &sig(0, 0, 0, 0), 13, 23),
+            vec![(23, Condition::SynCookies, Transition::Resolved)]
         );
     }
 

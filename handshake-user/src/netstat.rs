@@ -71,6 +71,11 @@ pub fn read() -> Vec<Option<u64>> {
         .unwrap_or_else(|_| vec![None; FIELDS.len()])
 }
 
+/// The kernel's SyncookiesSent, 0 if it cannot be read.
+pub fn syncookies_sent() -> u64 {
+    read().first().copied().flatten().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

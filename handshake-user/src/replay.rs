@@ -159,7 +159,7 @@ impl Ticker {
         }
         snap.capacity = probe.flow_reader()?.capacity();
         self.window
-            .push(now_ns, probe.counters()?, probe.listeners()?);
+            .push(now_ns, probe.counters()?, probe.listeners()?, 0);
         snap.ratios = ratios_by_series(&self.window, &[CAPTURE_SLOT]);
         let signals = signals(&self.window, &snap);
         let t = *self.detector.thresholds();

@@ -209,7 +209,7 @@ async fn serve(
         // whatever happens once an operator (or a test) can see the agent is
         // up falls inside them.
         let mut window = CounterWindow::new(args.ratio_window, args.detector.detector_window);
-        window.push(monotonic_ns(), first, ports);
+        window.push(monotonic_ns(), first, ports, netstat::syncookies_sent());
         thread::Builder::new()
             .name("scanner".into())
             .spawn(move || scanner(&shared, &reader, &stop, &settings, window))?
@@ -318,7 +318,7 @@ fn scan_once(
             s.attachments.labels(),
         )
     };
-    window.push(now_ns, counters, ports);
+    window.push(now_ns, counters, ports, netstat::syncookies_sent());
     let slots: Vec<u32> = std::iter::once(OTHER_IFACE_SLOT)
         .chain(labels.iter().map(|(s, _)| *s))
         .collect();

@@ -49,6 +49,7 @@ pub fn signals(window: &CounterWindow, snap: &Snapshot) -> Signals {
         s.completed = span.inbound(Counter::Completed);
         s.rejected = span.inbound(Counter::Rejected);
         s.ports = span.ports();
+        s.syncookies_sent = span.syncookies_sent();
     }
     s
 }

@@ -22,6 +22,8 @@ struct Sample {
     /// Per-port funnels; emptied once older than the short window, which is
     /// the only one that reads them.
     listeners: Vec<(u16, ListenerCounters)>,
+    /// The kernel's SyncookiesSent (0 where it cannot be read).
+    syncookies_sent: u64,
 }
 
 /// Increase of the counters between two samples.
@@ -41,6 +43,12 @@ impl Span<'_> {
         let i = counter_index(key.0, key.1, key.2, counter) as usize;
         let at = |s: &Sample| s.counters.get(i).copied().unwrap_or(0);
         at(self.last).saturating_sub(at(self.first))
+    }
+
+    pub fn syncookies_sent(&self) -> u64 {
+        self.last
+            .syncookies_sent
+            .saturating_sub(self.first.syncookies_sent)
     }
 
     /// Increase of a counter, inbound, over every interface and family.
@@ -115,11 +123,18 @@ impl CounterWindow {
     }
 
     /// Adds a sample; keeps one at or before the long window's start.
-    pub fn push(&mut self, t_ns: u64, counters: Vec<u64>, listeners: Vec<(u16, ListenerCounters)>) {
+    pub fn push(
+        &mut self,
+        t_ns: u64,
+        counters: Vec<u64>,
+        listeners: Vec<(u16, ListenerCounters)>,
+        syncookies_sent: u64,
+    ) {
         self.samples.push_back(Sample {
             t_ns,
             counters,
             listeners,
+            syncookies_sent,
         });
         while self.samples.len() > 2
             && self
@@ -199,12 +214,12 @@ mod tests {
     fn ratios_use_deltas_over_the_long_window() {
         let key = (1, Family::Ipv4, Direction::Inbound);
         let mut w = CounterWindow::new(Duration::from_secs(60), Duration::from_secs(5));
-        w.push(0, counters(100, 90, 0), vec![]);
+        w.push(0, counters(100, 90, 0), vec![], 0);
         assert!(
             w.long().expect("a sample").ratios(key).0.is_nan(),
             "one sample: no window yet"
         );
-        w.push(10 * S, counters(200, 140, 100), vec![]);
+        w.push(10 * S, counters(200, 140, 100), vec![], 0);
         let span = w.long().expect("two samples");
         assert_eq!(span.ratios(key), (0.5, 1.0));
         assert_eq!(span.inbound(Counter::Attempts), 100);
@@ -216,7 +231,7 @@ mod tests {
     fn a_filling_window_divides_by_the_span_it_covers() {
         let mut w = CounterWindow::new(Duration::from_secs(60), Duration::from_secs(5));
         for t in 0..=40 {
-            w.push(t * S, counters(10 * t, 10 * t, 10 * t), vec![]);
+            w.push(t * S, counters(10 * t, 10 * t, 10 * t), vec![], 0);
         }
         let span = w.long().expect("samples");
         assert!((span.seconds() - 40.0).abs() < 1e-9);
@@ -229,7 +244,7 @@ mod tests {
         for t in 0..=20u64 {
             // 8080 refuses everything from t = 10 s on, at 1/s.
             let rejected = t.saturating_sub(10);
-            w.push(t * S, counters(t, 0, 0), funnel(t, rejected));
+            w.push(t * S, counters(t, 0, 0), funnel(t, rejected), 0);
         }
         let span = w.short().expect("samples");
         assert!((span.seconds() - 5.0).abs() < 1e-9);

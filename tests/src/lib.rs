@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod capture;
 pub mod cases;
+pub mod detect;
 pub mod dispatcher;
 pub mod metrics;
 pub mod netns;

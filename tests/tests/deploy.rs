@@ -34,7 +34,7 @@ fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
     let text = run(Command::new("promtool")
         .args(["check", "rules", "rules.yml"])
         .current_dir(&dir));
-    assert!(text.contains("SUCCESS: 16 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 23 rules found"), "{text}");
     let text = run(Command::new("promtool")
         .args(["test", "rules", "rules_test.yml"])
         .current_dir(&dir));
@@ -119,18 +119,101 @@ fn dashboard_and_rules_name_only_metrics_the_agent_exports() {
         "not exported by the agent nor recorded: {unknown:?}"
     );
     // The dashboard shows the funnel, ratios, half-open, latency and pressure.
-    for needed in [
+    let mut needed: Vec<&str> = vec![
         "tcp_handshake_attempts_total",
         "tcp_handshake_completed_total",
-        "instance_direction:tcp_handshake_completion:ratio_rate5m",
+        "instance_direction:tcp_handshake_completion:ratio_rate2m",
         "tcp_handshake_half_open",
         "tcp_handshake_synack_latency_seconds_bucket",
         "tcp_handshake_ack_latency_seconds_bucket",
-        "instance:tcp_handshake_flow_table:utilization",
+        "instance:tcp_handshake_flow_table_live:ratio",
+        "tcp_handshake_flow_table_entries",
+        "tcp_handshake_evicted_total",
+        "tcp_handshake_syn_untracked_total",
         "tcp_handshake_listener_attempts_total",
-    ] {
-        assert!(used.contains(needed), "dashboard lacks {needed}");
+        "instance_port:tcp_handshake_listener_refused:ratio_rate2m",
+        "instance_port:tcp_handshake_listener_unanswered:ratio_rate2m",
+        "tcp_handshake_detector_firing",
+    ];
+    // Every kernel counter the agent exports.
+    needed.extend(handshake_user::netstat::FIELDS.iter().map(|(_, m, _)| *m));
+    for needed in needed {
+        assert!(
+            found.iter().any(|e| names_in(e).contains(needed)),
+            "dashboard lacks {needed}"
+        );
     }
+}
+
+/// What a query returns, from its shape: a per-second rate, a ratio,
+/// seconds (a duration gauge, or a histogram of seconds in a heatmap), a
+/// 0/1 state, or a count.
+fn query_kind(expr: &str) -> &'static str {
+    if expr.contains("_seconds_bucket") {
+        "seconds"
+    } else if expr.contains(":ratio") {
+        "ratio"
+    } else if expr.contains("rate(") {
+        "per second"
+    } else if expr.contains("detector_firing") {
+        "0/1"
+    } else if expr.contains("_seconds") {
+        "seconds"
+    } else {
+        "count"
+    }
+}
+
+fn units_for(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "per second" => &["cps", "pps", "reqps", "ops"],
+        "ratio" => &["percentunit"],
+        "seconds" => &["s"],
+        "0/1" => &["bool"],
+        _ => &["short", "none"],
+    }
+}
+
+#[test]
+fn each_dashboard_panel_has_one_unit_and_it_fits_its_queries() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/handshake-monitor.json"))
+            .expect("dashboard"),
+    )
+    .expect("dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut checked = 0;
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        let title = p["title"].as_str().unwrap_or("?");
+        let exprs: Vec<&str> = p["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .filter_map(|t| t["expr"].as_str())
+            .collect();
+        let kinds: BTreeSet<&str> = exprs.iter().map(|e| query_kind(e)).collect();
+        assert_eq!(kinds.len(), 1, "{title}: one axis mixes {kinds:?}");
+        let kind = kinds.first().copied().unwrap_or_default();
+        let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+        assert!(
+            units_for(kind).contains(&unit),
+            "{title}: unit {unit:?} for queries returning {kind}"
+        );
+        assert!(
+            p["fieldConfig"]["overrides"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{title}: overrides would need their own check"
+        );
+        if kind == "ratio" {
+            assert_eq!(
+                p["fieldConfig"]["defaults"]["max"], 1,
+                "{title}: ratios up to 1"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} panels");
 }
 
 #[test]

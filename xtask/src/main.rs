@@ -54,6 +54,14 @@ enum Task {
         #[arg(long, default_value_t = 3.0, requires = "compare")]
         seconds: f64,
     },
+    /// The detection suite: recorded incidents and benign events in
+    /// namespaces, on which the shipped alert rules and the built-in
+    /// detector are scored (time to fire, to resolve, false alarms); writes
+    /// its table into BENCHMARKS.md. About 30 minutes; --quick about 8.
+    Detect {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Fuzz the parser and the handshake decisions (cargo fuzz, libFuzzer).
     Fuzz {
         /// How long to run.
@@ -141,6 +149,32 @@ fn run(task: Task) -> Result<()> {
                 .context("cannot run the benchmarks")?;
             if !status.success() {
                 bail!("benchmarks failed ({status})");
+            }
+            Ok(())
+        }
+        Task::Detect { args } => {
+            setup::ensure()?;
+            cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "handshake-user",
+                "--package",
+                "handshake-tests",
+                "--bin",
+                "handshake-monitor",
+                "--bin",
+                "handshake-detect",
+            ])?;
+            let release = workspace_root().join("target/release");
+            let status = Command::new(release.join("handshake-detect"))
+                .args(&args)
+                .env("HANDSHAKE_MONITOR_BIN", release.join("handshake-monitor"))
+                .current_dir(workspace_root())
+                .status()
+                .context("cannot run the detection suite")?;
+            if !status.success() {
+                bail!("detection suite: goals missed or it failed ({status})");
             }
             Ok(())
         }

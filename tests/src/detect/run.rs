@@ -1,0 +1,145 @@
+//! Runs one scenario: its namespaces, the agent with default flags, the
+//! traffic on the scenario's timeline, a recording of every series each
+//! second and a capture of the server's veth; saves them in its directory.
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::atomic::Ordering,
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    record::Recorder,
+    scenario::{Event, PORT, Scenario},
+    traffic::{Clients, Mode, Sender, Server, tc},
+};
+use crate::{
+    agent::Agent,
+    netns::{CLIENT_IF, SERVER_IF, Topology},
+};
+
+/// What a run leaves beside its recording.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// Wall-clock time of the scenario's start (s since the epoch).
+    pub t0_epoch: f64,
+    pub clients_started: u64,
+    pub clients_connected: u64,
+    pub clients_refused: u64,
+    pub clients_failed: u64,
+    /// Frames the flood or scan sender sent.
+    pub sent: u64,
+}
+
+fn sleep_until(t0: Instant, s: u64) {
+    let due = t0 + Duration::from_secs(s);
+    let now = Instant::now();
+    if due > now {
+        thread::sleep(due - now);
+    }
+}
+
+/// tcpdump on the server's veth, TCP only, headers only.
+fn capture(topo: &Topology, file: &Path) -> Result<Child> {
+    Command::new("ip")
+        .args(["netns", "exec", &topo.server.name, "tcpdump", "-q", "-i"])
+        .arg(SERVER_IF)
+        .args(["-s", "128", "-B", "65536", "-w"])
+        .arg(file)
+        .arg("tcp")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("tcpdump (installed by cargo xtask setup)")
+}
+
+fn netem(topo: &Topology, args: &[&str]) {
+    for (ns, dev) in [(&topo.client, CLIENT_IF), (&topo.server, SERVER_IF)] {
+        let mut full = vec!["qdisc", "add", "dev", dev, "root", "netem"];
+        full.extend_from_slice(args);
+        tc(ns, &full);
+    }
+}
+
+fn netem_off(topo: &Topology) {
+    for (ns, dev) in [(&topo.client, CLIENT_IF), (&topo.server, SERVER_IF)] {
+        tc(ns, &["qdisc", "del", "dev", dev, "root"]);
+    }
+}
+
+/// Runs `sc`, writing `recording.json`, `meta.json`, `agent.log` and
+/// `capture.pcap` into `dir`.
+pub fn run(sc: &Scenario, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let topo = Topology::ipv4_only();
+    let server = Server::start(&topo.server, PORT, sc.backlog);
+    // Default flags: every interface, the host's listening ports.
+    let agent = Agent::start(&topo.server, &[]);
+    let mut tcpdump = capture(&topo, &dir.join("capture.pcap"))?;
+    // tcpdump needs a moment to attach before the first frame.
+    thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let t0_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let recorder = Recorder::start(&topo.server, agent.addr, t0);
+    let clients = Clients::start(&topo.client, PORT, sc.rate);
+
+    sleep_until(t0, sc.start_s);
+    let mut sender = None;
+    match sc.event {
+        Event::Flood { rate, pulse } => {
+            let on = move |e: Duration| pulse.is_none_or(|(on, off)| e.as_secs() % (on + off) < on);
+            sender = Some(Sender::syn_flood(&topo, PORT, rate, on));
+        }
+        Event::Dead | Event::Restart => server.set(Mode::Closed),
+        Event::Hung => server.set(Mode::Hang),
+        Event::SynQueueCookies { rate, delay_ms } | Event::SlowClients { rate, delay_ms } => {
+            netem(&topo, &["delay", &format!("{delay_ms}ms")]);
+            clients.set_rate(rate);
+        }
+        Event::ClosedPortScan { rate } => sender = Some(Sender::closed_port_scan(&topo, rate)),
+        Event::FlashCrowd { rate } => clients.set_rate(rate),
+        Event::Lossy { loss_pct } => netem(&topo, &["loss", &format!("{loss_pct}%")]),
+    }
+
+    sleep_until(t0, sc.end_s);
+    let sent = sender.take().map_or(0, |s| s.sent.load(Ordering::Relaxed));
+    match sc.event {
+        Event::Dead | Event::Restart | Event::Hung => server.set(Mode::Serve),
+        Event::SynQueueCookies { .. } | Event::SlowClients { .. } => {
+            netem_off(&topo);
+            clients.set_rate(sc.rate);
+        }
+        Event::FlashCrowd { .. } => clients.set_rate(sc.rate),
+        Event::Lossy { .. } => netem_off(&topo),
+        Event::Flood { .. } | Event::ClosedPortScan { .. } => {}
+    }
+
+    sleep_until(t0, sc.total_s);
+    let tally = std::sync::Arc::clone(&clients.tally);
+    drop(clients);
+    let recording = recorder.finish();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGTERM) };
+    let _ = tcpdump.wait();
+    recording.save(&dir.join("recording.json"))?;
+    std::fs::write(dir.join("agent.log"), agent.log())?;
+    let meta = Meta {
+        t0_epoch,
+        clients_started: tally.started.load(Ordering::Relaxed),
+        clients_connected: tally.connected.load(Ordering::Relaxed),
+        clients_refused: tally.refused.load(Ordering::Relaxed),
+        clients_failed: tally.failed.load(Ordering::Relaxed),
+        sent,
+    };
+    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
+    drop(agent);
+    drop(server);
+    Ok(())
+}
