@@ -33,12 +33,18 @@ impl Prometheus {
     /// Starts Prometheus in `ns`, scraping `target` every second and
     /// evaluating deploy/prometheus/rules.yml every second.
     pub fn start(ns: &Netns, target: SocketAddr) -> Self {
+        Self::start_every(ns, target, 1, 1)
+    }
+
+    /// As [`Prometheus::start`], scraping every `scrape_s` and evaluating
+    /// the rules every `eval_s` seconds.
+    pub fn start_every(ns: &Netns, target: SocketAddr, scrape_s: u64, eval_s: u64) -> Self {
         let dir = std::env::temp_dir().join(format!("{}-prometheus", ns.name));
         std::fs::create_dir_all(&dir).expect("prometheus dir");
         let rules =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/rules.yml");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: handshake-monitor\n    static_configs:\n      - targets: ['{target}']\n",
+            "global:\n  scrape_interval: {scrape_s}s\n  evaluation_interval: {eval_s}s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: handshake-monitor\n    static_configs:\n      - targets: ['{target}']\n",
             rules.display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("config");
@@ -89,6 +95,27 @@ impl Prometheus {
             return None;
         }
         v.parse().ok()
+    }
+
+    /// The body of a range query (`/api/v1/query_range`), from `start` to
+    /// `end` (s since the epoch) every `step_s`.
+    pub fn query_range(
+        &self,
+        ns: &Netns,
+        promql: &str,
+        start: f64,
+        end: f64,
+        step_s: u64,
+    ) -> Option<String> {
+        assert_eq!(ns.name, self.ns_name);
+        let (addr, path) = (
+            self.addr,
+            format!(
+                "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step_s}",
+                encode(promql)
+            ),
+        );
+        Some(ns.run(move || scrape(addr, &path)).ok()?.text)
     }
 
     /// Prometheus' own log so far.

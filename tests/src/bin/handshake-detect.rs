@@ -19,8 +19,11 @@ use handshake_tests::{
             DETECTOR_RESOLVE_GOAL_S, RULE_SETTINGS, RULES_GOAL_S, Row, replace_section, table,
         },
         run::{Meta, run},
-        scenario::{PORT, QUICK, Scenario, all},
-        score::{detector_timeline, replay_timeline, rules_timeline},
+        scenario::{Event, PORT, QUICK, Scenario, all},
+        score::{
+            Timeline, detector_timeline, prometheus_timeline, recorded_test, replay_timeline,
+            rules_timeline,
+        },
     },
 };
 
@@ -39,6 +42,10 @@ struct Args {
     /// Where recordings go.
     #[arg(long, default_value = "target/detect")]
     out: PathBuf,
+    /// Also write deploy/prometheus/recorded_test.yml: promtool tests of
+    /// the rules on the recorded series of these scenarios.
+    #[arg(long, value_delimiter = ',')]
+    write_tests: Vec<String>,
     /// Only these scenarios; the report is then not written.
     names: Vec<String>,
 }
@@ -47,10 +54,32 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The next scenario a worker may start: a heavy one only while no other
+/// heavy one runs (then it holds the flag); None when none is left.
+fn next(queue: &Mutex<Vec<Scenario>>, heavy_running: &Mutex<bool>) -> Option<Scenario> {
+    loop {
+        {
+            let mut q = queue.lock().ok()?;
+            if q.is_empty() {
+                return None;
+            }
+            let mut busy = heavy_running.lock().ok()?;
+            if let Some(i) = q.iter().position(|s| !s.heavy || !*busy) {
+                let sc = q.remove(i);
+                if sc.heavy {
+                    *busy = true;
+                }
+                return Some(sc);
+            }
+        }
+        thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// Runs the scenarios, `jobs` at a time, the heavy ones one at a time.
 fn run_all(scenarios: &[Scenario], out: &Path, jobs: usize) -> Result<()> {
     let queue = Arc::new(Mutex::new(scenarios.to_vec()));
-    let heavy = Arc::new(Mutex::new(()));
+    let heavy = Arc::new(Mutex::new(false));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..jobs.max(1))
         .map(|_| {
@@ -58,15 +87,16 @@ fn run_all(scenarios: &[Scenario], out: &Path, jobs: usize) -> Result<()> {
                 (Arc::clone(&queue), Arc::clone(&heavy), Arc::clone(&errors));
             let out = out.to_owned();
             thread::spawn(move || {
-                while let Some(sc) = queue
-                    .lock()
-                    .ok()
-                    .and_then(|mut q| (!q.is_empty()).then(|| q.remove(0)))
-                {
-                    let _guard = sc.heavy.then(|| heavy.lock());
+                while let Some(sc) = next(&queue, &heavy) {
                     let started = Instant::now();
                     eprintln!("detect: {} ({} s) ...", sc.name, sc.total_s);
-                    match run(&sc, &out.join(sc.name)) {
+                    // A helper's panic (a namespace that cannot be made) is
+                    // this scenario's error, not the suite's end.
+                    let dir = out.join(sc.name);
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&sc, &dir)))
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked (see above)")));
+                    match result {
                         Ok(()) => eprintln!(
                             "detect: {} recorded in {:.0} s",
                             sc.name,
@@ -77,6 +107,11 @@ fn run_all(scenarios: &[Scenario], out: &Path, jobs: usize) -> Result<()> {
                                 v.push(format!("{}: {e:#}", sc.name));
                             }
                         }
+                    }
+                    if sc.heavy
+                        && let Ok(mut busy) = heavy.lock()
+                    {
+                        *busy = false;
                     }
                 }
             })
@@ -112,53 +147,65 @@ fn names_port(log: &str, sc: &Scenario) -> Option<bool> {
     if sc.incident { checked } else { None }
 }
 
-fn score(sc: &Scenario, dir: &Path) -> Result<Row> {
+fn score(sc: &Scenario, dir: &Path) -> Result<Vec<Row>> {
     let rec = Recording::load(&dir.join("recording.json"))?;
     let meta: Meta = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
     let rules_file = repo().join("deploy/prometheus/rules.yml");
     let end = rec.t.last().map_or(sc.total_s, |t| *t as u64);
     let mut rules = Vec::new();
     for (scrape, eval, _) in RULE_SETTINGS {
-        let t = rules_timeline(&rec, &rules_file, *scrape, *eval, end, dir)?;
-        rules.push(t.score(sc, sc.expect, sc.allow, RULES_GOAL_S));
+        rules.push(rules_timeline(&rec, &rules_file, *scrape, *eval, end, dir)?);
     }
-    let detector = detector_timeline(&rec).score(
-        sc,
-        sc.detector_expect,
-        sc.detector_allow,
-        DETECTOR_RESOLVE_GOAL_S,
-    );
+    let detector = detector_timeline(&rec);
     let pcap = dir.join("capture.pcap");
     let replay = if pcap.exists() {
-        let t = replay_timeline(&binary(), &pcap, meta.t0_epoch, end)?;
-        Some(t.score(
-            sc,
-            sc.detector_expect,
-            sc.detector_allow,
-            DETECTOR_RESOLVE_GOAL_S,
-        ))
+        Some(replay_timeline(&binary(), &pcap, meta.t0_epoch, end)?)
     } else {
         None
     };
+    let live = match std::fs::read_to_string(dir.join("prometheus.json")) {
+        Ok(body) => Some(prometheus_timeline(&body, meta.t0_epoch, 5, end)?),
+        Err(_) => None,
+    };
     let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
     let note = match sc.event {
-        handshake_tests::detect::scenario::Event::Flood { .. }
-        | handshake_tests::detect::scenario::Event::ClosedPortScan { .. } => {
-            format!("{} frames sent", meta.sent)
-        }
+        Event::Flood { .. } | Event::ClosedPortScan { .. } => format!("{} frames sent", meta.sent),
         _ => format!(
             "clients: {} connected, {} refused, {} failed",
             meta.clients_connected, meta.clients_refused, meta.clients_failed
         ),
     };
-    Ok(Row {
-        scenario: sc.clone(),
-        rules,
-        detector,
-        replay,
-        detector_named_port: names_port(&log, sc),
-        note,
-    })
+    Ok(sc
+        .parts()
+        .into_iter()
+        .map(|(part, from, to)| {
+            let grade = |t: &Timeline, expect: &[&str], allow: &[&str], grace: f64| {
+                t.between(from, to).score(&part, expect, allow, grace)
+            };
+            let detector_grade = |t: &Timeline| {
+                grade(
+                    t,
+                    part.detector_expect,
+                    part.detector_allow,
+                    DETECTOR_RESOLVE_GOAL_S,
+                )
+            };
+            Row {
+                rules: rules
+                    .iter()
+                    .map(|t| grade(t, part.expect, part.allow, RULES_GOAL_S))
+                    .collect(),
+                detector: detector_grade(&detector),
+                replay: replay.as_ref().map(detector_grade),
+                live: live
+                    .as_ref()
+                    .map(|t| grade(t, part.expect, part.allow, RULES_GOAL_S)),
+                detector_named_port: names_port(&log, &part),
+                note: note.clone(),
+                scenario: part,
+            }
+        })
+        .collect())
 }
 
 fn main_inner(args: Args) -> Result<bool> {
@@ -188,7 +235,29 @@ fn main_inner(args: Args) -> Result<bool> {
     }
     let mut rows = Vec::new();
     for sc in &scenarios {
-        rows.push(score(sc, &out.join(sc.name)).with_context(|| sc.name.to_owned())?);
+        rows.extend(score(sc, &out.join(sc.name)).with_context(|| sc.name.to_owned())?);
+    }
+    if !args.write_tests.is_empty() {
+        let rules = std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml"))?;
+        let mut file = String::from(
+            "# promtool test rules recorded_test.yml   (run by `cargo xtask test`)\n#\n\
+             # Series recorded from real traffic by `cargo xtask detect --write-tests`,\n\
+             # every 5 s: what the goals say must hold on each (nothing before the\n\
+             # onset, the expected page 3 minutes after it, nothing 3 minutes after\n\
+             # the end; nothing at all on a benign event).\n\
+             rule_files:\n  - rules.yml\n\nevaluation_interval: 15s\n\ntests:\n",
+        );
+        for name in &args.write_tests {
+            let sc = all()
+                .into_iter()
+                .find(|s| s.name == name)
+                .with_context(|| format!("--write-tests: no scenario {name}"))?;
+            let rec = Recording::load(&out.join(sc.name).join("recording.json"))?;
+            file.push_str(&recorded_test(&sc, &rec, &rules, 5));
+            file.push('\n');
+        }
+        std::fs::write(repo().join("deploy/prometheus/recorded_test.yml"), file)?;
+        eprintln!("wrote deploy/prometheus/recorded_test.yml");
     }
     let text = table(&rows);
     println!("{text}");

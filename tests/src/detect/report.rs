@@ -22,6 +22,8 @@ pub struct Row {
     pub rules: Vec<Score>,
     pub detector: Score,
     pub replay: Option<Score>,
+    /// A real Prometheus scraping and evaluating every 5 s (the lab only).
+    pub live: Option<Score>,
     /// Whether the live detector's firing line named port 8080.
     pub detector_named_port: Option<bool>,
     pub note: String,
@@ -64,6 +66,10 @@ impl Row {
             .filter(|(_, (_, _, graded))| *graded)
             .all(|(i, _)| self.rules_met(i))
             && self.detector_met()
+            && self
+                .live
+                .as_ref()
+                .is_none_or(|s| met(s, self.scenario.incident, RULES_GOAL_S, RULES_GOAL_S))
     }
 }
 
@@ -93,11 +99,13 @@ pub fn table(rows: &[Row]) -> String {
             if *graded { "" } else { " (ungraded)" }
         );
     }
-    out.push_str("detector live | detector in replay | goals |\n| --- | --- |");
+    out.push_str(
+        "real Prometheus, scrape 5s eval 5s | detector live | detector in replay | goals |\n| --- | --- |",
+    );
     for _ in RULE_SETTINGS {
         out.push_str(" --- |");
     }
-    out.push_str(" --- | --- | --- |\n");
+    out.push_str(" --- | --- | --- | --- |\n");
     for r in rows {
         let sc = &r.scenario;
         let _ = write!(
@@ -109,6 +117,12 @@ pub fn table(rows: &[Row]) -> String {
         );
         for s in &r.rules {
             let _ = write!(out, "{} | ", cell(s, sc.incident));
+        }
+        match &r.live {
+            Some(s) => {
+                let _ = write!(out, "{} | ", cell(s, sc.incident));
+            }
+            None => out.push_str("- | "),
         }
         let named = match r.detector_named_port {
             Some(false) => " · **port not named**",

@@ -20,6 +20,7 @@ use super::{
 use crate::{
     agent::Agent,
     netns::{CLIENT_IF, SERVER_IF, Topology},
+    prometheus::Prometheus,
 };
 
 /// What a run leaves beside its recording.
@@ -79,6 +80,9 @@ pub fn run(sc: &Scenario, dir: &Path) -> Result<()> {
     let server = Server::start(&topo.server, PORT, sc.backlog);
     // Default flags: every interface, the host's listening ports.
     let agent = Agent::start(&topo.server, &[]);
+    let prometheus = sc
+        .prometheus
+        .then(|| Prometheus::start_every(&topo.server, agent.addr, 5, 5));
     let mut tcpdump = capture(&topo, &dir.join("capture.pcap"))?;
     // tcpdump needs a moment to attach before the first frame.
     thread::sleep(Duration::from_millis(500));
@@ -121,7 +125,22 @@ pub fn run(sc: &Scenario, dir: &Path) -> Result<()> {
         Event::Flood { .. } | Event::ClosedPortScan { .. } => {}
     }
 
+    if let Some((dead, back)) = sc.then_dead {
+        sleep_until(t0, dead);
+        server.set(Mode::Closed);
+        sleep_until(t0, back);
+        server.set(Mode::Serve);
+    }
     sleep_until(t0, sc.total_s);
+    if let Some(p) = &prometheus {
+        let end = t0_epoch + sc.total_s as f64;
+        let q = "count by (alertname, port) (ALERTS{alertstate=\"firing\"})";
+        let body = p
+            .query_range(&topo.server, q, t0_epoch, end, 5)
+            .context("query the real Prometheus")?;
+        std::fs::write(dir.join("prometheus.json"), body)?;
+    }
+    drop(prometheus);
     let tally = std::sync::Arc::clone(&clients.tally);
     drop(clients);
     let recording = recorder.finish();

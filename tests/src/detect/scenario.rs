@@ -63,6 +63,53 @@ pub struct Scenario {
     pub detector_allow: &'static [&'static str],
     /// Runs alone (floods at thousands of packets per second).
     pub heavy: bool,
+    /// After the event: the listener is closed at `.0` and back at `.1`
+    /// seconds, a second incident (the lab).
+    pub then_dead: Option<(u64, u64)>,
+    /// Also a real Prometheus with the shipped rules, scraping and
+    /// evaluating every 5 s, queried for its alerts at the end.
+    pub prometheus: bool,
+}
+
+impl Scenario {
+    /// The incidents to score apart, each with the span of the recording
+    /// that belongs to it: the scenario itself, or for the lab its flood
+    /// and then its dead listener.
+    pub fn parts(&self) -> Vec<(Scenario, f64, f64)> {
+        let Some((dead, back)) = self.then_dead else {
+            return vec![(self.clone(), 0.0, self.total_s as f64)];
+        };
+        let split = self.end_s + 180;
+        vec![
+            (
+                Scenario {
+                    name: "lab: flood",
+                    total_s: dead,
+                    then_dead: None,
+                    ..self.clone()
+                },
+                0.0,
+                dead as f64,
+            ),
+            (
+                Scenario {
+                    name: "lab: server killed",
+                    about: "then the server is killed (RST) for 3 minutes, under 7/s",
+                    event: Event::Dead,
+                    start_s: dead,
+                    end_s: back,
+                    expect: &["TCPHandshakeListenerRefusing"],
+                    allow: &[],
+                    detector_expect: &["listener_refusing"],
+                    detector_allow: &[],
+                    then_dead: None,
+                    ..self.clone()
+                },
+                split as f64,
+                self.total_s as f64,
+            ),
+        ]
+    }
 }
 
 const BASE: u64 = 60;
@@ -100,6 +147,8 @@ fn incident(
         detector_expect,
         detector_allow: &[],
         heavy: false,
+        then_dead: None,
+        prometheus: false,
     }
 }
 
@@ -119,6 +168,8 @@ fn benign(name: &'static str, about: &'static str, event: Event) -> Scenario {
         detector_expect: &[],
         detector_allow: &[],
         heavy: false,
+        then_dead: None,
+        prometheus: false,
     }
 }
 
@@ -206,6 +257,18 @@ pub fn all() -> Vec<Scenario> {
                 },
                 &["TCPHandshakeSynCookies"],
                 &["syn_cookies"],
+            )
+        },
+        Scenario {
+            then_dead: Some((480, 660)),
+            end_s: 240,
+            total_s: 780,
+            prometheus: true,
+            ..flood(
+                "lab",
+                "a real Prometheus (5 s scrape and evaluation, shipped rules): 7/s clients, a 2000/s spoofed flood for 3 minutes",
+                2000.0,
+                None,
             )
         },
         incident(
