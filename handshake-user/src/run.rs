@@ -47,7 +47,10 @@ fn lock(shared: &SharedRef) -> Result<std::sync::MutexGuard<'_, Shared>> {
         .map_err(|_| anyhow!("agent state lock poisoned"))
 }
 
-/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns reads.
+/// The kernel's CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads,
+/// which the flow table's ages are measured on. In a time namespace
+/// (`unshare --time`) this process's CLOCK_MONOTONIC is offset from it; the
+/// offset is taken back out, so ages stay right.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -55,9 +58,45 @@ pub fn monotonic_ns() -> u64 {
     };
     // SAFETY: a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    let ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+    u64::try_from(ns - i128::from(time_namespace_offset_ns())).unwrap_or(0)
+}
+
+/// This process's time namespace offset of CLOCK_MONOTONIC, in ns (0 outside
+/// one, or where the kernel has no time namespaces).
+fn time_namespace_offset_ns() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/timens_offsets")
+            .ok()
+            .and_then(|text| parse_timens_offset(&text))
+            .unwrap_or(0)
+    })
+}
+
+/// The monotonic line of /proc/PID/timens_offsets: `monotonic <s> <ns>`.
+fn parse_timens_offset(text: &str) -> Option<i64> {
+    let line = text.lines().find(|l| l.starts_with("monotonic"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let secs: i64 = fields.next()?.parse().ok()?;
+    let nanos: i64 = fields.next()?.parse().ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::parse_timens_offset;
+
+    #[test]
+    fn time_namespace_offsets_are_read() {
+        let text = "monotonic      100000         5\nboottime            0         0\n";
+        assert_eq!(parse_timens_offset(text), Some(100_000_000_000_005));
+        assert_eq!(
+            parse_timens_offset("monotonic -20 0\nboottime 0 0\n"),
+            Some(-20_000_000_000)
+        );
+        assert_eq!(parse_timens_offset("boottime 0 0\n"), None);
+    }
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -67,8 +106,9 @@ fn check_bpffs(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create --pin-path {}", dir.display()))?;
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .context("--pin-path has a NUL byte")?;
-    // SAFETY: a valid C string and a zeroed statfs to fill.
+    // SAFETY: all-zero bytes are a valid statfs.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statfs to fill.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
         anyhow::bail!(
             "--pin-path {} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)",

@@ -60,9 +60,34 @@ impl Agent {
         Self::launch(bin, ns, args, &[], None)
     }
 
+    /// As [`Agent::start`], in a time namespace of its own whose
+    /// CLOCK_MONOTONIC is `offset_s` seconds off the kernel's.
+    pub fn start_in_time_namespace(ns: &Netns, offset_s: i64, args: &[&str]) -> Self {
+        let offset = format!("--monotonic={offset_s}");
+        let prefix = [
+            "unshare",
+            "--time",
+            "--fork",
+            "--kill-child=SIGTERM",
+            offset.as_str(),
+        ];
+        Self::launch_with(&binary(), ns, &prefix, args, &[], None)
+    }
+
     fn launch(
         bin: &Path,
         ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &str)],
+        addr: Option<&str>,
+    ) -> Self {
+        Self::launch_with(bin, ns, &[], args, env, addr)
+    }
+
+    fn launch_with(
+        bin: &Path,
+        ns: &Netns,
+        prefix: &[&str],
         args: &[&str],
         env: &[(&str, &str)],
         addr: Option<&str>,
@@ -71,6 +96,7 @@ impl Agent {
         let file = std::fs::File::create(&log).expect("create agent log");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns.name])
+            .args(prefix)
             .arg(bin)
             .arg("run")
             .args(args);

@@ -1,6 +1,6 @@
 //! Helpers for the privileged integration tests.
 //!
-//! Network safety (DEVELOPERS.md): all traffic runs between namespaces the
+//! Network safety (CONTRIBUTING.md): all traffic runs between namespaces the
 //! test creates (client and server each in its own, never the root one),
 //! joined by veth, addressed from 198.18.0.0/15, with no default route, and
 //! deleted when the test ends, even when it fails.

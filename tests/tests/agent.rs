@@ -190,6 +190,60 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
     );
 }
 
+/// In a time namespace the agent's CLOCK_MONOTONIC is offset from the
+/// kernel's, which the flow table's ages are on: ahead, 3-second-old
+/// handshakes once read as 100000 s old and timed out at once; behind, they
+/// never expired. Both ways, 12 spoofed SYNs are half-open (their age under
+/// the timeout), then time out after it.
+#[test]
+fn ages_are_right_in_a_time_namespace() {
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .expect("/proc/uptime");
+    for offset in [100_000, -((uptime / 2.0) as i64)] {
+        let topo = Topology::new();
+        listen(&topo, 8080);
+        let agent = Agent::start_in_time_namespace(
+            &topo.server,
+            offset,
+            &[
+                "--iface",
+                SERVER_IF,
+                "--handshake-timeout",
+                "3s",
+                "--scan-interval",
+                "200ms",
+                "--listener-ports",
+                "8080",
+            ],
+        );
+        spoofed_syns(&topo, 8080, 12);
+        let e = agent.wait_for(&topo.server, WAIT, "12 half-open", |e| {
+            v(e, "tcp_handshake_half_open", &[("stage", "syn_received")]) == 12.0
+        });
+        let age = v(
+            &e,
+            "tcp_handshake_half_open_oldest_seconds",
+            &[("stage", "syn_received")],
+        );
+        assert!(age < 3.0, "offset {offset}: oldest {age} s");
+        assert_eq!(
+            v(&e, "tcp_handshake_timeouts_total", &[]),
+            0.0,
+            "offset {offset}"
+        );
+        agent.wait_for(&topo.server, WAIT, "12 timeouts", |e| {
+            v(
+                e,
+                "tcp_handshake_timeouts_total",
+                &[("stage", "syn_received")],
+            ) == 12.0
+                && v(e, "tcp_handshake_half_open", &[]) == 0.0
+        });
+    }
+}
+
 /// Per-listener funnels: a tracked port gets its own series, the rest go to
 /// port="other"; and the completion ratio follows the traffic.
 /// `--syn-insert-budget N` reaches the kernel: of 10 new SYNs in a burst

@@ -196,10 +196,16 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Test { args } => {
             setup::ensure()?;
-            let tx_before = setup::uplink_tx_packets();
-            // The integration tests start the agent binary: build it first.
+            // The integration tests start the agent binary: build it, and
+            // every test, before the traffic window opens (crate downloads
+            // are not test traffic).
+            // One format, and the workspace's lints, before anything runs.
+            cargo(&["fmt", "--all", "--check"])?;
+            cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             cargo(&["build", "--package", "handshake-user"])?;
+            cargo(&["test", "--no-run"])?;
             let bin = workspace_root().join("target/debug/handshake-monitor");
+            let tx_before = setup::uplink_tx_packets();
             // The default members: every crate but the bpf-only kernel programs.
             let mut test = vec!["test", "--no-fail-fast", "--"];
             test.extend(args.iter().map(String::as_str));

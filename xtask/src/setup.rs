@@ -38,6 +38,7 @@ pub fn ensure() -> Result<()> {
         bail!("setup installs packages and the tests load BPF programs: run as root");
     }
     ensure_rust_src()?;
+    ensure_lint_tools()?;
     let mut missing: Vec<&str> = LLVM_PACKAGES
         .iter()
         .copied()
@@ -98,6 +99,30 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
         bail!("could not {what} ({status})");
     }
     Ok(())
+}
+
+/// rustfmt and clippy on the toolchain that builds the agent: `cargo xtask
+/// test` checks the format and the lints.
+fn ensure_lint_tools() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+        .context("rustup not found: install Rust with rustup first")?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = ["rustfmt", "clippy"]
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    say(&format!("adding {}", missing.join(" and ")));
+    run(
+        Command::new("rustup")
+            .args(["component", "add"])
+            .args(&missing),
+        "add rustfmt and clippy",
+    )
 }
 
 fn ensure_rust_src() -> Result<()> {

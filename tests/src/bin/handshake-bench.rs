@@ -6,7 +6,7 @@
 //! pick instead (connections/s) · B4 flood survival · B5 the agent (scan,
 //! CPU, memory, scrape latency) · B6 conservation (sent = counted).
 //!
-//! Traffic follows DEVELOPERS.md's network safety rules: namespaces made
+//! Traffic follows CONTRIBUTING.md's network safety rule: namespaces made
 //! here, 198.18.0.0/15, no default route, deleted at the end.
 use std::{
     fmt::Write as _,

@@ -355,6 +355,79 @@ pub fn replay_timeline(bin: &Path, pcap: &Path, t0_epoch: f64, end_s: u64) -> Re
     })
 }
 
+/// The names of the metrics `rules` reads.
+pub fn metrics_read_by(rules: &str) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("tcp_handshake_") && !t.contains(':'))
+        .map(str::to_owned)
+        .collect();
+    names.insert("up".to_owned());
+    names
+}
+
+/// A promtool test of the shipped rules on a recorded scenario: its series
+/// (those the rules read) every `interval_s`, and what the goals say must
+/// hold: nothing firing before the onset; the expected alerts (with
+/// port="8080" for the per-port ones) firing 3 minutes after it; nothing 3
+/// minutes after the end. A benign scenario: nothing, ever.
+pub fn recorded_test(sc: &Scenario, rec: &Recording, rules: &str, interval_s: u64) -> String {
+    let keep = metrics_read_by(rules);
+    let mut filtered = Recording {
+        t: rec.t.clone(),
+        series: BTreeMap::new(),
+    };
+    for (series, values) in &rec.series {
+        let name = series.split('{').next().unwrap_or(series);
+        if keep.contains(name) {
+            filtered.series.insert(series.clone(), values.clone());
+        }
+    }
+    let end = rec.t.last().map_or(sc.total_s, |t| *t as u64);
+    let mut out = format!(
+        "  # {}: {} (recorded by `cargo xtask detect`; {} from {} s to {} s)\n  - interval: {interval_s}s\n    input_series:\n",
+        sc.name,
+        sc.about,
+        if sc.incident { "incident" } else { "event" },
+        sc.start_s,
+        sc.end_s
+    );
+    out.push_str(&input_series(&filtered, interval_s, end));
+    out.push_str("    promql_expr_test:\n");
+    let none = |out: &mut String, t: u64| {
+        let _ = writeln!(
+            out,
+            "      - expr: 'ALERTS{{alertstate=\"firing\"}}'\n        eval_time: {t}s\n        exp_samples: []"
+        );
+    };
+    if sc.incident {
+        none(&mut out, sc.start_s.saturating_sub(5));
+        let names = sc.expect.join("|");
+        let _ = writeln!(
+            out,
+            "      - expr: 'count by (alertname, port) (ALERTS{{alertstate=\"firing\",alertname=~\"{names}\"}})'\n        eval_time: {}s\n        exp_samples:",
+            sc.start_s + 180
+        );
+        for a in sc.expect {
+            let port = if a.contains("Listener") {
+                format!(",port=\"{PORT}\"")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "          - labels: '{{alertname=\"{a}\"{port}}}'\n            value: 1"
+            );
+        }
+        none(&mut out, (sc.end_s + 180).min(end));
+    } else {
+        for t in [sc.start_s, sc.end_s, (sc.end_s + 60).min(end)] {
+            none(&mut out, t);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,77 +490,4 @@ mod tests {
         let other = timeline(&[(150.0, &["TCPHandshakeListenerRefusing{port=9437}"])]);
         assert_eq!(other.score(&sc, sc.expect, sc.allow, 180.0).fire_s, None);
     }
-}
-
-/// The names of the metrics `rules` reads.
-pub fn metrics_read_by(rules: &str) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .filter(|t| t.starts_with("tcp_handshake_") && !t.contains(':'))
-        .map(str::to_owned)
-        .collect();
-    names.insert("up".to_owned());
-    names
-}
-
-/// A promtool test of the shipped rules on a recorded scenario: its series
-/// (those the rules read) every `interval_s`, and what the goals say must
-/// hold: nothing firing before the onset; the expected alerts (with
-/// port="8080" for the per-port ones) firing 3 minutes after it; nothing 3
-/// minutes after the end. A benign scenario: nothing, ever.
-pub fn recorded_test(sc: &Scenario, rec: &Recording, rules: &str, interval_s: u64) -> String {
-    let keep = metrics_read_by(rules);
-    let mut filtered = Recording {
-        t: rec.t.clone(),
-        series: BTreeMap::new(),
-    };
-    for (series, values) in &rec.series {
-        let name = series.split('{').next().unwrap_or(series);
-        if keep.contains(name) {
-            filtered.series.insert(series.clone(), values.clone());
-        }
-    }
-    let end = rec.t.last().map_or(sc.total_s, |t| *t as u64);
-    let mut out = format!(
-        "  # {}: {} (recorded by `cargo xtask detect`; {} from {} s to {} s)\n  - interval: {interval_s}s\n    input_series:\n",
-        sc.name,
-        sc.about,
-        if sc.incident { "incident" } else { "event" },
-        sc.start_s,
-        sc.end_s
-    );
-    out.push_str(&input_series(&filtered, interval_s, end).replace("\n      ", "\n      "));
-    out.push_str("    promql_expr_test:\n");
-    let none = |out: &mut String, t: u64| {
-        let _ = writeln!(
-            out,
-            "      - expr: 'ALERTS{{alertstate=\"firing\"}}'\n        eval_time: {t}s\n        exp_samples: []"
-        );
-    };
-    if sc.incident {
-        none(&mut out, sc.start_s.saturating_sub(5));
-        let names = sc.expect.join("|");
-        let _ = writeln!(
-            out,
-            "      - expr: 'count by (alertname, port) (ALERTS{{alertstate=\"firing\",alertname=~\"{names}\"}})'\n        eval_time: {}s\n        exp_samples:",
-            sc.start_s + 180
-        );
-        for a in sc.expect {
-            let port = if a.contains("Listener") {
-                format!(",port=\"{PORT}\"")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                out,
-                "          - labels: '{{alertname=\"{a}\"{port}}}'\n            value: 1"
-            );
-        }
-        none(&mut out, (sc.end_s + 180).min(end));
-    } else {
-        for t in [sc.start_s, sc.end_s, (sc.end_s + 60).min(end)] {
-            none(&mut out, t);
-        }
-    }
-    out
 }
