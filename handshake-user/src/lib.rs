@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod batch;
+pub mod bpffs;
 pub mod check;
 pub mod cleanup;
 pub mod cli;

@@ -3,7 +3,6 @@
 //! listening ports, and runs the detector. SIGINT and SIGTERM stop it;
 //! without --pin-path everything is detached, with it the programs stay.
 use std::{
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -99,25 +98,6 @@ mod clock_tests {
     }
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-fn check_bpffs(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create --pin-path {}", dir.display()))?;
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .context("--pin-path has a NUL byte")?;
-    // SAFETY: all-zero bytes are a valid statfs.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a statfs to fill.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
-        anyhow::bail!(
-            "--pin-path {} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
 /// The detector's settings from the command line, validated.
 pub fn thresholds(args: &DetectorArgs, timeout: Duration) -> Result<Thresholds> {
     let t = Thresholds {
@@ -147,7 +127,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     privileges::check()?;
     if let Some(dir) = &args.pin_path {
-        check_bpffs(dir)?;
+        crate::bpffs::ensure_pin_dir(dir)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -516,6 +516,25 @@ fn restarts_with_pin_path_lose_nothing() {
     }
 }
 
+/// `cleanup` removes only its own pins: a directory that is not on a BPF
+/// filesystem is refused, and what is in it stays (it once removed every
+/// file under DIR/maps and DIR/links, wherever DIR was).
+#[test]
+fn cleanup_refuses_what_is_not_its_pins() {
+    let dir = std::env::temp_dir().join(format!("hm-cleanup-{}", std::process::id()));
+    let files = [dir.join("maps/COUNTERS"), dir.join("links/2-eth0-tc")];
+    for f in &files {
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("dir");
+        std::fs::write(f, "not a pin").expect("file");
+    }
+    let out = run_to_exit(&[], &["cleanup", "--pin-path", &dir.to_string_lossy()], &[]);
+    assert_one_line_error(&out, "is not on a BPF filesystem: not a --pin-path");
+    for f in &files {
+        assert!(f.exists(), "{} left alone", f.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Without --pin-path nothing is left behind, on SIGTERM or SIGINT, with
 /// ingress on TC (the default on veth) or on XDP.
 #[test]
