@@ -269,21 +269,42 @@ impl Attachments {
         }
     }
 
-    /// Removes pins of interfaces that no longer exist (left by an agent that
-    /// was stopped while they went away).
-    pub fn prune_stale_pins(&self, existing: &[Interface]) {
-        let Some(dir) = &self.links_dir else { return };
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let index: Option<u32> = name.split('-').next().and_then(|i| i.parse().ok());
-            let alive = existing.iter().any(|i| {
-                Some(i.index) == index && name.starts_with(&format!("{}-{}-", i.index, i.name))
-            });
-            if !alive {
-                let _ = fs::remove_file(entry.path());
+    /// Forgets what an agent stopped while interfaces went away left behind:
+    /// their pins, and their counter slots (else every restart on a host
+    /// with churning interfaces would leak slots until new interfaces all
+    /// fell into iface="other"). A slot is kept only for an interface that
+    /// still exists under the same index and name, known by its pins.
+    pub fn prune_stale(&mut self, probe: &mut Probe, existing: &[Interface]) {
+        let mut alive_indexes = BTreeSet::new();
+        if let Some(dir) = &self.links_dir
+            && let Ok(entries) = fs::read_dir(dir)
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let index: Option<u32> = name.split('-').next().and_then(|i| i.parse().ok());
+                let alive = existing.iter().find(|i| {
+                    Some(i.index) == index && name.starts_with(&format!("{}-{}-", i.index, i.name))
+                });
+                match alive {
+                    Some(i) => {
+                        alive_indexes.insert(i.index);
+                    }
+                    None => {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        let stale: Vec<u32> = self
+            .inherited
+            .keys()
+            .copied()
+            .filter(|index| !alive_indexes.contains(index))
+            .collect();
+        for index in stale {
+            self.inherited.remove(&index);
+            if let Err(e) = probe.set_iface_slot(index, OTHER_IFACE_SLOT) {
+                log::warn!("releasing the counter slot of ifindex {index}: {e:#}");
             }
         }
     }

@@ -166,7 +166,7 @@ async fn serve(
         args.xdp_mode,
         !args.no_egress,
     )?;
-    attachments.prune_stale_pins(&interfaces::up().unwrap_or_default());
+    attachments.prune_stale(&mut probe, &interfaces::up().unwrap_or_default());
     for iface in &targets {
         match attachments.attach(&mut probe, iface) {
             Ok(()) => {}

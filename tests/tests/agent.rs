@@ -665,6 +665,65 @@ fn interfaces_that_come_and_go_do_not_stop_the_agent() {
     assert!(agent.stop(), "still running, exits cleanly");
 }
 
+/// `n` veth pairs inside `ns` (`{prefix}a{i}` and `{prefix}b{i}`), up.
+fn veth_pairs(ns: &Netns, prefix: &str, n: usize) {
+    for i in 0..n {
+        let (a, b) = (format!("{prefix}a{i}"), format!("{prefix}b{i}"));
+        ns.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])
+            .expect("veth pair");
+        ns.ip(&["link", "set", &a, "up"]).expect("up");
+        ns.ip(&["link", "set", &b, "up"]).expect("up");
+    }
+}
+
+/// The `iface` labels of an exposition that start with `prefix`.
+fn iface_labels(e: &Exposition, prefix: &str) -> std::collections::BTreeSet<String> {
+    e.text
+        .split("iface=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Interfaces that vanish while a pinned agent is down give their counter
+/// slots back at its restart: after 30 went away, 40 new ones all get their
+/// own label (the slots once stayed taken, and 9 of the 40 were counted as
+/// iface="other" for good).
+#[test]
+fn a_pinned_restart_reclaims_the_slots_of_vanished_interfaces() {
+    let topo = Topology::new();
+    let bpffs = BpfFs::new("slots");
+    let pin = bpffs.pin_path();
+    let args = ["--pin-path", pin.as_str(), "--scan-interval", "200ms"];
+    let first = Agent::start(&topo.server, &args);
+    veth_pairs(&topo.server, "x", 15);
+    first.wait_for(&topo.server, WAIT, "30 interfaces attached", |e| {
+        iface_labels(e, "x").len() == 30
+    });
+    assert!(first.stop(), "clean exit");
+    for i in 0..15 {
+        // Deleting one end deletes its peer.
+        topo.server
+            .ip(&["link", "del", &format!("xa{i}")])
+            .expect("delete");
+    }
+    let second = Agent::start(&topo.server, &args);
+    veth_pairs(&topo.server, "y", 20);
+    let e = second.wait_for(&topo.server, WAIT, "40 new interfaces", |e| {
+        iface_labels(e, "y").len() == 40
+    });
+    assert!(iface_labels(&e, "x").is_empty(), "the vanished are gone");
+    assert!(second.stop());
+    let out = run_to_exit(&[], &["cleanup", "--pin-path", &pin], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     let tmp = std::env::temp_dir().join(format!("hm-bad-{}", std::process::id()));
