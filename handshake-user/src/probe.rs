@@ -127,6 +127,89 @@ pub struct Probe {
     listener_slots: Vec<(u16, u32)>,
 }
 
+/// Reads a per-CPU array whole, in one batch, summing over CPUs.
+fn sum_per_cpu(
+    fd: std::os::fd::BorrowedFd<'_>,
+    cpus: usize,
+    name: &str,
+    len: u32,
+) -> Result<Vec<u64>> {
+    let mut out = vec![0u64; len as usize];
+    let row = 8 * cpus;
+    batch::lookup_all(fd, 4, row, len, |key, value| {
+        let index = u32::from_ne_bytes(key.try_into().unwrap_or_default()) as usize;
+        if let Some(slot) = out.get_mut(index) {
+            *slot = value
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+                .sum();
+        }
+    })
+    .with_context(|| format!("reading {name}"))?;
+    Ok(out)
+}
+
+/// The funnels of the ports in `slots` (port, slot), summed over CPUs,
+/// sorted by port; port 0 is every other port.
+fn read_listeners(
+    fd: std::os::fd::BorrowedFd<'_>,
+    cpus: usize,
+    slots: &[(u16, u32)],
+) -> Result<Vec<(u16, ListenerCounters)>> {
+    let mut ports = slots.to_vec();
+    ports.push((OTHER_PORT, 0));
+    let row = size_of::<ListenerCounters>().div_ceil(8) * 8;
+    let mut by_slot = vec![ListenerCounters::default(); MAX_LISTENERS as usize];
+    batch::lookup_all(fd, 4, row * cpus, MAX_LISTENERS, |k, v| {
+        let slot = u32::from_ne_bytes(k.try_into().unwrap_or_default()) as usize;
+        if let Some(total) = by_slot.get_mut(slot) {
+            for cpu in v.chunks_exact(row) {
+                // SAFETY: the kernel wrote a `#[repr(C)]` Pod value per CPU.
+                *total += unsafe { cpu.as_ptr().cast::<ListenerCounters>().read_unaligned() };
+            }
+        }
+    })?;
+    let mut out: Vec<(u16, ListenerCounters)> = ports
+        .into_iter()
+        .map(|(p, s)| (p, by_slot.get(s as usize).copied().unwrap_or_default()))
+        .collect();
+    out.sort_by_key(|(p, _)| *p);
+    Ok(out)
+}
+
+/// Second handles on the counter maps (see [`Probe::counter_reader`]).
+pub struct CounterReader {
+    counters: std::os::fd::OwnedFd,
+    latency: std::os::fd::OwnedFd,
+    listeners: std::os::fd::OwnedFd,
+    cpus: usize,
+}
+
+impl CounterReader {
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        sum_per_cpu(
+            self.counters.as_fd(),
+            self.cpus,
+            map_names::COUNTERS,
+            COUNTERS_LEN,
+        )
+    }
+
+    pub fn latency(&self) -> Result<Vec<u64>> {
+        sum_per_cpu(
+            self.latency.as_fd(),
+            self.cpus,
+            map_names::LATENCY,
+            LATENCY_LEN,
+        )
+    }
+
+    /// The funnels of the ports in `slots`, as [`Probe::listeners`].
+    pub fn listeners(&self, slots: &[(u16, u32)]) -> Result<Vec<(u16, ListenerCounters)>> {
+        read_listeners(self.listeners.as_fd(), self.cpus, slots)
+    }
+}
+
 /// A second handle on the flow table, for reading it in place without
 /// holding whatever guards the [`Probe`].
 pub struct FlowReader {
@@ -390,32 +473,43 @@ impl Probe {
         Ok(())
     }
 
-    /// Reads a per-CPU array whole, in one batch, summing over CPUs.
-    fn sum_per_cpu(&self, name: &str, len: u32) -> Result<Vec<u64>> {
-        let map = map_data(&self.ebpf, name)?;
-        let mut out = vec![0u64; len as usize];
-        let row = 8 * self.cpus;
-        batch::lookup_all(map.fd().as_fd(), 4, row, len, |key, value| {
-            let index = u32::from_ne_bytes(key.try_into().unwrap_or_default()) as usize;
-            if let Some(slot) = out.get_mut(index) {
-                *slot = value
-                    .chunks_exact(8)
-                    .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
-                    .sum();
-            }
-        })
-        .with_context(|| format!("reading {name}"))?;
-        Ok(out)
-    }
-
     /// The `COUNTERS` array summed over CPUs (see `handshake_common::counters`).
     pub fn counters(&self) -> Result<Vec<u64>> {
-        self.sum_per_cpu(map_names::COUNTERS, COUNTERS_LEN)
+        let map = map_data(&self.ebpf, map_names::COUNTERS)?;
+        sum_per_cpu(
+            map.fd().as_fd(),
+            self.cpus,
+            map_names::COUNTERS,
+            COUNTERS_LEN,
+        )
     }
 
     /// The `LATENCY` array summed over CPUs (see `handshake_common::histogram`).
     pub fn latency(&self) -> Result<Vec<u64>> {
-        self.sum_per_cpu(map_names::LATENCY, LATENCY_LEN)
+        let map = map_data(&self.ebpf, map_names::LATENCY)?;
+        sum_per_cpu(map.fd().as_fd(), self.cpus, map_names::LATENCY, LATENCY_LEN)
+    }
+
+    /// Second handles on the counter maps, for scrapes that must not wait
+    /// for whatever guards the [`Probe`] (attaching to new interfaces).
+    pub fn counter_reader(&self) -> Result<CounterReader> {
+        let dup = |name: &str| -> Result<std::os::fd::OwnedFd> {
+            Ok(map_data(&self.ebpf, name)?
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()?)
+        };
+        Ok(CounterReader {
+            counters: dup(map_names::COUNTERS)?,
+            latency: dup(map_names::LATENCY)?,
+            listeners: dup(map_names::LISTENERS)?,
+            cpus: self.cpus,
+        })
+    }
+
+    /// The tracked ports and their slots.
+    pub fn listener_slots(&self) -> Vec<(u16, u32)> {
+        self.listener_slots.clone()
     }
 
     /// Every handshake in progress, read in place.
@@ -604,33 +698,8 @@ impl Probe {
     /// Each tracked port's funnel, summed over CPUs, sorted by port; port 0
     /// is every other port.
     pub fn listeners(&self) -> Result<Vec<(u16, ListenerCounters)>> {
-        let mut ports = self.listener_slots.clone();
-        ports.push((OTHER_PORT, 0));
         let map = map_data(&self.ebpf, map_names::LISTENERS)?;
-        let row = size_of::<ListenerCounters>().div_ceil(8) * 8;
-        let mut by_slot = vec![ListenerCounters::default(); MAX_LISTENERS as usize];
-        batch::lookup_all(
-            map.fd().as_fd(),
-            4,
-            row * self.cpus,
-            MAX_LISTENERS,
-            |k, v| {
-                let slot = u32::from_ne_bytes(k.try_into().unwrap_or_default()) as usize;
-                if let Some(total) = by_slot.get_mut(slot) {
-                    for cpu in v.chunks_exact(row) {
-                        // SAFETY: the kernel wrote a `#[repr(C)]` Pod value per CPU.
-                        *total +=
-                            unsafe { cpu.as_ptr().cast::<ListenerCounters>().read_unaligned() };
-                    }
-                }
-            },
-        )?;
-        let mut out: Vec<(u16, ListenerCounters)> = ports
-            .into_iter()
-            .map(|(p, s)| (p, by_slot[s as usize]))
-            .collect();
-        out.sort_by_key(|(p, _)| *p);
-        Ok(out)
+        read_listeners(map.fd().as_fd(), self.cpus, &self.listener_slots)
     }
 
     /// Sum of the pending filter's slots: flows the kernel believes are in

@@ -20,7 +20,7 @@ use crate::{
     cli::{DetectorArgs, IngressHook, RunArgs, XdpMode},
     detector::{Condition, Detector, Thresholds, Transition, report},
     exposition, http, interfaces, listeners, netstat, privileges,
-    probe::{FlowReader, LoadOptions, Probe},
+    probe::{CounterReader, FlowReader, LoadOptions, Probe},
     scan::{Snapshot, Summarizer},
     signals::{ratios_by_series, signals},
     window::CounterWindow,
@@ -30,20 +30,39 @@ use crate::{
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 const LISTENERS_EVERY: Duration = Duration::from_secs(10);
 
-/// Everything the scanner and the scrape handler share.
+/// What the scanner works on: the programs, their links, the detector.
+/// Held while attaching to new interfaces, which can take a while; scrapes
+/// never take it.
 struct Shared {
     probe: Probe,
     attachments: Attachments,
-    snapshot: Snapshot,
     detector: Detector,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
 
-fn lock(shared: &SharedRef) -> Result<std::sync::MutexGuard<'_, Shared>> {
-    shared
-        .lock()
-        .map_err(|_| anyhow!("agent state lock poisoned"))
+/// What scrapes read besides the counter maps, published by the scanner and
+/// held only to copy. Lock order: [`Shared`] first, then this.
+struct Published {
+    snapshot: Snapshot,
+    /// (slot, name) of every interface with its own counter slot.
+    labels: Vec<(u32, String)>,
+    /// (port, slot) of every tracked listener port.
+    listener_slots: Vec<(u16, u32)>,
+    firing: Vec<(&'static str, bool)>,
+}
+
+type PublishedRef = Arc<Mutex<Published>>;
+
+fn lock<T>(m: &Arc<Mutex<T>>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| anyhow!("agent state lock poisoned"))
+}
+
+fn firing(detector: &Detector) -> Vec<(&'static str, bool)> {
+    Condition::ALL
+        .iter()
+        .map(|c| (c.label(), detector.firing(*c)))
+        .collect()
 }
 
 /// The kernel's CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads,
@@ -197,15 +216,36 @@ async fn serve(
     );
 
     let detector = Detector::new(thresholds);
+    let published: PublishedRef = Arc::new(Mutex::new(Published {
+        snapshot: Snapshot::default(),
+        labels: attachments.labels(),
+        listener_slots: probe.listener_slots(),
+        firing: firing(&detector),
+    }));
+    let counters = Arc::new(probe.counter_reader()?);
+    let reader = probe.flow_reader()?;
+    // The windows' first sample is taken before metrics are served:
+    // whatever happens once an operator (or a test) can see the agent is
+    // up falls inside them.
+    let mut window = CounterWindow::new(args.ratio_window, args.detector.detector_window);
+    window.push(
+        monotonic_ns(),
+        probe.counters()?,
+        probe.listeners()?,
+        netstat::syncookies_sent(),
+    );
     let shared: SharedRef = Arc::new(Mutex::new(Shared {
         probe,
         attachments,
-        snapshot: Snapshot::default(),
         detector,
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let scanner = {
-        let shared = Arc::clone(&shared);
+        let (shared, published, counters) = (
+            Arc::clone(&shared),
+            Arc::clone(&published),
+            Arc::clone(&counters),
+        );
         let stop = Arc::clone(&stop);
         let settings = ScanSettings {
             interval: args.scan_interval,
@@ -217,27 +257,20 @@ async fn serve(
             },
             auto_ports: args.listener_ports.is_empty(),
         };
-        let (reader, first, ports) = {
-            let s = lock(&shared)?;
-            (
-                s.probe.flow_reader()?,
-                s.probe.counters()?,
-                s.probe.listeners()?,
-            )
+        let state = ScanState {
+            shared,
+            published,
+            counters,
+            reader,
         };
-        // The windows' first sample is taken before metrics are served:
-        // whatever happens once an operator (or a test) can see the agent is
-        // up falls inside them.
-        let mut window = CounterWindow::new(args.ratio_window, args.detector.detector_window);
-        window.push(monotonic_ns(), first, ports, netstat::syncookies_sent());
         thread::Builder::new()
             .name("scanner".into())
-            .spawn(move || scanner(&shared, &reader, &stop, &settings, window))?
+            .spawn(move || scanner(&state, &stop, &settings, window))?
     };
 
     let render: http::Render = {
-        let shared = Arc::clone(&shared);
-        Arc::new(move || render(&shared))
+        let (published, counters) = (Arc::clone(&published), Arc::clone(&counters));
+        Arc::new(move || render(&published, &counters))
     };
     let server = tokio::spawn(http::serve(listener, args.telemetry_path.clone(), render));
 
@@ -266,9 +299,16 @@ struct ScanSettings {
     auto_ports: bool,
 }
 
+/// What the scanner thread holds.
+struct ScanState {
+    shared: SharedRef,
+    published: PublishedRef,
+    counters: Arc<CounterReader>,
+    reader: FlowReader,
+}
+
 fn scanner(
-    shared: &SharedRef,
-    reader: &FlowReader,
+    state: &ScanState,
     stop: &AtomicBool,
     settings: &ScanSettings,
     mut window: CounterWindow,
@@ -283,27 +323,35 @@ fn scanner(
                 Some(names) => interfaces::existing(names),
                 None => interfaces::up(),
             };
-            match (wanted, lock(shared)) {
+            match (wanted, lock(&state.shared)) {
                 (Ok(wanted), Ok(mut s)) => {
                     let Shared {
                         probe, attachments, ..
                     } = &mut *s;
                     attachments.reconcile(probe, &wanted);
+                    let labels = attachments.labels();
+                    if let Ok(mut p) = lock(&state.published) {
+                        p.labels = labels;
+                    }
                 }
                 (Err(e), _) | (_, Err(e)) => log::warn!("interfaces: {e:#}"),
             }
         }
         if settings.auto_ports && started.duration_since(last_ports) >= LISTENERS_EVERY {
             last_ports = started;
-            if let Ok(mut s) = lock(shared) {
+            if let Ok(mut s) = lock(&state.shared) {
                 let found = listeners::discover();
                 // Ports already tracked keep their slot and counts.
                 if let Err(e) = s.probe.track_listener_ports(&found) {
                     log::warn!("listener ports: {e:#}");
                 }
+                let slots = s.probe.listener_slots();
+                if let Ok(mut p) = lock(&state.published) {
+                    p.listener_slots = slots;
+                }
             }
         }
-        if let Err(e) = scan_once(shared, reader, settings, &mut window, started) {
+        if let Err(e) = scan_once(state, settings, &mut window, started) {
             log::warn!("scan: {e:#}");
         }
         // Sleep out the interval, waking often enough to stop promptly.
@@ -314,35 +362,30 @@ fn scanner(
 }
 
 fn scan_once(
-    shared: &SharedRef,
-    reader: &FlowReader,
+    state: &ScanState,
     settings: &ScanSettings,
     window: &mut CounterWindow,
     started: Instant,
 ) -> Result<()> {
-    let (tracked, young) = {
-        let s = lock(shared)?;
-        (s.probe.listener_ports(), s.detector.thresholds().window)
+    let (slots, labels) = {
+        let p = lock(&state.published)?;
+        (p.listener_slots.clone(), p.labels.clone())
     };
-    // The table is read without the lock: scrapes never wait for a scan.
+    let tracked: Vec<u16> = slots.iter().map(|(p, _)| *p).collect();
+    let young = lock(&state.shared)?.detector.thresholds().window;
+    // The table and the counters are read without a lock.
     let now_ns = monotonic_ns();
     let mut summary = Summarizer::new(now_ns, settings.timeout, young, &tracked);
-    reader.for_each(|k, st| summary.add(k, st))?;
+    state.reader.for_each(|k, st| summary.add(k, st))?;
     let (mut snap, chores) = summary.finish();
-    snap.capacity = reader.capacity();
-    let (counters, ports, labels) = {
-        let s = lock(shared)?;
-        (
-            s.probe.counters()?,
-            s.probe.listeners()?,
-            s.attachments.labels(),
-        )
-    };
+    snap.capacity = state.reader.capacity();
+    let counters = state.counters.counters()?;
+    let ports = state.counters.listeners(&slots)?;
     window.push(now_ns, counters, ports, netstat::syncookies_sent());
-    let slots: Vec<u32> = std::iter::once(OTHER_IFACE_SLOT)
+    let iface_slots: Vec<u32> = std::iter::once(OTHER_IFACE_SLOT)
         .chain(labels.iter().map(|(s, _)| *s))
         .collect();
-    snap.ratios = ratios_by_series(window, &slots);
+    snap.ratios = ratios_by_series(window, &iface_slots);
     let signals = signals(window, &snap);
     // The new snapshot already leaves out what is about to expire: publish
     // it under the same lock as the expirations that move the timeout
@@ -356,7 +399,8 @@ fn scan_once(
     };
     let last = chunks.len() - 1;
     for (i, chunk) in chunks.into_iter().enumerate() {
-        let mut s = lock(shared)?;
+        let mut s = lock(&state.shared)?;
+        let mut p = lock(&state.published)?;
         for (key, syn_ns) in chunk {
             if s.probe.expire(key, *syn_ns)? {
                 snap.expired += 1;
@@ -378,26 +422,25 @@ fn scan_once(
                     Transition::Resolved => log::info!("{line}"),
                 }
             }
-            s.snapshot = std::mem::take(&mut snap);
+            p.firing = firing(&s.detector);
+            p.snapshot = std::mem::take(&mut snap);
         }
     }
     Ok(())
 }
 
-fn render(shared: &SharedRef) -> Result<String> {
+/// One scrape: the counter maps read through their own handles and the
+/// published state, never the lock the scanner attaches under.
+fn render(published: &PublishedRef, reader: &CounterReader) -> Result<String> {
     let (counters, latency, listeners, labels, snapshot, firing) = {
-        let s = lock(shared)?;
-        let firing: Vec<(&str, bool)> = Condition::ALL
-            .iter()
-            .map(|c| (c.label(), s.detector.firing(*c)))
-            .collect();
+        let p = lock(published)?;
         (
-            s.probe.counters()?,
-            s.probe.latency()?,
-            s.probe.listeners()?,
-            s.attachments.labels(),
-            s.snapshot.clone(),
-            firing,
+            reader.counters()?,
+            reader.latency()?,
+            reader.listeners(&p.listener_slots)?,
+            p.labels.clone(),
+            p.snapshot.clone(),
+            p.firing.clone(),
         )
     };
     let mut families = exposition::counter_families(&counters, &labels);

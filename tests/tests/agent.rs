@@ -724,6 +724,57 @@ fn a_pinned_restart_reclaims_the_slots_of_vanished_interfaces() {
     );
 }
 
+/// Attaching to new interfaces takes the agent a while (some 25 ms each);
+/// scrapes do not wait for it: with 100 interfaces appearing at once, no
+/// scrape takes a second (they once waited 2.5 s).
+#[test]
+fn scrapes_do_not_wait_while_interfaces_attach() {
+    let topo = Topology::new();
+    let agent = Agent::start(&topo.server, &["--scan-interval", "200ms"]);
+    let addr = agent.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = std::sync::Arc::clone(&stop);
+    let scraper = topo.server.spawn(move || {
+        let mut slowest = std::time::Duration::ZERO;
+        let mut scrapes = 0;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            handshake_tests::metrics::scrape(addr, "/metrics").expect("scrape");
+            slowest = slowest.max(t.elapsed());
+            scrapes += 1;
+        }
+        (slowest, scrapes)
+    });
+    // 50 veth pairs in one batch: 100 interfaces at once.
+    let batch: String = (0..50)
+        .map(|i| format!("link add za{i} up type veth peer name zb{i}\nlink set zb{i} up\n"))
+        .collect();
+    let mut child = Command::new("ip")
+        .args(["-n", &topo.server.name, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ip -batch");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(batch.as_bytes())
+        .expect("write batch");
+    assert!(child.wait().expect("ip").success(), "ip -batch");
+    let deadline = std::time::Instant::now() + WAIT;
+    while agent.log().matches("appeared: attached").count() < 100 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (slowest, scrapes) = scraper.join().expect("scraper");
+    assert!(scrapes > 10, "{scrapes} scrapes");
+    assert!(
+        slowest < std::time::Duration::from_secs(1),
+        "a scrape took {slowest:?} while interfaces attached"
+    );
+}
+
 #[test]
 fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     let tmp = std::env::temp_dir().join(format!("hm-bad-{}", std::process::id()));
