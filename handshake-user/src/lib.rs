@@ -7,6 +7,7 @@ pub mod bpffs;
 pub mod check;
 pub mod cleanup;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod detector;
 pub mod exposition;

@@ -735,7 +735,7 @@ fn scrapes_do_not_wait_while_interfaces_attach() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = std::sync::Arc::clone(&stop);
     let scraper = topo.server.spawn(move || {
-        let mut slowest = std::time::Duration::ZERO;
+        let mut slowest = Duration::ZERO;
         let mut scrapes = 0;
         while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
             let t = std::time::Instant::now();
@@ -764,13 +764,13 @@ fn scrapes_do_not_wait_while_interfaces_attach() {
     let deadline = std::time::Instant::now() + WAIT;
     while agent.log().matches("appeared: attached").count() < 100 {
         assert!(std::time::Instant::now() < deadline, "{}", agent.log());
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (slowest, scrapes) = scraper.join().expect("scraper");
     assert!(scrapes > 10, "{scrapes} scrapes");
     assert!(
-        slowest < std::time::Duration::from_secs(1),
+        slowest < Duration::from_secs(1),
         "a scrape took {slowest:?} while interfaces attached"
     );
 }
