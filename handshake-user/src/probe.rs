@@ -690,6 +690,21 @@ impl Probe {
         Ok(())
     }
 
+    /// Takes `port`'s own funnel away: it is counted as "other" from now
+    /// on, and its slot is free for another port.
+    pub fn untrack_listener_port(&mut self, port: u16) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::LISTENER_SLOTS)
+            .ok_or_else(|| anyhow!("map LISTENER_SLOTS missing"))?;
+        let mut slots: Array<_, u32> = Array::try_from(map)?;
+        slots
+            .set(u32::from(port), 0, 0)
+            .with_context(|| format!("cannot untrack listener port {port}"))?;
+        self.listener_slots.retain(|(p, _)| *p != port);
+        Ok(())
+    }
+
     /// The ports with a listener slot of their own.
     pub fn listener_ports(&self) -> Vec<u16> {
         self.listener_slots.iter().map(|(p, _)| *p).collect()

@@ -83,6 +83,12 @@ pub fn thresholds(args: &DetectorArgs, timeout: Duration) -> Result<Thresholds> 
 
 pub fn run(args: RunArgs) -> Result<()> {
     let thresholds = thresholds(&args.detector, args.handshake_timeout)?;
+    let most = handshake_common::listener::MAX_LISTENERS as usize - 1;
+    anyhow::ensure!(
+        args.listener_ports.len() <= most,
+        "--listener-ports: at most {most} ports, got {}",
+        args.listener_ports.len()
+    );
     let explicit = !args.ifaces.is_empty();
     let targets = if explicit {
         interfaces::by_name(&args.ifaces)?
@@ -149,12 +155,13 @@ async fn serve(
         !attachments.names().is_empty(),
         "could not attach to any interface"
     );
-    let ports = if args.listener_ports.is_empty() {
-        listeners::discover()
+    let started = Instant::now();
+    let mut tracker = listeners::PortTracker::new(listeners::MAX_DISCOVERED);
+    if args.listener_ports.is_empty() {
+        listeners::follow(&mut tracker, &mut probe, 0)?;
     } else {
-        args.listener_ports.clone()
-    };
-    probe.track_listener_ports(&ports)?;
+        probe.track_listener_ports(&args.listener_ports)?;
+    }
     log::info!(
         "watching {} (egress: {}{}); metrics at http://{}{}",
         attachments.names().join(", "),
@@ -212,6 +219,7 @@ async fn serve(
             published,
             counters,
             reader,
+            ports: Mutex::new((tracker, started)),
         };
         thread::Builder::new()
             .name("scanner".into())
@@ -255,6 +263,8 @@ struct ScanState {
     published: PublishedRef,
     counters: Arc<CounterReader>,
     reader: FlowReader,
+    /// The default mode's listener ports, and when the agent started.
+    ports: Mutex<(listeners::PortTracker, Instant)>,
 }
 
 fn scanner(
@@ -289,10 +299,11 @@ fn scanner(
         }
         if settings.auto_ports && started.duration_since(last_ports) >= LISTENERS_EVERY {
             last_ports = started;
-            if let Ok(mut s) = lock(&state.shared) {
-                let found = listeners::discover();
+            if let (Ok(mut s), Ok(mut ports)) = (lock(&state.shared), state.ports.lock()) {
+                let (tracker, since) = &mut *ports;
+                let now_s = since.elapsed().as_secs();
                 // Ports already tracked keep their slot and counts.
-                if let Err(e) = s.probe.track_listener_ports(&found) {
+                if let Err(e) = listeners::follow(tracker, &mut s.probe, now_s) {
                     log::warn!("listener ports: {e:#}");
                 }
                 let slots = s.probe.listener_slots();

@@ -775,6 +775,67 @@ fn scrapes_do_not_wait_while_interfaces_attach() {
     );
 }
 
+/// The `port` labels of the listener series.
+fn port_labels(e: &Exposition) -> std::collections::BTreeSet<String> {
+    e.text
+        .lines()
+        .filter(|l| l.starts_with("tcp_handshake_listener_attempts_total{"))
+        .filter_map(|l| {
+            l.split("port=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Listeners that churn (any local user can open them) never push the
+/// per-port series past the documented 256, and a real service started
+/// afterwards gets its own (ports were once added and never let go: 1022
+/// labels in 50 s, and a real service then counted only as "other").
+#[test]
+fn churning_listeners_stay_under_the_cap_and_a_real_service_gets_a_series() {
+    let topo = Topology::new();
+    let agent = Agent::start(&topo.server, &[]);
+    // Rounds of 300 listeners held across a discovery (every 10 s), then closed.
+    let churn = topo.server.spawn(|| {
+        for round in 0..3u16 {
+            let held: Vec<TcpListener> = (0..300)
+                .map(|i| TcpListener::bind(("127.0.0.1", 20_000 + round * 300 + i)).expect("bind"))
+                .collect();
+            std::thread::sleep(Duration::from_secs(11));
+            drop(held);
+        }
+    });
+    let mut most = 0;
+    while !churn.is_finished() {
+        let n = port_labels(&agent.scrape(&topo.server)).len();
+        most = most.max(n);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    churn.join().expect("churn");
+    listen(&topo, 8090);
+    let e = agent.wait_for(
+        &topo.server,
+        Duration::from_secs(30),
+        "8090 gets a series",
+        |e| port_labels(e).contains("8090"),
+    );
+    most = most.max(port_labels(&e).len());
+    // 256 ports and "other".
+    assert!(most <= 257, "{most} port labels");
+    assert!(most > 200, "the churn did reach the cap: {most}");
+    connect_n(&topo, 8090, 3);
+    agent.wait_for(&topo.server, WAIT, "3 completed on 8090", |e| {
+        v(
+            e,
+            "tcp_handshake_listener_completed_total",
+            &[("port", "8090")],
+        ) == 3.0
+    });
+}
+
 #[test]
 fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     let tmp = std::env::temp_dir().join(format!("hm-bad-{}", std::process::id()));
@@ -898,6 +959,17 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         (
             vec!["run".into(), "--detector.window".into(), "100ms".into()],
             "--detector.window must be between 1s and 1h",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--listener-ports".into(),
+                (1..=2000)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ],
+            "--listener-ports: at most 1023 ports, got 2000",
         ),
         (
             vec![
