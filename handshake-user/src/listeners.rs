@@ -163,6 +163,31 @@ impl PortTracker {
     }
 }
 
+/// Applies `tracker`'s plan for now to the probe (the default mode).
+pub fn follow(
+    tracker: &mut PortTracker,
+    probe: &mut crate::probe::Probe,
+    now_s: u64,
+) -> anyhow::Result<()> {
+    let attempts: BTreeMap<u16, u64> = probe
+        .listeners()?
+        .into_iter()
+        .map(|(p, c)| (p, c.attempts))
+        .collect();
+    let plan = tracker.plan(now_s, &probe.listener_ports(), &listening(), &attempts);
+    for port in &plan.untrack {
+        probe.untrack_listener_port(*port)?;
+    }
+    probe.track_listener_ports(&plan.track)?;
+    if plan.untracked_listening > 0 {
+        log::debug!(
+            "{} listening ports counted as port=\"other\": all {MAX_DISCOVERED} series are held",
+            plan.untracked_listening
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,29 +256,4 @@ mod tests {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:24E5 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n   1: 0100007F:24E5 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1\n";
         assert_eq!(parse(table).into_iter().collect::<Vec<_>>(), vec![22, 9445]);
     }
-}
-
-/// Applies `tracker`'s plan for now to the probe (the default mode).
-pub fn follow(
-    tracker: &mut PortTracker,
-    probe: &mut crate::probe::Probe,
-    now_s: u64,
-) -> anyhow::Result<()> {
-    let attempts: BTreeMap<u16, u64> = probe
-        .listeners()?
-        .into_iter()
-        .map(|(p, c)| (p, c.attempts))
-        .collect();
-    let plan = tracker.plan(now_s, &probe.listener_ports(), &listening(), &attempts);
-    for port in &plan.untrack {
-        probe.untrack_listener_port(*port)?;
-    }
-    probe.track_listener_ports(&plan.track)?;
-    if plan.untracked_listening > 0 {
-        log::debug!(
-            "{} listening ports counted as port=\"other\": all {MAX_DISCOVERED} series are held",
-            plan.untracked_listening
-        );
-    }
-    Ok(())
 }
