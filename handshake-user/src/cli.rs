@@ -213,6 +213,24 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub detector: DetectorArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Logging, as node_exporter's flags.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Only log messages with this severity or above (RUST_LOG, if set,
+    /// overrides it).
+    #[arg(long = "log.level", env = "HANDSHAKE_MONITOR_LOG_LEVEL", value_enum,
+          default_value_t = crate::logging::Level::Info)]
+    pub log_level: crate::logging::Level,
+
+    /// Log line format: logfmt, or one JSON object per line.
+    #[arg(long = "log.format", env = "HANDSHAKE_MONITOR_LOG_FORMAT", value_enum,
+          default_value_t = crate::logging::Format::Logfmt)]
+    pub log_format: crate::logging::Format,
 }
 
 /// The built-in detector's settings, for `run` and `replay`.

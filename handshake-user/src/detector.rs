@@ -380,7 +380,7 @@ pub fn report(
 ) -> String {
     let w = format!("{}s", t.window.as_secs());
     let mut line = format!(
-        "detector condition={} state={} inbound_half_open={} half_open_threshold={} \
+        "condition={} state={} inbound_half_open={} half_open_threshold={} \
          syn_rate_{w}={:.1} completion_ratio_{w}={} rejected_rate_{w}={:.1}",
         c.label(),
         if tr == Transition::Fired {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingress;
 pub mod interfaces;
 pub mod listeners;
+pub mod logging;
 pub mod mapped;
 pub mod netstat;
 pub mod pcap;

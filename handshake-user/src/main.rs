@@ -89,7 +89,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let (level, format) = match &cli.command {
+        Command::Run(args) => (args.log.log_level, args.log.log_format),
+        _ => (
+            handshake_user::logging::Level::Info,
+            handshake_user::logging::Format::Logfmt,
+        ),
+    };
+    handshake_user::logging::init(level, format);
     let result = match cli.command {
         Command::Run(args) => handshake_user::run::run(*args),
         Command::Check(args) => match handshake_user::check::check(&args) {

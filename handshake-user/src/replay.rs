@@ -149,6 +149,7 @@ impl Ticker {
         for (key, syn_ns) in &chores.expire {
             if probe.expire(key, *syn_ns)? {
                 snap.expired += 1;
+                snap.tombstones += 1;
             }
         }
         for (key, syn_ns) in &chores.forget {
@@ -524,7 +525,7 @@ pub fn render(r: &Report, format: ReplayFormat, step_s: u64) -> Result<String> {
                 out.push_str("\ndetector (capture time from the first frame)\n");
                 for (t, line) in &r.detector {
                     let at = t.saturating_sub(r.first_ns) as f64 / 1e9;
-                    out.push_str(&format!("  +{at:.1}s {line}\n"));
+                    out.push_str(&format!("  +{at:.1}s detector {line}\n"));
                 }
             }
             out

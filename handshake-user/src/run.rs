@@ -19,7 +19,9 @@ use crate::{
     attach::Attachments,
     cli::{DetectorArgs, IngressHook, RunArgs, XdpMode},
     detector::{Condition, Detector, Thresholds, Transition, report},
-    exposition, http, interfaces, listeners, netstat, privileges,
+    exposition, http, interfaces, listeners,
+    logging::STRUCTURED,
+    netstat, privileges,
     probe::{CounterReader, FlowReader, LoadOptions, Probe},
     scan::{Snapshot, Summarizer},
     signals::{ratios_by_series, signals},
@@ -365,6 +367,7 @@ fn scan_once(
         for (key, syn_ns) in chunk {
             if s.probe.expire(key, *syn_ns)? {
                 snap.expired += 1;
+                snap.tombstones += 1;
             }
         }
         if i == last {
@@ -379,8 +382,8 @@ fn scan_once(
             for (condition, transition) in s.detector.evaluate(&signals, monotonic_ns()) {
                 let line = report(condition, transition, &signals, &snap, &t);
                 match transition {
-                    Transition::Fired => log::warn!("{line}"),
-                    Transition::Resolved => log::info!("{line}"),
+                    Transition::Fired => log::warn!(target: STRUCTURED, "{line}"),
+                    Transition::Resolved => log::info!(target: STRUCTURED, "{line}"),
                 }
             }
             p.firing = firing(&s.detector);

@@ -32,7 +32,8 @@ pub struct Snapshot {
     pub oldest_seconds: [f64; 2],
     /// Flow-table entries: handshakes in progress (live) and tombstones.
     pub entries: u64,
-    /// Of `entries`, timed-out handshakes kept to recognise late segments.
+    /// Of `entries`, timed-out handshakes kept to recognise late segments
+    /// (those the scan expires become tombstones too).
     pub tombstones: u64,
     pub capacity: u32,
     /// Inbound half-open handshakes per tracked listener port (0: other).

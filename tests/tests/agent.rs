@@ -190,6 +190,54 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
     );
 }
 
+/// `--log.format json`: every line the agent writes is one JSON object, and
+/// the detector's keep their fields (condition, state, ports, sources).
+#[test]
+fn json_logs_are_one_object_per_line_with_the_detector_fields() {
+    let topo = Topology::new();
+    listen(&topo, 8080);
+    let agent = Agent::start(
+        &topo.server,
+        &[
+            "--iface",
+            SERVER_IF,
+            "--listener-ports",
+            "8080",
+            "--detector.half-open-threshold",
+            "10",
+            "--detector.for",
+            "500ms",
+            "--log.format",
+            "json",
+            "--log.level",
+            "debug",
+        ],
+    );
+    spoofed_syns(&topo, 8080, 12);
+    agent.wait_for(&topo.server, WAIT, "the detector to fire", |e| {
+        v(
+            e,
+            "tcp_handshake_detector_firing",
+            &[("condition", "half_open_buildup")],
+        ) == 1.0
+    });
+    let log = agent.log();
+    let objects: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(objects.iter().any(|o| o["level"] == "debug"), "{log}");
+    let fired = objects
+        .iter()
+        .find(|o| o["condition"] == "half_open_buildup" && o["state"] == "firing")
+        .unwrap_or_else(|| panic!("no detector object: {log}"));
+    assert_eq!(fired["level"], "warn");
+    assert_eq!(fired["source"], "detector");
+    assert_eq!(fired["inbound_half_open"], 12.0);
+    assert_eq!(fired["top_ports"], "8080:12");
+    assert_eq!(fired["top_sources"], "198.18.0.0/24:12");
+}
+
 /// In a time namespace the agent's CLOCK_MONOTONIC is offset from the
 /// kernel's, which the flow table's ages are on: ahead, 3-second-old
 /// handshakes once read as 100000 s old and timed out at once; behind, they
