@@ -145,6 +145,15 @@ pub struct RunArgs {
     )]
     pub listen_address: SocketAddr,
 
+    /// The exporter-toolkit web config (YAML): TLS, client certificates and
+    /// basic auth for the metrics endpoint, as node_exporter takes it.
+    #[arg(
+        long = "web.config.file",
+        env = "HANDSHAKE_MONITOR_WEB_CONFIG_FILE",
+        value_name = "FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "HANDSHAKE_MONITOR_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_path)]
     pub telemetry_path: String,

@@ -19,12 +19,13 @@ use crate::{
     attach::Attachments,
     cli::{DetectorArgs, IngressHook, RunArgs, XdpMode},
     detector::{Condition, Detector, Thresholds, Transition, report},
-    exposition, http, interfaces, listeners,
+    exposition, interfaces, listeners,
     logging::STRUCTURED,
     netstat, privileges,
     probe::{CounterReader, FlowReader, LoadOptions, Probe},
     scan::{Snapshot, Summarizer},
     signals::{ratios_by_series, signals},
+    web,
     window::CounterWindow,
 };
 
@@ -102,7 +103,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.ingress_hook != IngressHook::Tc || args.xdp_mode == XdpMode::Auto,
         "--xdp-mode is for XDP; it cannot go with --ingress-hook tc"
     );
+    let web = match &args.web_config_file {
+        Some(path) => web::WebConfig::load(path)?,
+        None => web::WebConfig::default(),
+    };
     privileges::check()?;
+    web::raise_open_files_limit();
     if let Some(dir) = &args.pin_path {
         crate::bpffs::ensure_pin_dir(dir)?;
     }
@@ -111,11 +117,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, thresholds, targets, explicit))
+    runtime.block_on(serve(args, web, thresholds, targets, explicit))
 }
 
 async fn serve(
     args: RunArgs,
+    web: web::WebConfig,
     thresholds: Thresholds,
     targets: Vec<interfaces::Interface>,
     explicit: bool,
@@ -228,11 +235,16 @@ async fn serve(
             .spawn(move || scanner(&state, &stop, &settings, window))?
     };
 
-    let render: http::Render = {
+    let render: web::Render = {
         let (published, counters) = (Arc::clone(&published), Arc::clone(&counters));
         Arc::new(move || render(&published, &counters))
     };
-    let server = tokio::spawn(http::serve(listener, args.telemetry_path.clone(), render));
+    let server = tokio::spawn(web::serve(
+        listener,
+        args.telemetry_path.clone(),
+        render,
+        web,
+    ));
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     tokio::select! {

@@ -60,6 +60,35 @@ impl Agent {
         Self::launch(bin, ns, args, &[], None)
     }
 
+    /// As [`Agent::start`], with `prefix` (a command and its arguments that
+    /// exec the agent, as `prlimit --nofile=...`) before the binary.
+    pub fn start_prefixed(ns: &Netns, prefix: &[&str], args: &[&str]) -> Self {
+        Self::launch_with(&binary(), ns, prefix, args, &[], None)
+    }
+
+    /// As [`Agent::start`], ready once `ready(addr)` holds in `ns` (for an
+    /// endpoint a plain scrape cannot read: TLS, basic auth).
+    pub fn start_ready_when(ns: &Netns, args: &[&str], ready: fn(SocketAddr) -> bool) -> Self {
+        let mut agent = Self::spawn_with(&binary(), ns, &[], args, &[], None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = agent.addr;
+        while !ns.run(move || ready(addr)) {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("handshake-monitor exited early: {status}: {}", agent.log());
+            }
+            assert!(Instant::now() < deadline, "not ready within 30 s");
+            thread::sleep(Duration::from_millis(100));
+        }
+        // Bound first, then attached: let it finish attaching.
+        thread::sleep(Duration::from_millis(500));
+        agent
+    }
+
+    /// The agent's process id (the namespace runner execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// As [`Agent::start`], in a time namespace of its own whose
     /// CLOCK_MONOTONIC is `offset_s` seconds off the kernel's.
     pub fn start_in_time_namespace(ns: &Netns, offset_s: i64, args: &[&str]) -> Self {
@@ -85,6 +114,19 @@ impl Agent {
     }
 
     fn launch_with(
+        bin: &Path,
+        ns: &Netns,
+        prefix: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        addr: Option<&str>,
+    ) -> Self {
+        let mut agent = Self::spawn_with(bin, ns, prefix, args, env, addr);
+        agent.wait_ready(ns);
+        agent
+    }
+
+    fn spawn_with(
         bin: &Path,
         ns: &Netns,
         prefix: &[&str],
@@ -124,14 +166,12 @@ impl Agent {
             .unwrap_or(METRICS_ADDR)
             .parse()
             .expect("listen address");
-        let mut agent = Self {
+        Self {
             child,
             ns_name: ns.name.clone(),
             addr,
             log,
-        };
-        agent.wait_ready(ns);
-        agent
+        }
     }
 
     fn wait_ready(&mut self, ns: &Netns) {

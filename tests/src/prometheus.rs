@@ -39,12 +39,25 @@ impl Prometheus {
     /// As [`Prometheus::start`], scraping every `scrape_s` and evaluating
     /// the rules every `eval_s` seconds.
     pub fn start_every(ns: &Netns, target: SocketAddr, scrape_s: u64, eval_s: u64) -> Self {
+        let job = format!(
+            "  - job_name: handshake-monitor\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        Self::start_config(ns, scrape_s, eval_s, &job)
+    }
+
+    /// Scraping every second with `jobs`, the YAML list items under
+    /// `scrape_configs:` (TLS, basic auth, ...).
+    pub fn start_with_jobs(ns: &Netns, jobs: &str) -> Self {
+        Self::start_config(ns, 1, 1, jobs)
+    }
+
+    fn start_config(ns: &Netns, scrape_s: u64, eval_s: u64, jobs: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("{}-prometheus", ns.name));
         std::fs::create_dir_all(&dir).expect("prometheus dir");
         let rules =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/rules.yml");
         let config = format!(
-            "global:\n  scrape_interval: {scrape_s}s\n  evaluation_interval: {eval_s}s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: handshake-monitor\n    static_configs:\n      - targets: ['{target}']\n",
+            "global:\n  scrape_interval: {scrape_s}s\n  evaluation_interval: {eval_s}s\nrule_files:\n  - {}\nscrape_configs:\n{jobs}",
             rules.display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("config");
