@@ -90,13 +90,19 @@ impl Attachments {
         })
     }
 
-    /// (slot, interface name) for every interface with its own slot.
+    /// (slot, interface name) for every interface with its own slot, and
+    /// (0, "other") if some interface counts in slot 0.
     pub fn labels(&self) -> Vec<(u32, String)> {
-        self.attached
+        let mut out: Vec<(u32, String)> = self
+            .attached
             .iter()
             .filter(|(_, a)| a.slot != OTHER_IFACE_SLOT)
             .map(|(n, a)| (a.slot, n.clone()))
-            .collect()
+            .collect();
+        if self.attached.values().any(|a| a.slot == OTHER_IFACE_SLOT) {
+            out.push((OTHER_IFACE_SLOT, crate::exposition::OTHER_IFACE.to_owned()));
+        }
+        out
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -76,17 +76,16 @@ pub fn check(args: &CheckArgs) -> Result<bool> {
             |()| "CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN".to_owned(),
         ),
     );
-    let bpffs = fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(2) == Some("bpf"));
+    // Where --pin-path goes by default (the unit, the DaemonSet), not any
+    // bpffs mounted anywhere.
+    let bpffs = crate::bpffs::is_bpffs(Path::new("/sys/fs/bpf"));
     line(
         bpffs,
         "bpffs",
         if bpffs {
-            "mounted (needed for --pin-path)"
+            "mounted at /sys/fs/bpf (needed for --pin-path)"
         } else {
-            "not mounted: --pin-path needs `mount -t bpf bpf /sys/fs/bpf`"
+            "not mounted at /sys/fs/bpf: --pin-path needs `mount -t bpf bpf /sys/fs/bpf`"
         },
     );
     if privs.is_ok() {

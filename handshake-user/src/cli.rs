@@ -103,12 +103,25 @@ pub enum XdpMode {
     Skb,
 }
 
-/// `30s`, `1m30s`, `250ms`: humantime durations, at least 1 ms.
+/// `30s`, `1m30s`, `250ms`: humantime durations, at least 1 ms and at most
+/// a day (no setting of the agent means anything longer).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d =
         humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 2m, 500ms)"))?;
     if d < Duration::from_millis(1) {
         return Err("must be at least 1ms".to_owned());
+    }
+    if d > Duration::from_secs(86_400) {
+        return Err("must be at most 24h".to_owned());
+    }
+    Ok(d)
+}
+
+/// The scan period: at least 100 ms (each scan reads the whole table).
+fn parse_scan_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err("must be at least 100ms (each scan reads the whole flow table)".to_owned());
     }
     Ok(d)
 }
@@ -217,7 +230,7 @@ pub struct RunArgs {
     pub pin_path: Option<PathBuf>,
 
     /// How often the flow table is scanned for ages and timeouts.
-    #[arg(long = "scan-interval", env = "HANDSHAKE_MONITOR_SCAN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long = "scan-interval", env = "HANDSHAKE_MONITOR_SCAN_INTERVAL", default_value = "1s", value_parser = parse_scan_interval)]
     pub scan_interval: Duration,
 
     #[command(flatten)]

@@ -10,12 +10,22 @@ use anyhow::{Context as _, Result, bail};
 use clap::{ArgMatches, Command, parser::ValueSource};
 
 /// Flags for the config file's keys whose options `matches` left at their
-/// defaults.
+/// defaults; with `matches` None, for every key (to validate them all, the
+/// ones a flag overrides too).
 pub fn flags_for_defaults(
     path: &Path,
     run: &Command,
-    matches: &ArgMatches,
+    matches: Option<&ArgMatches>,
 ) -> Result<Vec<OsString>> {
+    let meta = fs::metadata(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    // Not /dev/zero, not a FIFO: a regular file, and a small one.
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        bail!(
+            "config file {}: not a regular file of at most 1 MiB",
+            path.display()
+        );
+    }
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let table: toml::Table = text
@@ -37,10 +47,9 @@ pub fn flags_for_defaults(
             );
         }
         let id = arg.get_id().as_str();
-        if !matches!(
-            matches.value_source(id),
-            None | Some(ValueSource::DefaultValue)
-        ) {
+        if matches
+            .is_some_and(|m| !matches!(m.value_source(id), None | Some(ValueSource::DefaultValue)))
+        {
             continue; // a flag or the environment already set it
         }
         let values = match value {

@@ -329,9 +329,15 @@ fn counter_metric(labels: Vec<LabelPair>, value: u64) -> proto::Metric {
     metric
 }
 
-/// Slot 0 as `iface="other"`, then every interface slot in `ifaces`.
-fn labelled_slots(ifaces: &[(u32, String)]) -> Vec<(u32, &str)> {
-    let mut slots = vec![(OTHER_IFACE_SLOT, OTHER_IFACE)];
+/// Slot 0 as `iface="other"` when `other` (or `ifaces` names it), then
+/// every interface slot in `ifaces`. Slot 0 holds interfaces without a
+/// slot of their own (past the 63rd): most hosts never use it, and its
+/// series would only ever read 0.
+fn labelled_slots(ifaces: &[(u32, String)], other: bool) -> Vec<(u32, &str)> {
+    let mut slots = Vec::new();
+    if other || ifaces.iter().any(|(s, _)| *s == OTHER_IFACE_SLOT) {
+        slots.push((OTHER_IFACE_SLOT, OTHER_IFACE));
+    }
     slots.extend(
         ifaces
             .iter()
@@ -342,8 +348,8 @@ fn labelled_slots(ifaces: &[(u32, String)]) -> Vec<(u32, &str)> {
 }
 
 /// Counter families from the summed `COUNTERS` array, one series set per
-/// interface slot in `ifaces` (slot, name); slot 0 is always exported, as
-/// `iface="other"`.
+/// interface slot in `ifaces` (slot, name); slot 0, as `iface="other"`,
+/// when an interface counts there or it has counted anything.
 pub fn counter_families(counters: &[u64], ifaces: &[(u32, String)]) -> Vec<MetricFamily> {
     debug_assert_eq!(counters.len(), COUNTERS_LEN as usize);
     let value = |s: u32, f: Family, d: Direction, c: Counter| {
@@ -352,7 +358,18 @@ pub fn counter_families(counters: &[u64], ifaces: &[(u32, String)]) -> Vec<Metri
             .copied()
             .unwrap_or(0)
     };
-    let slots = labelled_slots(ifaces);
+    let first = counter_index(
+        OTHER_IFACE_SLOT,
+        Family::Ipv4,
+        Direction::Inbound,
+        Counter::ALL[0],
+    );
+    let other = counters
+        .iter()
+        .skip(first as usize)
+        .take(handshake_common::counters::COUNTERS_PER_IFACE as usize)
+        .any(|v| *v != 0);
+    let slots = labelled_slots(ifaces, other);
     let mut families: Vec<MetricFamily> = Vec::new();
     for series in CATALOG {
         let mut metrics = Vec::new();
@@ -454,7 +471,11 @@ fn gauge_metric(labels: Vec<LabelPair>, value: f64) -> proto::Metric {
 /// [`counter_families`].
 pub fn scan_families(snap: &crate::scan::Snapshot, ifaces: &[(u32, String)]) -> Vec<MetricFamily> {
     use handshake_common::flow::Stage;
-    let slots = labelled_slots(ifaces);
+    let other = snap
+        .half_open
+        .keys()
+        .any(|(slot, ..)| *slot == OTHER_IFACE_SLOT);
+    let slots = labelled_slots(ifaces, other);
     let mut half_open = Vec::new();
     let mut completion = Vec::new();
     let mut synack = Vec::new();

@@ -55,8 +55,11 @@ pub fn up() -> Result<Vec<Interface>> {
 /// The named interfaces, or an error naming the first that does not exist.
 pub fn by_name(names: &[String]) -> Result<Vec<Interface>> {
     let known = all()?;
-    let mut out = Vec::new();
+    let mut out: Vec<Interface> = Vec::new();
     for name in names {
+        if out.iter().any(|i| &i.name == name) {
+            continue; // named twice (--iface lo,lo)
+        }
         match known.iter().find(|(i, _)| &i.name == name) {
             Some((i, _)) => out.push(i.clone()),
             None => {

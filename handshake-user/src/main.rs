@@ -55,7 +55,35 @@ fn parse(args: &[OsString]) -> Result<Cli, ExitCode> {
     ) else {
         return Ok(cli);
     };
-    let extra = handshake_user::config::flags_for_defaults(path, run_command, run_matches)
+    // Every value of the file is checked, the ones a flag overrides too.
+    let all = handshake_user::config::flags_for_defaults(path, run_command, None)
+        .map_err(|e| fail(&e))?;
+    let mut alone: Vec<OsString> =
+        args[..=args.iter().position(|a| a == "run").unwrap_or(1)].to_vec();
+    alone.extend(all);
+    match Cli::try_parse_from_args(&alone) {
+        Err(e) => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_owned();
+            return Err(fail(&anyhow::anyhow!(
+                "config file {}: {first}",
+                path.display()
+            )));
+        }
+        Ok(Cli {
+            command: Command::Run(file_args),
+        }) => {
+            handshake_user::run::thresholds(&file_args.detector, file_args.handshake_timeout)
+                .map_err(|e| fail(&e.context(format!("config file {}", path.display()))))?;
+        }
+        Ok(_) => {}
+    }
+    let extra = handshake_user::config::flags_for_defaults(path, run_command, Some(run_matches))
         .map_err(|e| fail(&e))?;
     let at = args.iter().position(|a| a == "run").unwrap_or(1);
     let mut merged: Vec<OsString> = args[..=at].to_vec();

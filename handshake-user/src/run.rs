@@ -171,12 +171,19 @@ async fn serve(
     } else {
         probe.track_listener_ports(&args.listener_ports)?;
     }
+    let egress = if args.no_egress {
+        "off"
+    } else if targets.iter().all(|t| t.loopback) {
+        "none: lo's ingress sees both ways"
+    } else {
+        "on"
+    };
     log::info!(
-        "watching {} (egress: {}{}); metrics at http://{}{}",
+        "watching {} (egress: {egress}{}); metrics at {}://{}{}",
         attachments.names().join(", "),
-        if args.no_egress { "off" } else { "on" },
         pin.map(|p| format!(", pinned in {}", p.display()))
             .unwrap_or_default(),
+        if web.tls.is_some() { "https" } else { "http" },
         args.listen_address,
         args.telemetry_path
     );

@@ -268,7 +268,7 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
         assert!(text.contains("# TYPE tcp_handshake_attempts counter\n"));
         assert!(text.contains(
-            "tcp_handshake_attempts_total{direction=\"inbound\",family=\"ipv4\",iface=\"other\",instance=\"replay\",job=\"handshake-monitor\"} 0 1700000015.500\n"
+            "tcp_handshake_attempts_total{direction=\"inbound\",family=\"ipv4\",iface=\"eth0\",instance=\"replay\",job=\"handshake-monitor\"} 0 1700000015.500\n"
         ));
         assert!(text.contains("# TYPE tcp_handshake_synack_latency_seconds histogram\n"));
         assert!(

@@ -97,6 +97,10 @@ fn spoofed_syns_are_half_open_then_time_out_and_the_detector_follows() {
     });
     assert_eq!(v(&e, "tcp_handshake_attempts_total", &s0), 12.0);
     assert_eq!(v(&e, "tcp_handshake_synack_total", &s0), 12.0);
+    assert!(
+        !e.text.contains("iface=\"other\""),
+        "one interface, one slot: no iface=\"other\" series that would only read 0"
+    );
     assert_eq!(
         v(&e, "tcp_handshake_half_open", &[("stage", "syn_sent")]),
         0.0
@@ -983,6 +987,57 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         (
             vec!["frobnicate".into()],
             "unrecognized subcommand 'frobnicate'",
+        ),
+        (
+            vec!["run".into(), "--config".into(), "/dev/zero".into()],
+            "not a regular file of at most 1 MiB",
+        ),
+        (
+            vec!["run".into(), "--scan-interval".into(), "1ms".into()],
+            "must be at least 100ms",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--handshake-timeout".into(),
+                "500000years".into(),
+            ],
+            "must be at most 24h",
+        ),
+        (
+            // A value the flag overrides is still checked.
+            vec![
+                "run".into(),
+                "--config".into(),
+                file("overridden.toml", "handshake-timeout = \"soon\"\n"),
+                "--handshake-timeout".into(),
+                "5s".into(),
+            ],
+            "invalid value 'soon'",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--config".into(),
+                file(
+                    "overridden-ratio.toml",
+                    "\"detector.completion-ratio\" = 5.0\n",
+                ),
+                "--detector.completion-ratio".into(),
+                "0.5".into(),
+            ],
+            "--detector.completion-ratio must be in (0, 1], got 5",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--web.config.file".into(),
+                file(
+                    "web.yml",
+                    "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  cipher_suites: [x]\n",
+                ),
+            ],
+            "unknown field `cipher_suites`",
         ),
         (
             vec![
