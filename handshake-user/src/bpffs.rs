@@ -35,6 +35,24 @@ pub fn ensure_pin_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create --pin-path {}", dir.display()))
 }
 
+/// Holds `dir` for this agent (flock on the directory, released when the
+/// file is closed, at exit whatever the exit): two agents on one pin
+/// directory would fight over the same links and maps.
+pub fn lock(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(dir)
+        .with_context(|| format!("cannot open --pin-path {}", dir.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "--pin-path {} is in use by another handshake-monitor; give each agent its own",
+            dir.display()
+        );
+    }
+    Ok(file)
+}
+
 /// Whether `name` is a link pin the agent makes: `<ifindex>-<ifname>-<kind>`.
 pub fn is_link_pin(name: &str) -> bool {
     let Some((index, rest)) = name.split_once('-') else {

@@ -4,7 +4,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues},
@@ -125,6 +125,55 @@ pub struct Probe {
     /// (port, slot) of the tracked listener ports: kept here so a scrape
     /// does not read the 65536-entry port array.
     listener_slots: Vec<(u16, u32)>,
+}
+
+/// Checks the maps already pinned at `pins` against this agent's object
+/// before anything is loaded: another program's or another version's map
+/// there once made the verifier reject the programs with a page-long log.
+fn check_pins(pins: &[(&str, PathBuf)], buckets: u32) -> Result<()> {
+    if pins.iter().all(|(_, p)| !p.exists()) {
+        return Ok(());
+    }
+    let object = aya_obj::Object::parse(OBJECT).context("cannot parse the eBPF object")?;
+    for (name, path) in pins.iter().filter(|(_, p)| p.exists()) {
+        let Some(ours) = object.maps.get(*name) else {
+            continue;
+        };
+        let dir = path.parent().and_then(Path::parent).unwrap_or(path);
+        let advice = format!(
+            "remove them with `handshake-monitor cleanup --pin-path {}`, or use another --pin-path",
+            dir.display()
+        );
+        let pinned = MapData::from_pin(path)
+            .map_err(|e| anyhow!("{} is not a BPF map ({e}): {advice}", path.display()))?;
+        let info = pinned.info()?;
+        let entries = if *name == map_names::FLOWS {
+            buckets
+        } else {
+            ours.max_entries()
+        };
+        let theirs = (
+            info.map_type().map_or(u32::MAX, |t| t as u32),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let want = (ours.map_type(), ours.key_size(), ours.value_size(), entries);
+        if theirs != want {
+            if *name == map_names::FLOWS && theirs.0 == want.0 && theirs.2 == want.2 {
+                bail!(
+                    "the pinned flow table holds {} flows, --flow-table-size asks for {}: use the same size, or {advice}",
+                    info.max_entries() as usize * WAYS,
+                    buckets as usize * WAYS
+                );
+            }
+            bail!(
+                "the pinned map {} is not this agent's (type, key, value, entries {theirs:?}, expected {want:?}): another program's or another version's pins; {advice}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads a per-CPU array whole, in one batch, summing over CPUs.
@@ -329,10 +378,11 @@ impl Probe {
             }
             None => Vec::new(),
         };
+        let buckets = table::buckets_for(options.flow_table_size);
+        check_pins(&pins, buckets)?;
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let buckets = table::buckets_for(options.flow_table_size);
         let mut ebpf = loader
             .map_max_entries(map_names::FLOWS, buckets)
             .override_global(global_names::FLOW_BUCKET_MASK, &(buckets - 1), true)

@@ -112,6 +112,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(dir) = &args.pin_path {
         crate::bpffs::ensure_pin_dir(dir)?;
     }
+    // Held until run returns: the pin directory is ours meanwhile.
+    let _pins = args
+        .pin_path
+        .as_deref()
+        .map(crate::bpffs::lock)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -587,6 +587,39 @@ fn cleanup_refuses_what_is_not_its_pins() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A pin directory is one agent's: a second agent on it is refused with one
+/// line; a map there that is not this agent's (another program's, another
+/// version's) is named, before the verifier is reached (it once answered
+/// with a 355-line log and a misleading \"Permission denied\").
+#[test]
+fn a_pin_directory_is_one_agents_and_holds_only_its_maps() {
+    let topo = Topology::new();
+    let bpffs = BpfFs::new("owner");
+    let pin = bpffs.pin_path();
+    let args = ["run", "--iface", SERVER_IF, "--pin-path", pin.as_str()];
+    let first = Agent::start(&topo.server, &args[1..]);
+    let out = run_to_exit(&["ip", "netns", "exec", &topo.server.name], &args, &[]);
+    assert_one_line_error(&out, "is in use by another handshake-monitor");
+    assert!(first.stop());
+    let cleanup = run_to_exit(&[], &["cleanup", "--pin-path", &pin], &[]);
+    assert!(cleanup.status.success());
+
+    // Another map pinned under the name of ours.
+    let probe = handshake_user::probe::Probe::load(&handshake_user::probe::LoadOptions::default())
+        .expect("load");
+    let maps = std::path::Path::new(&pin).join("maps");
+    std::fs::create_dir_all(&maps).expect("maps dir");
+    probe
+        .ebpf()
+        .map(handshake_common::map_names::LATENCY)
+        .expect("LATENCY")
+        .pin(maps.join(handshake_common::map_names::COUNTERS))
+        .expect("pin");
+    drop(probe);
+    let out = run_to_exit(&["ip", "netns", "exec", &topo.server.name], &args, &[]);
+    assert_one_line_error(&out, "maps/COUNTERS is not this agent's");
+}
+
 /// Without --pin-path nothing is left behind, on SIGTERM or SIGINT, with
 /// ingress on TC (the default on veth) or on XDP.
 #[test]
