@@ -321,10 +321,19 @@ fn adopt(probe: &mut Probe, kind: &str, path: PathBuf) -> Result<Held> {
     let pinned = PinnedLink::from_pin(&path)
         .with_context(|| format!("cannot open pinned link {}", path.display()))?;
     let fd = FdLink::from(pinned);
+    let not_ours = || format!("{} is not a link this agent pinned", path.display());
     let link = match kind {
-        XDP => Link::Xdp(probe.adopt_xdp_ingress(fd)?),
-        TC_INGRESS => Link::Tc(probe.adopt_tc(TcAttachType::Ingress, fd)?),
-        _ => Link::Tc(probe.adopt_tc(TcAttachType::Egress, fd)?),
+        XDP => Link::Xdp(probe.adopt_xdp_ingress(fd).with_context(not_ours)?),
+        TC_INGRESS => Link::Tc(
+            probe
+                .adopt_tc(TcAttachType::Ingress, fd)
+                .with_context(not_ours)?,
+        ),
+        _ => Link::Tc(
+            probe
+                .adopt_tc(TcAttachType::Egress, fd)
+                .with_context(not_ours)?,
+        ),
     };
     Ok(Held {
         link,

@@ -14,7 +14,22 @@ pub struct Interface {
 }
 
 fn read_interface(dir: &Path) -> Option<(Interface, bool)> {
-    let name = dir.file_name()?.to_str()?.to_owned();
+    let raw = dir.file_name()?;
+    let Some(name) = raw.to_str().map(str::to_owned) else {
+        // Labels and the attach calls take UTF-8 names: say so, once.
+        static WARNED: std::sync::Mutex<Vec<std::ffi::OsString>> =
+            std::sync::Mutex::new(Vec::new());
+        if let Ok(mut w) = WARNED.lock()
+            && !w.iter().any(|n| n == raw)
+        {
+            log::warn!(
+                "interface {:?}: its name is not UTF-8, so it is not watched",
+                raw.to_string_lossy()
+            );
+            w.push(raw.to_owned());
+        }
+        return None;
+    };
     let flags = fs::read_to_string(dir.join("flags")).ok()?;
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
     let index = fs::read_to_string(dir.join("ifindex"))

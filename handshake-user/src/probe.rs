@@ -398,7 +398,12 @@ impl Probe {
             )
             .override_global(global_names::CLOCK_FROM_MAP, &clock_from_map, true)
             .load(OBJECT)
-            .context("cannot load the eBPF object")?;
+            .with_context(|| {
+                format!(
+                    "cannot load the eBPF object (its flow table alone takes {} MiB of kernel memory, which counts against a memory limit such as the unit's MemoryMax)",
+                    (u64::from(buckets) * size_of::<Bucket>() as u64) >> 20
+                )
+            })?;
         program::<Xdp>(&mut ebpf, XDP_INGRESS)?
             .load()
             .context("the kernel rejected the XDP program")?;
