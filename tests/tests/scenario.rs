@@ -398,7 +398,7 @@ fn scenario(v6: bool) {
     // (the flood's) got no SYN-ACK.
     prometheus.wait_until(
         &topo.server,
-        "instance_direction:tcp_handshake_synack:ratio_rate5m{direction=\"inbound\"}",
+        "instance_direction:tcp_handshake_synack:ratio_rate2m{direction=\"inbound\"}",
         WAIT,
         |r| r > 0.0 && r < 0.5,
     );
