@@ -9,6 +9,8 @@
 //! built-in detector is evaluated on capture time, and, for the series
 //! formats, every metric is sampled each --step. At the end of the capture,
 //! handshakes still open are reported as timeouts by the stage they reached.
+
+pub mod pcap;
 use std::{
     collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
