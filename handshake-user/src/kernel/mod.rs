@@ -7,4 +7,6 @@ pub mod bpffs;
 pub mod clock;
 pub mod ingress;
 pub mod mapped;
+pub mod pins;
 pub mod probe;
+pub mod readers;

@@ -4,7 +4,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues},
@@ -28,11 +28,15 @@ use handshake_common::{
     table::{self, Bucket, WAYS},
 };
 
+pub use super::readers::{CounterReader, FlowReader};
+use super::{
+    pins::check_pins,
+    readers::{read_listeners, sum_per_cpu},
+};
 use crate::{
     batch,
     ingress::{Fallback, IngressPlan},
     interfaces::Interface,
-    mapped::MappedBuckets,
 };
 
 /// The compiled kernel programs, built from source by build.rs.
@@ -125,182 +129,6 @@ pub struct Probe {
     /// (port, slot) of the tracked listener ports: kept here so a scrape
     /// does not read the 65536-entry port array.
     listener_slots: Vec<(u16, u32)>,
-}
-
-/// Checks the maps already pinned at `pins` against this agent's object
-/// before anything is loaded: another program's or another version's map
-/// there once made the verifier reject the programs with a page-long log.
-fn check_pins(pins: &[(&str, PathBuf)], buckets: u32) -> Result<()> {
-    if pins.iter().all(|(_, p)| !p.exists()) {
-        return Ok(());
-    }
-    let object = aya_obj::Object::parse(OBJECT).context("cannot parse the eBPF object")?;
-    for (name, path) in pins.iter().filter(|(_, p)| p.exists()) {
-        let Some(ours) = object.maps.get(*name) else {
-            continue;
-        };
-        let dir = path.parent().and_then(Path::parent).unwrap_or(path);
-        let advice = format!(
-            "remove them with `handshake-monitor cleanup --pin-path {}`, or use another --pin-path",
-            dir.display()
-        );
-        let pinned = MapData::from_pin(path)
-            .map_err(|e| anyhow!("{} is not a BPF map ({e}): {advice}", path.display()))?;
-        let info = pinned.info()?;
-        let entries = if *name == map_names::FLOWS {
-            buckets
-        } else {
-            ours.max_entries()
-        };
-        let theirs = (
-            info.map_type().map_or(u32::MAX, |t| t as u32),
-            info.key_size(),
-            info.value_size(),
-            info.max_entries(),
-        );
-        let want = (ours.map_type(), ours.key_size(), ours.value_size(), entries);
-        if theirs != want {
-            if *name == map_names::FLOWS && theirs.0 == want.0 && theirs.2 == want.2 {
-                bail!(
-                    "the pinned flow table holds {} flows, --flow-table-size asks for {}: use the same size, or {advice}",
-                    info.max_entries() as usize * WAYS,
-                    buckets as usize * WAYS
-                );
-            }
-            bail!(
-                "the pinned map {} is not this agent's (type, key, value, entries {theirs:?}, expected {want:?}): another program's or another version's pins; {advice}",
-                path.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Reads a per-CPU array whole, in one batch, summing over CPUs.
-fn sum_per_cpu(
-    fd: std::os::fd::BorrowedFd<'_>,
-    cpus: usize,
-    name: &str,
-    len: u32,
-) -> Result<Vec<u64>> {
-    let mut out = vec![0u64; len as usize];
-    let row = 8 * cpus;
-    batch::lookup_all(fd, 4, row, len, |key, value| {
-        let index = u32::from_ne_bytes(key.try_into().unwrap_or_default()) as usize;
-        if let Some(slot) = out.get_mut(index) {
-            *slot = value
-                .chunks_exact(8)
-                .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
-                .sum();
-        }
-    })
-    .with_context(|| format!("reading {name}"))?;
-    Ok(out)
-}
-
-/// The funnels of the ports in `slots` (port, slot), summed over CPUs,
-/// sorted by port; port 0 is every other port.
-fn read_listeners(
-    fd: std::os::fd::BorrowedFd<'_>,
-    cpus: usize,
-    slots: &[(u16, u32)],
-) -> Result<Vec<(u16, ListenerCounters)>> {
-    let mut ports = slots.to_vec();
-    ports.push((OTHER_PORT, 0));
-    let row = size_of::<ListenerCounters>().div_ceil(8) * 8;
-    let mut by_slot = vec![ListenerCounters::default(); MAX_LISTENERS as usize];
-    batch::lookup_all(fd, 4, row * cpus, MAX_LISTENERS, |k, v| {
-        let slot = u32::from_ne_bytes(k.try_into().unwrap_or_default()) as usize;
-        if let Some(total) = by_slot.get_mut(slot) {
-            for cpu in v.chunks_exact(row) {
-                // SAFETY: the kernel wrote a `#[repr(C)]` Pod value per CPU.
-                *total += unsafe { cpu.as_ptr().cast::<ListenerCounters>().read_unaligned() };
-            }
-        }
-    })?;
-    let mut out: Vec<(u16, ListenerCounters)> = ports
-        .into_iter()
-        .map(|(p, s)| (p, by_slot.get(s as usize).copied().unwrap_or_default()))
-        .collect();
-    out.sort_by_key(|(p, _)| *p);
-    Ok(out)
-}
-
-/// Second handles on the counter maps (see [`Probe::counter_reader`]).
-pub struct CounterReader {
-    counters: std::os::fd::OwnedFd,
-    latency: std::os::fd::OwnedFd,
-    listeners: std::os::fd::OwnedFd,
-    cpus: usize,
-}
-
-impl CounterReader {
-    pub fn counters(&self) -> Result<Vec<u64>> {
-        sum_per_cpu(
-            self.counters.as_fd(),
-            self.cpus,
-            map_names::COUNTERS,
-            COUNTERS_LEN,
-        )
-    }
-
-    pub fn latency(&self) -> Result<Vec<u64>> {
-        sum_per_cpu(
-            self.latency.as_fd(),
-            self.cpus,
-            map_names::LATENCY,
-            LATENCY_LEN,
-        )
-    }
-
-    /// The funnels of the ports in `slots`, as [`Probe::listeners`].
-    pub fn listeners(&self, slots: &[(u16, u32)]) -> Result<Vec<(u16, ListenerCounters)>> {
-        read_listeners(self.listeners.as_fd(), self.cpus, slots)
-    }
-}
-
-/// A second handle on the flow table, for reading it in place without
-/// holding whatever guards the [`Probe`].
-pub struct FlowReader {
-    fd: std::os::fd::OwnedFd,
-    buckets: u32,
-}
-
-impl FlowReader {
-    /// Streams every tracked flow to `each`.
-    pub fn for_each(&self, mut each: impl FnMut(&FlowKey, &FlowState)) -> Result<()> {
-        self.for_each_bucket(|bucket| {
-            for (key, state) in bucket.live() {
-                each(key, state);
-            }
-        })
-    }
-
-    /// Capacity of the flow table: its buckets' ways.
-    pub fn capacity(&self) -> u32 {
-        self.buckets.saturating_mul(WAYS as u32)
-    }
-
-    /// Streams every bucket that holds a flow to `each`, read in place: the
-    /// table is an mmapable array, so a scan is a walk over shared memory,
-    /// with no syscall per entry or per batch, and an empty bucket costs
-    /// only the reads of its tags.
-    pub fn for_each_bucket(&self, mut each: impl FnMut(&Bucket)) -> Result<()> {
-        let table = MappedBuckets::read_only(&self.fd, self.buckets)?;
-        for i in 0..table.len() {
-            let at = table.bucket(i);
-            // SAFETY: a bucket of the mapping; the programs may be writing
-            // it, so it is read with volatile reads (a torn way is possible,
-            // as with any read of a live table).
-            let live = (0..WAYS)
-                .any(|w| table::is_live(unsafe { (&raw const (*at).tags[w]).read_volatile() }));
-            if live {
-                // SAFETY: as above.
-                each(&unsafe { at.read_volatile() });
-            }
-        }
-        Ok(())
-    }
 }
 
 /// [`Probe::fill_flow_table`] on any handle of a flow table (a pinned one,

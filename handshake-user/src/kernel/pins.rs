@@ -1,0 +1,58 @@
+//! Maps already pinned where the agent is to pin its own: checked against
+//! this agent's object before anything is loaded.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::maps::MapData;
+use handshake_common::{map_names, table::WAYS};
+
+use super::probe::OBJECT;
+
+/// Checks the maps already pinned at `pins` against this agent's object
+/// before anything is loaded: another program's or another version's map
+/// there once made the verifier reject the programs with a page-long log.
+pub fn check_pins(pins: &[(&str, PathBuf)], buckets: u32) -> Result<()> {
+    if pins.iter().all(|(_, p)| !p.exists()) {
+        return Ok(());
+    }
+    let object = aya_obj::Object::parse(OBJECT).context("cannot parse the eBPF object")?;
+    for (name, path) in pins.iter().filter(|(_, p)| p.exists()) {
+        let Some(ours) = object.maps.get(*name) else {
+            continue;
+        };
+        let dir = path.parent().and_then(Path::parent).unwrap_or(path);
+        let advice = format!(
+            "remove them with `handshake-monitor cleanup --pin-path {}`, or use another --pin-path",
+            dir.display()
+        );
+        let pinned = MapData::from_pin(path)
+            .map_err(|e| anyhow!("{} is not a BPF map ({e}): {advice}", path.display()))?;
+        let info = pinned.info()?;
+        let entries = if *name == map_names::FLOWS {
+            buckets
+        } else {
+            ours.max_entries()
+        };
+        let theirs = (
+            info.map_type().map_or(u32::MAX, |t| t as u32),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let want = (ours.map_type(), ours.key_size(), ours.value_size(), entries);
+        if theirs != want {
+            if *name == map_names::FLOWS && theirs.0 == want.0 && theirs.2 == want.2 {
+                bail!(
+                    "the pinned flow table holds {} flows, --flow-table-size asks for {}: use the same size, or {advice}",
+                    info.max_entries() as usize * WAYS,
+                    buckets as usize * WAYS
+                );
+            }
+            bail!(
+                "the pinned map {} is not this agent's (type, key, value, entries {theirs:?}, expected {want:?}): another program's or another version's pins; {advice}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
