@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cases;
 pub mod detect;
 pub mod dispatcher;
+pub mod fixtures;
 pub mod metrics;
 pub mod netns;
 pub mod packet;
