@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use super::{
     record::Recorder,
     scenario::{Event, PORT, Scenario},
-    traffic::{Clients, Mode, Sender, Server, tc},
+    traffic::{Clients, Mode, Sender, Server, SlowClients, lossless, lossy},
 };
 use crate::{
     agent::Agent,
-    netns::{CLIENT_IF, SERVER_IF, Topology},
+    netns::{SERVER_IF, Topology},
     prometheus::Prometheus,
 };
 
@@ -32,7 +32,8 @@ pub struct Meta {
     pub clients_connected: u64,
     pub clients_refused: u64,
     pub clients_failed: u64,
-    /// Frames the flood or scan sender sent.
+    /// Frames the flood or scan sender sent; for slow clients, the
+    /// handshakes they completed.
     pub sent: u64,
 }
 
@@ -56,20 +57,6 @@ fn capture(topo: &Topology, file: &Path) -> Result<Child> {
         .stderr(Stdio::null())
         .spawn()
         .context("tcpdump (installed by cargo xtask setup)")
-}
-
-fn netem(topo: &Topology, args: &[&str]) {
-    for (ns, dev) in [(&topo.client, CLIENT_IF), (&topo.server, SERVER_IF)] {
-        let mut full = vec!["qdisc", "add", "dev", dev, "root", "netem"];
-        full.extend_from_slice(args);
-        tc(ns, &full);
-    }
-}
-
-fn netem_off(topo: &Topology) {
-    for (ns, dev) in [(&topo.client, CLIENT_IF), (&topo.server, SERVER_IF)] {
-        tc(ns, &["qdisc", "del", "dev", dev, "root"]);
-    }
 }
 
 /// Runs `sc`, writing `recording.json`, `meta.json`, `agent.log` and
@@ -96,6 +83,7 @@ pub fn run(sc: &Scenario, dir: &Path) -> Result<()> {
 
     sleep_until(t0, sc.start_s);
     let mut sender = None;
+    let mut slow = None;
     match sc.event {
         Event::Flood { rate, pulse } => {
             let on = move |e: Duration| pulse.is_none_or(|(on, off)| e.as_secs() % (on + off) < on);
@@ -104,24 +92,26 @@ pub fn run(sc: &Scenario, dir: &Path) -> Result<()> {
         Event::Dead | Event::Restart => server.set(Mode::Closed),
         Event::Hung => server.set(Mode::Hang),
         Event::SynQueueCookies { rate, delay_ms } | Event::SlowClients { rate, delay_ms } => {
-            netem(&topo, &["delay", &format!("{delay_ms}ms")]);
-            clients.set_rate(rate);
+            let rtt = Duration::from_millis(2 * u64::from(delay_ms));
+            slow = Some(SlowClients::start(&topo, PORT, rate, rtt));
         }
         Event::ClosedPortScan { rate } => sender = Some(Sender::closed_port_scan(&topo, rate)),
         Event::FlashCrowd { rate } => clients.set_rate(rate),
-        Event::Lossy { loss_pct } => netem(&topo, &["loss", &format!("{loss_pct}%")]),
+        Event::Lossy { loss_pct } => lossy(&topo, loss_pct),
     }
 
     sleep_until(t0, sc.end_s);
+    let mut completed_slow = 0;
     let sent = sender.take().map_or(0, |s| s.sent.load(Ordering::Relaxed));
     match sc.event {
         Event::Dead | Event::Restart | Event::Hung => server.set(Mode::Serve),
         Event::SynQueueCookies { .. } | Event::SlowClients { .. } => {
-            netem_off(&topo);
-            clients.set_rate(sc.rate);
+            if let Some(s) = slow.take() {
+                completed_slow = s.completed.load(Ordering::Relaxed);
+            }
         }
         Event::FlashCrowd { .. } => clients.set_rate(sc.rate),
-        Event::Lossy { .. } => netem_off(&topo),
+        Event::Lossy { .. } => lossless(&topo),
         Event::Flood { .. } | Event::ClosedPortScan { .. } => {}
     }
 
@@ -155,7 +145,7 @@ pub fn run(sc: &Scenario, dir: &Path) -> Result<()> {
         clients_connected: tally.connected.load(Ordering::Relaxed),
         clients_refused: tally.refused.load(Ordering::Relaxed),
         clients_failed: tally.failed.load(Ordering::Relaxed),
-        sent,
+        sent: sent + completed_slow,
     };
     std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
     drop(agent);

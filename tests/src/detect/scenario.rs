@@ -23,9 +23,9 @@ pub enum Event {
     /// The listener stops accepting: its accept queue fills and SYNs go
     /// unanswered.
     Hung,
-    /// The clients' rate goes to `rate` over a path of `delay_ms` each way,
-    /// to a listener with a small backlog: its SYN queue overflows and the
-    /// kernel answers with cookies; every handshake still completes.
+    /// Clients at `rate` per second, `delay_ms` away each way, to a listener
+    /// with a small backlog: its SYN queue overflows and the kernel answers
+    /// with cookies; every handshake still completes.
     SynQueueCookies { rate: f64, delay_ms: u32 },
     /// SYNs to closed ports at `rate` per second.
     ClosedPortScan { rate: f64 },
@@ -34,7 +34,8 @@ pub enum Event {
     /// `loss_pct` of the frames are lost each way: SYNs and SYN-ACKs are
     /// retransmitted, handshakes still complete.
     Lossy { loss_pct: u32 },
-    /// Clients `delay_ms` away each way, at `rate` per second.
+    /// Clients `delay_ms` away each way, at `rate` per second (made by hand:
+    /// this kernel has no netem).
     SlowClients { rate: f64, delay_ms: u32 },
     /// The listener is closed for the event's length, then back.
     Restart,
@@ -250,7 +251,7 @@ pub fn all() -> Vec<Scenario> {
             backlog: 4,
             ..incident(
                 "syn_queue_cookies",
-                "60 connections/s over 100 ms each way to a backlog of 4: SYN cookies",
+                "60 clients/s 100 ms away each way, to a backlog of 4: SYN cookies",
                 Event::SynQueueCookies {
                     rate: 60.0,
                     delay_ms: 100,

@@ -276,11 +276,7 @@ impl Sender {
         rate: f64,
         on: impl Fn(Duration) -> bool + Send + 'static,
     ) -> Self {
-        // Routed back into the client namespace: the server's SYN-ACKs leave
-        // through its egress program, and the client's kernel drops them.
-        topo.server
-            .ip(&["route", "add", SPOOFED_NET, "via", CLIENT_V4])
-            .expect("route the spoofed sources");
+        route_spoofed(topo);
         let server: IpAddr = SERVER_V4.parse().expect("ip");
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(port);
         Self::start(topo, rate, on, move |_| {
@@ -332,12 +328,181 @@ impl Drop for Sender {
     }
 }
 
-/// Runs `tc` in a namespace (netem for loss and delay).
-pub fn tc(ns: &Netns, args: &[&str]) {
-    let ok = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "tc"])
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "tc {args:?} in {}", ns.name);
+/// Routes [`SPOOFED_NET`] from the server back into the client namespace:
+/// the server's SYN-ACKs to those addresses leave through its egress
+/// program, and the client's kernel drops them (it owns none of them).
+fn route_spoofed(topo: &Topology) {
+    topo.server
+        .ip(&["route", "replace", SPOOFED_NET, "via", CLIENT_V4])
+        .expect("route the spoofed sources");
+}
+
+/// Runs `nft -f -` with `rules` in a namespace.
+fn nft(ns: &Netns, rules: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("nft rules");
+    assert!(child.wait().is_ok_and(|s| s.success()), "nft {rules}");
+}
+
+/// `pct` % of the TCP segments lost each way, in the client namespace
+/// (nftables, at random: this kernel has no netem).
+pub fn lossy(topo: &Topology, pct: u32) {
+    nft(
+        &topo.client,
+        &format!(
+            "table inet loss {{\n  chain out {{ type filter hook output priority 0; meta l4proto tcp numgen random mod 100 < {pct} drop; }}\n  chain in {{ type filter hook input priority 0; meta l4proto tcp numgen random mod 100 < {pct} drop; }}\n}}\n"
+        ),
+    );
+}
+
+pub fn lossless(topo: &Topology) {
+    nft(&topo.client, "delete table inet loss\n");
+}
+
+/// Clients far away: handshakes from addresses of [`SPOOFED_NET`], made by
+/// hand on the client's veth, whose final ACK goes out `rtt` after the
+/// SYN-ACK arrives. They complete, `rtt` late (this kernel has no netem to
+/// delay real clients).
+pub struct SlowClients {
+    stop: Arc<AtomicBool>,
+    pub completed: Arc<AtomicU64>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl SlowClients {
+    pub fn start(topo: &Topology, port: u16, rate: f64, rtt: Duration) -> Self {
+        route_spoofed(topo);
+        let dst = Topology::mac(&topo.server, crate::netns::SERVER_IF);
+        let src = Topology::mac(&topo.client, CLIENT_IF);
+        let stop = Arc::new(AtomicBool::new(false));
+        let completed = Arc::new(AtomicU64::new(0));
+        let (s, done) = (Arc::clone(&stop), Arc::clone(&completed));
+        let handle = topo.client.spawn(move || {
+            let ifindex = ifindex(CLIENT_IF);
+            // SAFETY: a plain socket call; ETH_P_IP in network order.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+                    i32::from((libc::ETH_P_IP as u16).to_be()),
+                )
+            };
+            assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+            // SAFETY: a zeroed sockaddr_ll is valid; fields set below.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+            addr.sll_ifindex = ifindex as i32;
+            addr.sll_halen = 6;
+            addr.sll_addr[..6].copy_from_slice(&dst);
+            // SAFETY: binding our socket to c0 with a valid address.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            let send = |mut frame: Vec<u8>| {
+                frame[0..6].copy_from_slice(&dst);
+                frame[6..12].copy_from_slice(&src);
+                // SAFETY: a valid buffer and address, lengths passed.
+                unsafe {
+                    libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        size_of::<libc::sockaddr_ll>() as u32,
+                    )
+                };
+            };
+            let server: IpAddr = SERVER_V4.parse().expect("ip");
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut acks: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
+            let mut answered = std::collections::HashSet::new();
+            let mut buf = vec![0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                while (sent as f64) < start.elapsed().as_secs_f64() * rate {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let w = x.to_be_bytes();
+                    let client = IpAddr::V4(Ipv4Addr::new(198, 19, 128 | w[0], w[1].max(1)));
+                    let sport = 1024 + u16::from_be_bytes([w[2], w[3]]) % 60000;
+                    send(
+                        Packet::tcp(client, sport, server, port)
+                            .flags(SYN)
+                            .seq(x as u32)
+                            .build(),
+                    );
+                    sent += 1;
+                }
+                // SYN-ACKs to our clients: the ACK is due `rtt` later.
+                // SAFETY: recv into our buffer.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n > 54 {
+                    let f = &buf[..n as usize];
+                    let ip = &f[14..];
+                    let ihl = usize::from(ip[0] & 0x0f) * 4;
+                    let tcp = &ip[ihl..];
+                    let to_ours = ip[9] == 6 && ip[16] == 198 && ip[17] == 19 && ip[18] & 128 != 0;
+                    if to_ours && tcp.len() >= 20 && tcp[13] & 0x12 == 0x12 {
+                        let client = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
+                        let cport = u16::from_be_bytes([tcp[2], tcp[3]]);
+                        let y = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+                        let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+                        if answered.insert((client, cport, y)) {
+                            let frame = Packet::tcp(client, cport, server, port)
+                                .flags(crate::packet::ACK)
+                                .seq(ack)
+                                .ack(y.wrapping_add(1))
+                                .build();
+                            acks.push_back((Instant::now() + rtt, frame));
+                        }
+                    }
+                    continue;
+                }
+                while acks.front().is_some_and(|(due, _)| *due <= Instant::now()) {
+                    if let Some((_, frame)) = acks.pop_front() {
+                        send(frame);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if answered.len() > 100_000 {
+                    answered.clear();
+                }
+                thread::sleep(Duration::from_micros(500));
+            }
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(fd) };
+        });
+        Self {
+            stop,
+            completed,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for SlowClients {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
