@@ -33,7 +33,6 @@ pub mod map_names {
     pub const LISTENER_SLOTS: &str = "LISTENER_SLOTS";
     pub const IFACES: &str = "IFACES";
     pub const REPLAY_CLOCK: &str = "REPLAY_CLOCK";
-    pub const BENCH_STEP: &str = "BENCH_STEP";
 }
 
 /// Names of the programs in the object file.
@@ -46,19 +45,6 @@ pub mod program_names {
     /// Never attached: run by the agent with BPF_PROG_TEST_RUN to expire one
     /// handshake (see [`crate::expire`]).
     pub const EXPIRE: &str = "handshake_expire";
-    /// Empty programs, the benchmarks' baselines; never attached by the agent.
-    pub const BASELINE_XDP: &str = "baseline_xdp";
-    pub const BASELINE_TC: &str = "baseline_tc";
-    /// Benchmarks: step an address, then observe (a new flow every run).
-    pub const BENCH_STEPPED_INGRESS: &str = "bench_stepped_ingress";
-    pub const BENCH_STEPPED_EGRESS: &str = "bench_stepped_egress";
-    /// Benchmarks: the step alone, the baselines of the two above.
-    pub const BENCH_STEP_XDP: &str = "bench_step_xdp";
-    pub const BENCH_STEP_TC: &str = "bench_step_tc";
-    /// Benchmarks: step, parse, and the flow table's lookup and insert only.
-    pub const BENCH_INSERT_ONLY: &str = "bench_insert_only";
-    /// Benchmarks: the clock read alone, as a new flow reads it.
-    pub const BENCH_CLOCK_XDP: &str = "bench_clock_xdp";
 }
 
 /// Names of the load-time constants in the object.

@@ -13,6 +13,10 @@
 )]
 #![feature(core_intrinsics)]
 
+// The benchmarks' own programs: only in the object `cargo xtask bench`
+// builds (feature `bench`), never in the agent's.
+#[cfg(feature = "bench")]
+mod bench;
 mod maps;
 mod view;
 
@@ -35,9 +39,9 @@ use handshake_common::{
 
 use crate::{
     maps::{
-        BENCH_STEP, Funnel, count, count_listener, find_flow, iface_slot, insert_new_flow,
-        maybe_pending, now_ns, pending_enter, pending_leave, place_of, record_latency, remove_flow,
-        slot_pending, warm_pending_slot,
+        Funnel, count, count_listener, find_flow, iface_slot, insert_new_flow, maybe_pending,
+        now_ns, pending_enter, pending_leave, place_of, record_latency, remove_flow, slot_pending,
+        warm_pending_slot,
     },
     view::Frame,
 };
@@ -103,108 +107,6 @@ fn tc_hook(ctx: &TcContext, egress: bool) -> Hook {
     // SAFETY: the context pointer is the kernel's __sk_buff for this run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     Hook::new(ifindex, egress)
-}
-
-/// An empty XDP program: what the benchmarks measure ours against, in the
-/// same run (`cargo xtask bench`). Never attached by the agent.
-#[xdp]
-pub fn baseline_xdp(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// The egress program's baseline, as [`baseline_xdp`].
-#[classifier]
-pub fn baseline_tc(_ctx: TcContext) -> i32 {
-    TC_ACT_UNSPEC
-}
-
-/// Benchmarks only, never attached: adds one to the big-endian 32-bit word
-/// at byte `BENCH_STEP[0]` of the frame (an address), then does what the
-/// ingress program does. Run with BPF_PROG_TEST_RUN's `repeat`, every run
-/// sees the next flow: the per-packet cost of new flows, SYN-ACKs and
-/// completing ACKs over a million runs, not one test-run syscall per flow.
-/// [`bench_step_xdp`] does only the step: the baseline.
-#[xdp]
-pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
-    let frame = Frame::of_xdp(&ctx);
-    bench_step(&frame);
-    observe(
-        frame,
-        Hook::new(ctx.ingress_ifindex() as u32, false),
-        || frame,
-    );
-    xdp_action::XDP_PASS
-}
-
-/// The egress program's [`bench_stepped_ingress`].
-#[classifier]
-pub fn bench_stepped_egress(ctx: TcContext) -> i32 {
-    let frame = Frame::of_skb(&ctx);
-    bench_step(&frame);
-    observe(frame, tc_hook(&ctx, true), || frame);
-    TC_ACT_UNSPEC
-}
-
-/// The step alone: the baseline of [`bench_stepped_ingress`].
-#[xdp]
-pub fn bench_step_xdp(ctx: XdpContext) -> u32 {
-    bench_step(&Frame::of_xdp(&ctx));
-    xdp_action::XDP_PASS
-}
-
-/// The step alone: the baseline of [`bench_stepped_egress`].
-#[classifier]
-pub fn bench_step_tc(ctx: TcContext) -> i32 {
-    bench_step(&Frame::of_skb(&ctx));
-    TC_ACT_UNSPEC
-}
-
-/// Benchmarks only: the step, the parse and the flow-table lookup and
-/// insert a new flow needs, nothing else (no clock, no counters). Its cost
-/// over [`bench_step_xdp`] is the table's share of a new flow's.
-#[xdp]
-pub fn bench_insert_only(ctx: XdpContext) -> u32 {
-    let frame = Frame::of_xdp(&ctx);
-    bench_step(&frame);
-    if let Ok(Parsed::Tcp(seg)) = parse_ethernet(&frame) {
-        let key = key_of(&seg);
-        if let Some(place) = place_of(&key)
-            && place.find(&key).is_none()
-        {
-            let state = FlowState {
-                stage: Stage::SynSent as u8,
-                ..FlowState::default()
-            };
-            maps::insert_flow(&place, &key, &state);
-        }
-    }
-    xdp_action::XDP_PASS
-}
-
-/// Benchmarks only: reads the clock, as a new flow, a SYN-ACK and a
-/// completing ACK each do once, and nothing else. Its cost over
-/// [`baseline_xdp`] is the clock's share of theirs: one helper call, which
-/// no other step of theirs is (the verifier inlines the array lookups).
-#[xdp]
-pub fn bench_clock_xdp(_ctx: XdpContext) -> u32 {
-    // The call cannot be dropped: to the compiler a helper is an opaque
-    // function pointer.
-    let _ = now_ns();
-    xdp_action::XDP_PASS
-}
-
-#[inline(always)]
-fn bench_step(frame: &Frame) {
-    let offset = BENCH_STEP.get(0).copied().unwrap_or(0) as usize & 0xff;
-    let at = frame.start + offset;
-    if at + 4 <= frame.end {
-        // SAFETY: inside the frame (checked just above); only benchmarks run
-        // this, on frames they made.
-        unsafe {
-            let word = at as *mut u32;
-            word.write_unaligned(u32::from_be(word.read_unaligned()).wrapping_add(1).to_be());
-        }
-    }
 }
 
 /// Never attached. The agent runs it with BPF_PROG_TEST_RUN, the "packet"

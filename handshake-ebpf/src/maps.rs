@@ -73,6 +73,7 @@ pub static REPLAY_CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Byte offset in the frame of the word the benchmark programs step (see
 /// `bench_stepped_ingress`). Only they use it.
+#[cfg(feature = "bench")]
 #[map]
 pub static BENCH_STEP: Array<u32> = Array::with_max_entries(1, 0);
 

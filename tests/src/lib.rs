@@ -6,6 +6,7 @@
 //! deleted when the test ends, even when it fails.
 
 pub mod agent;
+pub mod bench_object;
 pub mod capture;
 pub mod cases;
 pub mod detect;

@@ -39,12 +39,24 @@ impl Tester {
     /// Loads with `options`; unless they name one, with a fixed flow-table
     /// seed, so that which flows share a bucket is the same on every run.
     pub fn with(options: &LoadOptions) -> Self {
-        let options = LoadOptions {
+        Self {
+            probe: Probe::load(&Self::seeded(options)).expect("load the programs (are we root?)"),
+        }
+    }
+
+    /// As [`Tester::with`], from the benchmarks' object (the agent's
+    /// programs and the benchmarks' own).
+    pub fn bench_with(options: &LoadOptions) -> Self {
+        Self {
+            probe: crate::bench_object::load(&Self::seeded(options))
+                .expect("load the benchmarks' programs (are we root?)"),
+        }
+    }
+
+    fn seeded(options: &LoadOptions) -> LoadOptions {
+        LoadOptions {
             flow_seed: options.flow_seed.or(Some(TEST_FLOW_SEED)),
             ..*options
-        };
-        Self {
-            probe: Probe::load(&options).expect("load the programs (are we root?)"),
         }
     }
 

@@ -789,7 +789,7 @@ fn a_full_bucket_evicts_the_least_valuable_way_and_counts_it() {
 #[test]
 fn benchmark_programs_do_what_their_rows_say() {
     use aya::programs::{TestRun as _, TestRunOptions};
-    use handshake_common::program_names;
+    use handshake_tests::bench_object::{BenchPrograms as _, names as program_names};
 
     const RUNS: u32 = 10;
     let ipv4_src = 14 + 12;
@@ -809,7 +809,7 @@ fn benchmark_programs_do_what_their_rows_say() {
         assert_eq!(result.return_value, XDP_PASS, "{program}");
     };
 
-    let mut stepped = Tester::new();
+    let mut stepped = Tester::bench_with(&LoadOptions::default());
     run(&mut stepped, program_names::BENCH_STEPPED_INGRESS);
     assert_eq!(stepped.flows().len(), RUNS as usize, "a new flow every run");
     assert_eq!(
@@ -817,7 +817,7 @@ fn benchmark_programs_do_what_their_rows_say() {
         u64::from(RUNS)
     );
 
-    let mut insert_only = Tester::new();
+    let mut insert_only = Tester::bench_with(&LoadOptions::default());
     run(&mut insert_only, program_names::BENCH_INSERT_ONLY);
     assert_eq!(
         insert_only.flows().len(),
@@ -826,7 +826,7 @@ fn benchmark_programs_do_what_their_rows_say() {
     );
     assert_eq!(insert_only.counters().nonzero(), vec![], "no counter moves");
 
-    let mut clock = Tester::new();
+    let mut clock = Tester::bench_with(&LoadOptions::default());
     run(&mut clock, program_names::BENCH_CLOCK_XDP);
     assert!(clock.flows().is_empty());
     assert_eq!(clock.counters().nonzero(), vec![]);

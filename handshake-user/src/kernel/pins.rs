@@ -56,3 +56,27 @@ pub fn check_pins(pins: &[(&str, PathBuf)], buckets: u32) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent's object carries its programs and maps only: the
+    /// benchmarks' are built into their own object (tests/build.rs).
+    #[test]
+    fn the_agents_object_has_no_benchmark_program() {
+        let object = aya_obj::Object::parse(OBJECT).expect("parse");
+        let mut programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
+        programs.sort_unstable();
+        assert_eq!(
+            programs,
+            vec![
+                "handshake_egress",
+                "handshake_expire",
+                "handshake_ingress",
+                "handshake_tc_ingress"
+            ]
+        );
+        assert!(!object.maps.contains_key("BENCH_STEP"));
+    }
+}

@@ -191,7 +191,17 @@ impl Probe {
     /// As [`Probe::load`]; with `pin_dir`, the maps that hold state are
     /// pinned under `pin_dir/maps`, and reused if already there, so a
     /// restarted agent continues where the last one stopped.
+    /// Loads `object` (another build of the programs: the benchmarks' one,
+    /// with programs of their own), unpinned.
+    pub fn load_object(object: &[u8], options: &LoadOptions) -> Result<Self> {
+        Self::load_from(object, options, None)
+    }
+
     pub fn load_pinned(options: &LoadOptions, pin_dir: Option<&Path>) -> Result<Self> {
+        Self::load_from(OBJECT, options, pin_dir)
+    }
+
+    fn load_from(object: &[u8], options: &LoadOptions, pin_dir: Option<&Path>) -> Result<Self> {
         let clock_from_map = u8::from(options.clock_from_map);
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&str, PathBuf)> = match pin_dir {
@@ -225,7 +235,7 @@ impl Probe {
                 true,
             )
             .override_global(global_names::CLOCK_FROM_MAP, &clock_from_map, true)
-            .load(OBJECT)
+            .load(object)
             .with_context(|| {
                 format!(
                     "cannot load the eBPF object (its flow table alone takes {} MiB of kernel memory, which counts against a memory limit such as the unit's MemoryMax)",
@@ -613,41 +623,6 @@ impl Probe {
             total = total.wrapping_add(u64::from_ne_bytes(v.try_into().unwrap_or_default()));
         })?;
         Ok(total)
-    }
-
-    /// The empty baseline XDP program (loaded on first use), for benchmarks.
-    pub fn baseline_xdp(&mut self) -> Result<&mut Xdp> {
-        self.bench_xdp(handshake_common::program_names::BASELINE_XDP)
-    }
-
-    /// The empty baseline TC program (loaded on first use), for benchmarks.
-    pub fn baseline_tc(&mut self) -> Result<&mut SchedClassifier> {
-        self.bench_tc(handshake_common::program_names::BASELINE_TC)
-    }
-
-    /// A never-attached XDP program of the object by name (loaded on first
-    /// use), for benchmarks.
-    pub fn bench_xdp(&mut self, name: &str) -> Result<&mut Xdp> {
-        let xdp = program::<Xdp>(&mut self.ebpf, name)?;
-        if xdp.fd().is_err() {
-            xdp.load()?;
-        }
-        Ok(xdp)
-    }
-
-    /// A never-attached TC program of the object by name (loaded on first
-    /// use), for benchmarks.
-    pub fn bench_tc(&mut self, name: &str) -> Result<&mut SchedClassifier> {
-        let tc = program::<SchedClassifier>(&mut self.ebpf, name)?;
-        if tc.fd().is_err() {
-            tc.load()?;
-        }
-        Ok(tc)
-    }
-
-    /// Sets the byte offset the benchmarks' stepping programs step.
-    pub fn set_bench_step(&mut self, offset: u32) -> Result<()> {
-        self.set_array(map_names::BENCH_STEP, 0, offset)
     }
 
     /// Writes `value` at `index` of the array map `name`.

@@ -33,6 +33,7 @@ use handshake_common::{
 };
 use handshake_tests::{
     agent::{Agent, binary},
+    bench_object::{BenchPrograms as _, names as bench_names},
     cases::{ack, client, syn, synack, v4},
     dispatcher::DispatcherHold,
     metrics::Exposition,
@@ -283,7 +284,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     let _pinned = PinnedToLastCpu::new();
     let clock = TestRunClock::new();
     let clock = &clock;
-    let mut t = Tester::with(&unlimited(1 << 20));
+    let mut t = Tester::bench_with(&unlimited(1 << 20));
     // Repeat cases: the same frame `repeat` times in the kernel.
     let mut arp = data_segment(&client());
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
@@ -370,7 +371,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             }
             (Program::Ingress, true) => clock.xdp_ns(p.ingress_program().expect("xdp"), frame, r),
             (Program::Clock, true) => clock.xdp_ns(
-                p.bench_xdp(program_names::BENCH_CLOCK_XDP).expect("xdp"),
+                p.bench_xdp(bench_names::BENCH_CLOCK_XDP).expect("xdp"),
                 frame,
                 r,
             ),
@@ -408,7 +409,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             "SYN into an empty table (new flow), IPv4",
             Some(250.0),
             Ingress,
-            program_names::BENCH_STEPPED_INGRESS,
+            bench_names::BENCH_STEPPED_INGRESS,
             syn(&client(), 7),
             ipv4_src,
         ),
@@ -416,7 +417,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             "SYN into an empty table (new flow), IPv6",
             Some(250.0),
             Ingress,
-            program_names::BENCH_STEPPED_INGRESS,
+            bench_names::BENCH_STEPPED_INGRESS,
             syn(&v6, 7),
             v6_src_last_word,
         ),
@@ -424,7 +425,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             "SYN into an empty table (new flow), QinQ",
             Some(250.0),
             Ingress,
-            program_names::BENCH_STEPPED_INGRESS,
+            bench_names::BENCH_STEPPED_INGRESS,
             syn(&client().qinq(10, 20), 7),
             qinq_ipv4_src,
         ),
@@ -432,7 +433,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             "outbound SYN, new flow, egress (TC)",
             Some(250.0),
             Egress,
-            program_names::BENCH_STEPPED_EGRESS,
+            bench_names::BENCH_STEPPED_EGRESS,
             syn(&client(), 7),
             ipv4_dst,
         ),
@@ -440,13 +441,13 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             "flow-table lookup and insert alone, IPv4, same empty default table (its share of a new flow)",
             None,
             Ingress,
-            program_names::BENCH_INSERT_ONLY,
+            bench_names::BENCH_INSERT_ONLY,
             syn(&client(), 7),
             ipv4_src,
         ),
     ];
     let names: Vec<(&str, Option<f64>)> = new_flows.iter().map(|c| (c.name, c.goal)).collect();
-    let mut flows = Tester::with(&unlimited(DEFAULT_TABLE));
+    let mut flows = Tester::bench_with(&unlimited(DEFAULT_TABLE));
     b1_cases_in_rounds(s.runs, rows, &names, |case, ours| {
         let c = &new_flows[case];
         in_half_tables(
@@ -471,7 +472,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
             },
         )
     });
-    let mut full = Tester::with(&unlimited(DEFAULT_TABLE));
+    let mut full = Tester::bench_with(&unlimited(DEFAULT_TABLE));
     b1_case(
         s,
         rows,
@@ -522,7 +523,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
                      offset: u32,
                      counter: Counter,
                      rows: &mut Vec<Row>| {
-        let mut t = Tester::with(&unlimited(DEFAULT_TABLE));
+        let mut t = Tester::bench_with(&unlimited(DEFAULT_TABLE));
         let met = |t: &Tester| {
             let c = t.counters();
             c.total(counter) + c.total(Counter::EvictedSynSent)
@@ -567,7 +568,7 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     // TLB miss. Beside them, the floor such a miss puts under any table on
     // this machine: one dependent read at a random line of as much memory.
     let big_table = |case: &str, program: &str, rows: &mut Vec<Row>| {
-        let mut t = Tester::with(&unlimited(BIG_TABLE));
+        let mut t = Tester::bench_with(&unlimited(BIG_TABLE));
         b1_case(s, rows, case, None, |ours| {
             let frame = syn(&client(), 7).build();
             if !ours {
@@ -589,12 +590,12 @@ fn b1(s: &Settings, rows: &mut Vec<Row>) {
     };
     big_table(
         "SYN, new flow, IPv4, 1M flows into a 2M-entry table (208 MiB)",
-        program_names::BENCH_STEPPED_INGRESS,
+        bench_names::BENCH_STEPPED_INGRESS,
         rows,
     );
     big_table(
         "flow-table lookup and insert alone, same 2M-entry table (its share of a new flow)",
-        program_names::BENCH_INSERT_ONLY,
+        bench_names::BENCH_INSERT_ONLY,
         rows,
     );
     for (table, which) in [
@@ -759,8 +760,8 @@ fn stepped_run(
     ours: bool,
 ) -> f64 {
     let program = match hook {
-        Ingress => program_names::BENCH_STEPPED_INGRESS,
-        Egress => program_names::BENCH_STEPPED_EGRESS,
+        Ingress => bench_names::BENCH_STEPPED_INGRESS,
+        Egress => bench_names::BENCH_STEPPED_EGRESS,
     };
     stepped_with(clock, t, hook, program, frame, offset, repeat, ours)
 }
@@ -785,13 +786,13 @@ fn stepped_with(
     match (hook, ours) {
         (Ingress, true) => clock.xdp_ns(p.bench_xdp(program).expect("xdp"), frame, repeat),
         (Ingress, false) => clock.xdp_ns(
-            p.bench_xdp(program_names::BENCH_STEP_XDP).expect("xdp"),
+            p.bench_xdp(bench_names::BENCH_STEP_XDP).expect("xdp"),
             frame,
             repeat,
         ),
         (Egress, true) => clock.tc_ns(p.bench_tc(program).expect("tc"), frame, repeat),
         (Egress, false) => clock.tc_ns(
-            p.bench_tc(program_names::BENCH_STEP_TC).expect("tc"),
+            p.bench_tc(bench_names::BENCH_STEP_TC).expect("tc"),
             frame,
             repeat,
         ),
@@ -827,7 +828,7 @@ fn attach_in(ns: &Netns, dev: &'static str, ours: bool, plan: IngressPlan) -> mp
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     ns.spawn(move || {
-        let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
+        let mut probe = handshake_tests::bench_object::load(&LoadOptions::default()).expect("load");
         // Not interfaces::by_name: it reads /sys/class/net (see `ifindex`).
         let index = ifindex(dev);
         let iface = handshake_user::interfaces::Interface {
@@ -861,7 +862,7 @@ fn attach_empty_hooks_in(ns: &Netns, dev: &'static str, xdp: bool) -> mpsc::Send
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     ns.spawn(move || {
-        let mut probe = handshake_user::probe::Probe::load(&LoadOptions::default()).expect("load");
+        let mut probe = handshake_tests::bench_object::load(&LoadOptions::default()).expect("load");
         if xdp {
             let prog = probe.baseline_xdp().expect("baseline xdp");
             prog.attach_to_if_index(ifindex(dev), XdpMode::Skb)
@@ -1293,7 +1294,7 @@ fn b3(s: &Settings, rows: &mut Vec<Row>) {
         let names: &[&str] = if ours {
             AGENT_PROGRAMS
         } else {
-            &[program_names::BASELINE_TC]
+            &[bench_names::BASELINE_TC]
         };
         let measured = program_time(&topo, names, s.seconds);
         drop((agent, attached));
@@ -1567,7 +1568,7 @@ fn b4(s: &Settings, rows: &mut Vec<Row>) {
         ] {
             let mut fractions = Vec::new();
             for _ in 0..s.runs {
-                let mut t = Tester::with(&options);
+                let mut t = Tester::bench_with(&options);
                 let every = flood.len() / real.len();
                 let mut open: std::collections::VecDeque<(usize, &Packet)> =
                     std::collections::VecDeque::new();
@@ -1724,7 +1725,7 @@ fn b5(s: &Settings, rows: &mut Vec<Row>) {
         &[65536, 262_144, 1 << 20]
     };
     for &n in sizes {
-        let mut t = Tester::with(&unlimited(n as u32));
+        let mut t = Tester::bench_with(&unlimited(n as u32));
         fill_flows(&mut t, n);
         let (mut batched, mut single, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         let reader = t.probe().flow_reader().expect("flow reader");
