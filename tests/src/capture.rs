@@ -22,6 +22,15 @@ pub enum Format {
     PcapSll2,
     /// pcapng, Ethernet, direction in each enhanced packet block's flags.
     PcapNg,
+    /// pcapng whose first interface is of a link type replay does not read
+    /// (USER0, 147), with one packet of its own; the rest as [`Format::PcapNg`].
+    PcapNgForeignInterface,
+    /// Classic pcap, BSD loopback: a little-endian address family, then IP.
+    PcapNull,
+    /// Classic pcap, OpenBSD loopback: the family in network order.
+    PcapLoop,
+    /// Classic pcap, Linux NFLOG: TLVs, the packet in the payload one.
+    PcapNflog,
 }
 
 /// One packet: an Ethernet frame, its time in ns, and its way.
@@ -60,7 +69,7 @@ fn pcap_header(out: &mut Vec<u8>, linktype: u32, nanos: bool, big: bool) {
 pub fn encode(format: Format, records: &[Record]) -> Vec<u8> {
     let mut out = Vec::new();
     match format {
-        Format::PcapNg => {
+        Format::PcapNg | Format::PcapNgForeignInterface => {
             let block = |out: &mut Vec<u8>, kind: u32, body: &[u8]| {
                 let total = (12 + body.len().div_ceil(4) * 4) as u32;
                 out.extend_from_slice(&kind.to_le_bytes());
@@ -75,7 +84,23 @@ pub fn encode(format: Format, records: &[Record]) -> Vec<u8> {
             shb.extend_from_slice(&0u16.to_le_bytes());
             shb.extend_from_slice(&u64::MAX.to_le_bytes());
             block(&mut out, 0x0a0d_0d0a, &shb);
-            // Interface 0: Ethernet, if_tsresol = 9 (ns).
+            let foreign = format == Format::PcapNgForeignInterface;
+            if foreign {
+                // An interface of a kind we do not read, and a packet on it.
+                let mut idb = Vec::new();
+                idb.extend_from_slice(&147u16.to_le_bytes());
+                idb.extend_from_slice(&0u16.to_le_bytes());
+                idb.extend_from_slice(&262_144u32.to_le_bytes());
+                block(&mut out, 1, &idb);
+                let mut epb = Vec::new();
+                epb.extend_from_slice(&0u32.to_le_bytes());
+                epb.extend_from_slice(&[0; 8]);
+                epb.extend_from_slice(&8u32.to_le_bytes());
+                epb.extend_from_slice(&8u32.to_le_bytes());
+                epb.extend_from_slice(b"whatever");
+                block(&mut out, 6, &epb);
+            }
+            // The Ethernet interface, if_tsresol = 9 (ns).
             let mut idb = Vec::new();
             idb.extend_from_slice(&1u16.to_le_bytes());
             idb.extend_from_slice(&0u16.to_le_bytes());
@@ -87,7 +112,7 @@ pub fn encode(format: Format, records: &[Record]) -> Vec<u8> {
             block(&mut out, 1, &idb);
             for r in records {
                 let mut epb = Vec::new();
-                epb.extend_from_slice(&0u32.to_le_bytes());
+                epb.extend_from_slice(&u32::from(foreign).to_le_bytes());
                 epb.extend_from_slice(&((r.ts_ns >> 32) as u32).to_le_bytes());
                 epb.extend_from_slice(&(r.ts_ns as u32).to_le_bytes());
                 epb.extend_from_slice(&(r.frame.len() as u32).to_le_bytes());
@@ -107,12 +132,46 @@ pub fn encode(format: Format, records: &[Record]) -> Vec<u8> {
                 Format::PcapEthernet => (1, false, false),
                 Format::PcapEthernetNanosBigEndian => (1, true, true),
                 Format::PcapRawIp => (101, false, false),
+                Format::PcapNull => (0, false, false),
+                Format::PcapLoop => (108, false, false),
+                Format::PcapNflog => (239, false, false),
                 _ => (276, false, false),
             };
             pcap_header(&mut out, linktype, nanos, big);
             for r in records {
                 let data = match format {
                     Format::PcapRawIp => r.frame[14..].to_vec(),
+                    Format::PcapNull | Format::PcapLoop => {
+                        let family: u32 = if r.frame[12..14] == [0x86, 0xdd] {
+                            24
+                        } else {
+                            2
+                        };
+                        let mut d = if format == Format::PcapNull {
+                            family.to_le_bytes().to_vec()
+                        } else {
+                            family.to_be_bytes().to_vec()
+                        };
+                        d.extend_from_slice(&r.frame[14..]);
+                        d
+                    }
+                    Format::PcapNflog => {
+                        let ip = &r.frame[14..];
+                        let family = if r.frame[12..14] == [0x86, 0xdd] {
+                            10
+                        } else {
+                            2
+                        };
+                        let mut d = vec![family, 0, 0, 0];
+                        // A prefix TLV ("hm", padded), then the payload.
+                        d.extend_from_slice(&6u16.to_ne_bytes());
+                        d.extend_from_slice(&10u16.to_ne_bytes());
+                        d.extend_from_slice(&[b'h', b'm', 0, 0]);
+                        d.extend_from_slice(&((4 + ip.len()) as u16).to_ne_bytes());
+                        d.extend_from_slice(&9u16.to_ne_bytes());
+                        d.extend_from_slice(ip);
+                        d
+                    }
                     Format::PcapSll2 => {
                         let mut d = Vec::new();
                         d.extend_from_slice(&r.frame[12..14]); // protocol
@@ -147,6 +206,28 @@ pub fn encode(format: Format, records: &[Record]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// How a capture file is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+/// `bytes` compressed.
+pub fn compress(bytes: &[u8], how: Compression) -> Vec<u8> {
+    match how {
+        Compression::Gzip => {
+            use std::io::Write as _;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(bytes).expect("gzip");
+            enc.finish().expect("gzip")
+        }
+        Compression::Zstd => {
+            ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
+        }
+    }
 }
 
 pub fn write(path: &Path, format: Format, records: &[Record]) {

@@ -14,7 +14,7 @@ use handshake_common::{
 };
 use handshake_tests::{
     agent::{Agent, assert_one_line_error, run_to_exit},
-    capture::{Format, Record, Way, write},
+    capture::{Compression, Format, Record, Way, compress, encode, write},
     cases::{In, InRaw, Out, Step, X, Y, ack, cases, client, client6, handshake, syn, synack},
     netns::{SERVER_IF, SERVER_V4, Topology},
     packet::{ACK, Packet, RST},
@@ -172,17 +172,26 @@ fn every_capture_format_reads_the_same() {
         Format::PcapRawIp,
         Format::PcapSll2,
         Format::PcapNg,
+        Format::PcapNgForeignInterface,
+        Format::PcapNull,
+        Format::PcapLoop,
+        Format::PcapNflog,
     ] {
         let path = tmp(&format!("{format:?}"));
         write(&path, format, &recs);
         let (json, out) = replay_json(&path, &[]);
         let _ = std::fs::remove_file(&path);
+        if format == Format::PcapNgForeignInterface {
+            assert_eq!(json["other_link_type"], 1, "the foreign interface's packet");
+            assert_eq!(json["frames"], 9, "{format:?}");
+        } else {
+            assert_eq!(json["frames"], 8, "{format:?}");
+        }
         assert!(
             out.status.success(),
             "{format:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(json["frames"], 8, "{format:?}");
         for (key, want) in [
             ("attempts", 3),
             ("synack", 2),
@@ -200,6 +209,62 @@ fn every_capture_format_reads_the_same() {
             json["duration_seconds"]
         );
     }
+}
+
+/// Captures as other tools leave them are read whole: compressed (gzip,
+/// zstd); with a GSO frame of 70 kB sent by the host (`tcpdump -i any`),
+/// which once aborted the replay: the programs get its headers; with a
+/// sub-second field past a second (a broken writer), which once added
+/// 2147 s: clamped.
+#[test]
+fn captures_made_elsewhere_are_read_whole() {
+    let c = client();
+    let mut steps = handshake(&c);
+    // After the handshake, the server sends 70 kB in one segment (GSO).
+    steps.push(Out(c
+        .reply()
+        .flags(ACK)
+        .seq(Y + 1)
+        .ack(X + 1)
+        .payload(70_000)));
+    let recs = records(&steps, 1_600_000_000_000_000_000);
+    let check = |path: &std::path::Path, what: &str| {
+        let (json, out) = replay_json(path, &[]);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json["frames"], 4, "{what}");
+        assert_eq!(json["not_run"], 0, "{what}");
+        assert_eq!(n(&json, "inbound", "completed"), 1, "{what}");
+        assert_eq!(n(&json, "inbound", "attempts"), 1, "{what}");
+        json
+    };
+    for format in [Format::PcapSll2, Format::PcapNg] {
+        let path = tmp(&format!("big-{format:?}"));
+        write(&path, format, &recs);
+        let json = check(&path, &format!("{format:?}"));
+        assert_eq!(json["cut_to_headers"], 1, "{format:?}");
+        let plain = std::fs::read(&path).expect("read");
+        for how in [Compression::Gzip, Compression::Zstd] {
+            std::fs::write(&path, compress(&plain, how)).expect("write");
+            check(&path, &format!("{format:?} {how:?}"));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    // The last record's microseconds read 1500000.
+    let mut bytes = encode(Format::PcapEthernet, &recs[..3]);
+    let last = bytes.len() - recs[2].frame.len() - 16;
+    bytes[last + 4..last + 8].copy_from_slice(&1_500_000u32.to_le_bytes());
+    let path = tmp("clamped.pcap");
+    std::fs::write(&path, &bytes).expect("write");
+    let (json, out) = replay_json(&path, &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success());
+    assert_eq!(json["clamped_timestamps"], 1);
+    let span = json["duration_seconds"].as_f64().unwrap_or(f64::MAX);
+    assert!(span < 1.0, "clamped, not 2147 s: {span}");
 }
 
 /// The capture's clock drives latencies and timeouts: a final ACK 40 s
@@ -282,8 +347,7 @@ fn capture_time_drives_latency_and_timeouts() {
 fn truncated_corrupt_and_unsupported_captures() {
     let mut steps = handshake(&client());
     steps.extend(handshake(&client6()));
-    let bytes =
-        handshake_tests::capture::encode(Format::PcapEthernet, &records(&steps, 1_000_000_000));
+    let bytes = encode(Format::PcapEthernet, &records(&steps, 1_000_000_000));
     let path = tmp("cut.pcap");
     // Cut in the middle of the last record: the first handshake and two
     // segments of the second are read.

@@ -32,7 +32,7 @@ use crate::{
     cli::{ReplayArgs, ReplayFormat},
     detector::{Detector, report as detector_line},
     exposition,
-    pcap::{Reader, Way},
+    pcap::{LinkType, Reader, Way},
     probe::{LoadOptions, Probe},
     scan::{Summarizer, summarize},
     series::Recorder,
@@ -42,6 +42,11 @@ use crate::{
 
 /// BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
 const MIN_FRAME: usize = 14;
+/// Longer frames are handed to the programs cut to this: they read only
+/// headers, and take payload lengths from the IP header, not the frame;
+/// test runs refuse frames much past a page (a GSO frame of `tcpdump -i
+/// any` can be 64 KiB and more).
+const MAX_RUN_FRAME: usize = 2048;
 /// The interface slot replayed packets are counted in, labelled "capture".
 const CAPTURE_SLOT: u32 = 1;
 /// Capture time between two expiry scans, as the live agent's default.
@@ -61,6 +66,19 @@ pub struct Report {
     pub frames: u64,
     /// Frames shorter than an Ethernet header: not run.
     pub too_short: u64,
+    /// Frames of a link type we do not read (a pcapng interface of another
+    /// kind): skipped.
+    pub other_link: u64,
+    /// Frames longer than [`MAX_RUN_FRAME`], run on their headers.
+    pub cut: u64,
+    /// Frames the kernel would not run, and the first such (frame number,
+    /// error).
+    pub not_run: u64,
+    pub first_not_run: Option<(u64, String)>,
+    /// Timestamps whose fraction was out of range, clamped.
+    pub clamped_timestamps: u64,
+    /// gzip or zstd, when the capture was compressed.
+    pub compression: Option<&'static str>,
     pub first_ns: u64,
     pub last_ns: u64,
     pub counters: Vec<u64>,
@@ -225,6 +243,12 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
         link: None,
         frames: 0,
         too_short: 0,
+        other_link: 0,
+        cut: 0,
+        not_run: 0,
+        first_not_run: None,
+        clamped_timestamps: 0,
+        compression: reader.compression,
         first_ns: 0,
         last_ns: 0,
         counters: Vec::new(),
@@ -259,8 +283,15 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
                 break;
             }
         };
+        // A packet of an interface we do not read (pcapng): skipped, and its
+        // time is no part of the capture's.
+        if let LinkType::Other(_) = packet.link {
+            report.frames += 1;
+            report.other_link += 1;
+            continue;
+        }
         report.link.get_or_insert(packet.link.name());
-        if report.frames == 0 {
+        if report.frames == report.other_link {
             report.first_ns = packet.ts_ns;
             // The first scan and sample see the state before any packet.
             ticker.next_step_ns = packet.ts_ns;
@@ -286,20 +317,28 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
             continue;
         }
         probe.set_replay_clock(packet.ts_ns)?;
+        let frame = if packet.frame.len() > MAX_RUN_FRAME {
+            report.cut += 1;
+            &packet.frame[..MAX_RUN_FRAME]
+        } else {
+            &packet.frame[..]
+        };
         let options = TestRunOptions {
-            data_in: Some(&packet.frame),
+            data_in: Some(frame),
             ..TestRunOptions::default()
         };
-        if packet.way == Some(Way::Outgoing) {
-            probe
-                .egress_program()?
-                .test_run(options)
-                .context("running the egress program")?;
+        let ran = if packet.way == Some(Way::Outgoing) {
+            probe.egress_program()?.test_run(options)
         } else {
-            probe
-                .ingress_program()?
-                .test_run(options)
-                .context("running the ingress program")?;
+            probe.ingress_program()?.test_run(options)
+        };
+        // One frame the kernel will not run does not end the replay: it is
+        // counted, the first one named, and the rest go on.
+        if let Err(e) = ran {
+            report.not_run += 1;
+            report
+                .first_not_run
+                .get_or_insert_with(|| (report.frames, format!("{e}")));
         }
         if progress && last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
@@ -319,6 +358,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
             report.frames
         );
     }
+    report.clamped_timestamps = reader.clamped_timestamps;
     // A last scan and sample at the capture's end; then whatever is still
     // open timed out.
     if report.frames > 0 && next_scan_ns > report.last_ns {
@@ -332,6 +372,32 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
 }
 
 impl Report {
+    /// What was not run as it came, for the table's first line.
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        for (n, what) in [
+            (self.too_short, "too short to run"),
+            (self.other_link, "of a link type not read, skipped"),
+            (self.cut, "run on their first 2048 bytes (headers)"),
+            (
+                self.clamped_timestamps,
+                "with a sub-second field out of range, clamped",
+            ),
+        ] {
+            if n > 0 {
+                out.push_str(&format!(", {n} {what}"));
+            }
+        }
+        if let Some((frame, e)) = &self.first_not_run {
+            out.push_str(&format!(
+                ", {} the kernel would not run (first: frame {}: {e})",
+                self.not_run,
+                frame + 1
+            ));
+        }
+        out
+    }
+
     /// A counter summed over families, for one direction.
     pub fn get(&self, direction: Direction, counter: Counter) -> u64 {
         Family::ALL
@@ -452,15 +518,12 @@ pub fn render(r: &Report, format: ReplayFormat, step_s: u64) -> Result<String> {
         ReplayFormat::Table => {
             let mut out = String::new();
             out.push_str(&format!(
-                "capture   {} ({}), {} frames over {span:.3} s{}\n\n",
+                "capture   {} ({}{}), {} frames over {span:.3} s{}\n\n",
                 r.file,
                 r.link.unwrap_or("empty"),
+                r.compression.map(|c| format!(", {c}")).unwrap_or_default(),
                 r.frames,
-                if r.too_short > 0 {
-                    format!(", {} too short to run", r.too_short)
-                } else {
-                    String::new()
-                }
+                r.notes()
             ));
             out.push_str(&format!("{:<28}{:>12}{:>12}\n", "", "inbound", "outbound"));
             for (name, c) in FUNNEL {
@@ -584,11 +647,15 @@ pub fn render(r: &Report, format: ReplayFormat, step_s: u64) -> Result<String> {
                 })
                 .collect();
             format!(
-                "{{\"file\":\"{file}\",\"link_type\":{},\"frames\":{},\"too_short\":{},\"duration_seconds\":{span},\"complete\":{},\"inbound\":{},\"outbound\":{},\"parse_errors\":{{{}}},\"listeners\":{{{}}},\"detector\":[{}]}}\n",
+                "{{\"file\":\"{file}\",\"link_type\":{},\"frames\":{},\"too_short\":{},\"other_link_type\":{},\"cut_to_headers\":{},\"not_run\":{},\"clamped_timestamps\":{},\"duration_seconds\":{span},\"complete\":{},\"inbound\":{},\"outbound\":{},\"parse_errors\":{{{}}},\"listeners\":{{{}}},\"detector\":[{}]}}\n",
                 r.link
                     .map_or_else(|| "null".to_owned(), |l| format!("\"{l}\"")),
                 r.frames,
                 r.too_short,
+                r.other_link,
+                r.cut,
+                r.not_run,
+                r.clamped_timestamps,
                 r.error.is_none(),
                 direction(Direction::Inbound),
                 direction(Direction::Outbound),

@@ -1,15 +1,21 @@
 //! Reading captures: classic pcap (either byte order, µs or ns) and pcapng
-//! (section, interface, enhanced and simple packet blocks), with Ethernet,
-//! Linux cooked (SLL, SLL2) and raw IP link types. Frames come out as
+//! (section, interface, enhanced and simple packet blocks), plain or
+//! compressed (gzip, zstd), with Ethernet, Linux cooked (SLL, SLL2), raw IP,
+//! BSD loopback (NULL, LOOP) and Linux NFLOG link types. Frames come out as
 //! Ethernet frames, the only shape the programs read, with the capture's
-//! direction where it records one.
+//! direction where it records one. In pcapng the link type is judged per
+//! packet: an interface of another type only has its own packets skipped.
 use std::{
     fs::File,
     io::{self, BufReader, Read},
     path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
-/// Link types we can turn into Ethernet frames.
+/// Link types we can turn into Ethernet frames, and the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkType {
     Ethernet,
@@ -17,16 +23,25 @@ pub enum LinkType {
     LinuxSll2,
     /// Raw IPv4 or IPv6 (LINKTYPE_RAW, DLT_RAW, LINKTYPE_IPV4/IPV6).
     RawIp,
+    /// BSD loopback: a 4-byte address family, in the writer's byte order
+    /// (NULL, 0) or in network order (LOOP, 108), then IP.
+    Loopback,
+    /// Linux NFLOG (239): TLVs, the packet in the payload one.
+    Nflog,
+    /// A link type we do not read; its packets are skipped and counted.
+    Other(u32),
 }
 
 impl LinkType {
-    pub fn from_code(code: u32) -> Option<Self> {
+    pub fn from_code(code: u32) -> Self {
         match code {
-            1 => Some(Self::Ethernet),
-            113 => Some(Self::LinuxSll),
-            276 => Some(Self::LinuxSll2),
-            12 | 14 | 101 | 228 | 229 => Some(Self::RawIp),
-            _ => None,
+            1 => Self::Ethernet,
+            113 => Self::LinuxSll,
+            276 => Self::LinuxSll2,
+            12 | 14 | 101 | 228 | 229 => Self::RawIp,
+            0 | 108 => Self::Loopback,
+            239 => Self::Nflog,
+            other => Self::Other(other),
         }
     }
 
@@ -36,6 +51,9 @@ impl LinkType {
             Self::LinuxSll => "linux_sll",
             Self::LinuxSll2 => "linux_sll2",
             Self::RawIp => "raw_ip",
+            Self::Loopback => "bsd_loopback",
+            Self::Nflog => "nflog",
+            Self::Other(_) => "other",
         }
     }
 }
@@ -79,7 +97,7 @@ impl std::fmt::Display for Error {
             Self::NotACapture => write!(f, "not a pcap or pcapng file"),
             Self::UnsupportedLinkType(c) => write!(
                 f,
-                "unsupported link type {c} (supported: Ethernet 1, Linux cooked SLL 113 and SLL2 276, raw IP 12/14/101/228/229)"
+                "unsupported link type {c} (supported: Ethernet 1, Linux cooked SLL 113 and SLL2 276, raw IP 12/14/101/228/229, BSD loopback 0/108, NFLOG 239)"
             ),
             Self::Truncated { offset } => write!(f, "truncated at byte {offset}"),
             Self::Corrupt { offset, what } => write!(f, "corrupt at byte {offset}: {what}"),
@@ -112,11 +130,31 @@ enum Format {
 }
 
 pub struct Reader {
-    input: BufReader<File>,
+    input: BufReader<Box<dyn Read + Send>>,
     offset: u64,
     format: Format,
     /// Bytes in the file, for progress.
     pub size: u64,
+    /// Bytes read from the file (compressed, when it is).
+    read: Arc<AtomicU64>,
+    /// Timestamps whose fraction field was out of range, clamped.
+    pub clamped_timestamps: u64,
+    /// What the file was compressed with, if it was.
+    pub compression: Option<&'static str>,
+}
+
+/// Counts the bytes read from the file, under a decompressor.
+struct Counting {
+    file: File,
+    read: Arc<AtomicU64>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 fn u16_of(b: &[u8], big: bool) -> u16 {
@@ -139,10 +177,34 @@ fn u32_of(b: &[u8], big: bool) -> u32 {
 
 impl Reader {
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let file = File::open(path)?;
+        let mut file = File::open(path)?;
         let size = file.metadata()?.len();
+        // gzip and zstd are read as they come: archives and corpora keep
+        // captures that way.
+        let mut magic = [0u8; 4];
+        let n = file.read(&mut magic)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+        let read = Arc::new(AtomicU64::new(0));
+        let counting = Counting {
+            file,
+            read: Arc::clone(&read),
+        };
+        let (input, compression): (Box<dyn Read + Send>, _) = match magic {
+            [0x1f, 0x8b, ..] if n >= 2 => (
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counting))),
+                Some("gzip"),
+            ),
+            [0x28, 0xb5, 0x2f, 0xfd] if n == 4 => (
+                Box::new(
+                    ruzstd::decoding::StreamingDecoder::new(BufReader::new(counting))
+                        .map_err(|e| io::Error::other(format!("zstd: {e}")))?,
+                ),
+                Some("zstd"),
+            ),
+            _ => (Box::new(counting), None),
+        };
         let mut reader = Self {
-            input: BufReader::with_capacity(1 << 20, file),
+            input: BufReader::with_capacity(1 << 20, input),
             offset: 0,
             format: Format::Pcap {
                 big_endian: false,
@@ -150,6 +212,9 @@ impl Reader {
                 link: LinkType::Ethernet,
             },
             size,
+            read,
+            clamped_timestamps: 0,
+            compression,
         };
         let mut magic = [0u8; 4];
         if reader.read_exact_or_eof(&mut magic)? == 0 {
@@ -166,8 +231,9 @@ impl Reader {
         Ok(reader)
     }
 
+    /// Bytes of the file read so far, for progress.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.read.load(Ordering::Relaxed).min(self.size)
     }
 
     /// Reads exactly `buf.len()` bytes; 0 at a clean end of file, Truncated
@@ -206,7 +272,11 @@ impl Reader {
         // version (4), thiszone (4), sigfigs (4), snaplen (4), network (4);
         // the network field's top bits may carry FCS information.
         let code = u32_of(&rest[16..20], big) & 0x0fff_ffff;
-        let link = LinkType::from_code(code).ok_or(Error::UnsupportedLinkType(code))?;
+        let link = LinkType::from_code(code);
+        if let LinkType::Other(code) = link {
+            // One link type for the whole file: nothing in it could be read.
+            return Err(Error::UnsupportedLinkType(code));
+        }
         Ok(Format::Pcap {
             big_endian: big,
             nanos,
@@ -270,8 +340,17 @@ impl Reader {
                     }
                     let mut data = vec![0u8; caplen as usize];
                     self.read_exact(&mut data)?;
-                    let ts_ns = u64::from(secs) * 1_000_000_000
-                        + u64::from(frac) * if nanos { 1 } else { 1000 };
+                    // A fraction of a second at or past a whole second (a
+                    // broken writer) would add up to 2147 s: clamped.
+                    let (unit, most) = if nanos {
+                        (1, 999_999_999)
+                    } else {
+                        (1000, 999_999)
+                    };
+                    if frac > most {
+                        self.clamped_timestamps += 1;
+                    }
+                    let ts_ns = u64::from(secs) * 1_000_000_000 + u64::from(frac.min(most)) * unit;
                     Some((ts_ns, link, data, None))
                 }
                 Format::PcapNg { .. } => self.pcapng_block(start)?,
@@ -365,7 +444,7 @@ impl Reader {
                     });
                 }
                 let code = u32::from(u16_of(&body[0..2], big));
-                let link = LinkType::from_code(code).ok_or(Error::UnsupportedLinkType(code))?;
+                let link = LinkType::from_code(code);
                 let mut units_per_sec = 1_000_000u64;
                 let mut opts = &body[8..];
                 while opts.len() >= 4 {
@@ -495,6 +574,68 @@ pub fn to_ethernet(link: LinkType, data: &[u8]) -> (Vec<u8>, Option<Way>) {
             };
             (ethernet(ethertype, data), None)
         }
-        LinkType::LinuxSll | LinkType::LinuxSll2 => (Vec::new(), None),
+        LinkType::Loopback if data.len() > 4 => (ip(&data[4..]), None),
+        LinkType::Nflog => (nflog_payload(data).map(ip).unwrap_or_default(), None),
+        LinkType::LinuxSll | LinkType::LinuxSll2 | LinkType::Loopback | LinkType::Other(_) => {
+            (Vec::new(), None)
+        }
+    }
+}
+
+/// An IP packet as an Ethernet frame, the ethertype from its version.
+fn ip(packet: &[u8]) -> Vec<u8> {
+    let ethertype = if packet.first().is_some_and(|b| b >> 4 == 6) {
+        ETH_P_IPV6
+    } else {
+        ETH_P_IP
+    };
+    ethernet(ethertype, packet)
+}
+
+/// The packet an NFLOG record carries: after a 4-byte header (family,
+/// version, resource id), TLVs of a host-order 16-bit length (header
+/// included) and type, padded to 4 bytes; the payload is type 9.
+fn nflog_payload(data: &[u8]) -> Option<&[u8]> {
+    let mut rest = data.get(4..)?;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x7fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == 9 {
+            return Some(&rest[4..len]);
+        }
+        rest = rest.get(len.div_ceil(4) * 4..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    const V4: [u8; 20] = [
+        0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ];
+
+    #[test]
+    fn bsd_loopback_and_nflog_become_ethernet() {
+        let mut null = vec![2, 0, 0, 0];
+        null.extend_from_slice(&V4);
+        let (frame, _) = to_ethernet(LinkType::from_code(0), &null);
+        assert_eq!(&frame[12..14], &[0x08, 0x00]);
+        assert_eq!(&frame[14..], &V4);
+        let mut nflog = vec![2, 0, 0, 0];
+        // A prefix TLV (type 10, 5 bytes, padded), then the payload (9).
+        nflog.extend_from_slice(&5u16.to_ne_bytes());
+        nflog.extend_from_slice(&10u16.to_ne_bytes());
+        nflog.extend_from_slice(&[b'x', 0, 0, 0]);
+        nflog.extend_from_slice(&24u16.to_ne_bytes());
+        nflog.extend_from_slice(&9u16.to_ne_bytes());
+        nflog.extend_from_slice(&V4);
+        let (frame, _) = to_ethernet(LinkType::from_code(239), &nflog);
+        assert_eq!(&frame[14..], &V4);
+        assert!(to_ethernet(LinkType::from_code(147), &V4).0.is_empty());
     }
 }
