@@ -139,8 +139,14 @@ pub struct FlowState {
     /// handshake is counted there.
     pub iface_slot: u8,
     pub _pad8: u8,
+    /// Payload bytes the SYN-ACK carried: the final ACK may acknowledge
+    /// them too (y+1 up to y+1+len).
+    pub synack_payload: u16,
+    /// The window the SYN-ACK advertised: a RST from the client lands
+    /// anywhere in it (the server's request socket accepts any in-window
+    /// RST, tcp_check_req).
+    pub synack_window: u16,
     pub _pad16: u16,
-    pub _pad32: u32,
 }
 
 #[cfg(feature = "user")]

@@ -146,7 +146,9 @@ pub fn on_ack(state: &FlowState, seq: u32, ack: u32) -> AckDecision {
     if state.stage != Stage::SynReceived as u8 {
         return AckDecision::Ignore;
     }
-    if ack != state.server_isn.wrapping_add(1) {
+    // RFC 9293's acceptable ACK in SYN-RECEIVED: y+1, or past data the
+    // SYN-ACK carried, up to y+1+len.
+    if ack.wrapping_sub(state.server_isn.wrapping_add(1)) > u32::from(state.synack_payload) {
         AckDecision::InvalidAck
     } else if seq != state.synack_ack {
         AckDecision::InvalidSeq
@@ -186,11 +188,17 @@ pub fn on_rst(
     if from_initiator {
         // The client's next sequence number is x+1 (after Fast Open data,
         // the SYN-ACK's ack).
-        let expected = if syn_received {
-            state.synack_ack
-        } else {
-            state.client_isn.wrapping_add(1)
-        };
+        if syn_received {
+            // The server's request socket resets on any RST in the window
+            // its SYN-ACK advertised, from the client's next sequence on.
+            let into = seq.wrapping_sub(state.synack_ack);
+            return if into <= u32::from(state.synack_window) {
+                RstDecision::Aborted
+            } else {
+                RstDecision::Invalid
+            };
+        }
+        let expected = state.client_isn.wrapping_add(1);
         return if seq == expected || acks_syn(state, seq) {
             RstDecision::Aborted
         } else {

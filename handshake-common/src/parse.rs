@@ -150,6 +150,10 @@ pub struct TcpSegment {
     /// Raw network-order address words (IPv4: first word only).
     pub src_addr: [u32; 4],
     pub dst_addr: [u32; 4],
+    /// The receive window the segment advertises (never scaled on a SYN or
+    /// a SYN-ACK: RFC 7323): how far past its ack a RST may land.
+    pub window: u16,
+    pub _pad: u16,
 }
 
 /// What a well-formed frame turned out to be.
@@ -378,6 +382,8 @@ fn parse_tcp<P: PacketView + ?Sized>(
         ack: u32::from_be(tcp.ack),
         flags: tcp.flags,
         payload_len: ip_payload - header_len,
+        window: u16::from_be(tcp.window),
+        _pad: 0,
     }))
 }
 

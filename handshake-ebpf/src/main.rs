@@ -300,6 +300,8 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
             let now = now_ns();
             state.server_isn = seg.seq;
             state.synack_ack = seg.ack;
+            state.synack_payload = seg.payload_len;
+            state.synack_window = seg.window;
             state.synack_ns = now;
             state.synack_hook = hook;
             state.stage = Stage::SynReceived as u8;

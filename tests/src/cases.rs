@@ -340,6 +340,36 @@ pub fn cases() -> Vec<Case> {
             flows: 0,
         },
         Case {
+            name: "client RST inside the SYN-ACK's window: aborted",
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                In(c.clone().flags(RST).seq(X + 1 + 30_000)),
+            ],
+            expect: with(answered(V4), &[(V4, INBOUND, C::Aborted, 1)]),
+            flows: 0,
+        },
+        Case {
+            name: "client RST past the SYN-ACK's window: invalid",
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1)),
+                In(c.clone().flags(RST).seq(X + 1 + 64_241)),
+            ],
+            expect: with(answered(V4), &[(V4, INBOUND, C::InvalidRst, 1)]),
+            flows: 1,
+        },
+        Case {
+            name: "a SYN-ACK with data, and the ACK acknowledging it",
+            steps: vec![
+                In(syn(&c, X)),
+                Out(synack(&c, Y, X + 1).payload(10)),
+                In(ack(&c, X + 1, Y + 1 + 10)),
+            ],
+            expect: complete(V4),
+            flows: 0,
+        },
+        Case {
             name: "port reuse: a new ISN is a new attempt",
             steps: vec![
                 In(syn(&c, X)),

@@ -199,3 +199,61 @@ fn tombstones_make_late_segments_late() {
     assert_eq!(on_rst(&t, true, 11, 0, TCP_RST), RstDecision::Late);
     assert_eq!(on_rst(&t, false, 21, 0, TCP_RST), RstDecision::Late);
 }
+
+/// A SYN-ACK that carries data: the final ACK may acknowledge it (RFC
+/// 9293's acceptable ACK in SYN-RECEIVED, y+1 up to y+1+len).
+#[test]
+fn a_final_ack_may_acknowledge_the_synack_data() {
+    let (x, y) = (100u32, u32::MAX - 2); // y+1+len wraps
+    let state = FlowState {
+        synack_payload: 5,
+        ..syn_received(x, y)
+    };
+    for acked in 0..=5u32 {
+        let ack = y.wrapping_add(1).wrapping_add(acked);
+        assert_eq!(on_ack(&state, x + 1, ack), AckDecision::Complete, "{acked}");
+    }
+    let past = y.wrapping_add(7);
+    assert_eq!(on_ack(&state, x + 1, past), AckDecision::InvalidAck);
+    assert_eq!(on_ack(&state, x + 1, y), AckDecision::InvalidAck);
+    // Without data, y+1 only.
+    let plain = syn_received(x, y);
+    assert_eq!(
+        on_ack(&plain, x + 1, y.wrapping_add(2)),
+        AckDecision::InvalidAck
+    );
+}
+
+/// A client's RST after the SYN-ACK is judged as the server's request
+/// socket judges it: anywhere in the window the SYN-ACK advertised.
+#[test]
+fn a_client_rst_lands_anywhere_in_the_synack_window() {
+    let (x, y) = (1000u32, 5000u32);
+    let state = FlowState {
+        synack_window: 64240,
+        ..syn_received(x, y)
+    };
+    for seq in [x + 1, x + 2, x + 1 + 64240] {
+        assert_eq!(
+            on_rst(&state, true, seq, 0, TCP_RST),
+            RstDecision::Aborted,
+            "{seq}"
+        );
+    }
+    for seq in [x, x + 1 + 64241, x.wrapping_sub(100)] {
+        assert_eq!(
+            on_rst(&state, true, seq, 0, TCP_RST),
+            RstDecision::Invalid,
+            "{seq}"
+        );
+    }
+    // The server's RST is still judged at y+1 (or y) by the client.
+    assert_eq!(
+        on_rst(&state, false, y + 1, 0, TCP_RST),
+        RstDecision::Aborted
+    );
+    assert_eq!(
+        on_rst(&state, false, y + 50, 0, TCP_RST),
+        RstDecision::Invalid
+    );
+}
