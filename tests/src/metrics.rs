@@ -76,7 +76,30 @@ pub fn scrape(addr: SocketAddr, path: &str) -> Result<Exposition> {
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{addr}{path}: {}", head.lines().next().unwrap_or_default());
     }
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
     Ok(Exposition {
-        text: body.to_owned(),
+        text: if chunked {
+            dechunk(body).with_context(|| format!("{addr}{path}: bad chunked body"))?
+        } else {
+            body.to_owned()
+        },
     })
+}
+
+/// A chunked HTTP/1.1 body, joined (large responses, such as Prometheus'
+/// range queries, come that way).
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("chunk size line")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .context("chunk size")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("chunk shorter than its size")?);
+        body = rest.get(size + 2..).context("chunk end")?;
+    }
 }
