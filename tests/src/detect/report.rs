@@ -153,6 +153,16 @@ pub fn table(rows: &[Row]) -> String {
          the detector within 15 s and 30 s, no false alarm, and the detector's line names \
          the port for the listener conditions.\n",
     );
+    out.push_str(
+        "\nHow the scenarios are made: the floods and the scan are frames sent on the \
+         client's veth (spoofed sources from 198.19.0.0/16, which the server routes back \
+         into the client namespace); the clients are real sockets, except the slow ones \
+         (and those of the SYN-queue scenario), whose handshakes are made by hand so that \
+         their final ACK leaves a round trip late: this kernel has no netem, which also \
+         makes the lossy path nftables' random drops. A hung listener shows nothing on \
+         the wire until its accept queue is full (18 s at 7/s with a backlog of 128): the \
+         detector's time counts from the application's hang.\n",
+    );
     out
 }
 
