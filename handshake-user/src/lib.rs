@@ -30,7 +30,7 @@ pub mod web;
 
 pub use cmd::{check, cleanup, run};
 pub use detect::{detector, scan, signals, sources, window};
-pub use host::{interfaces, listeners, privileges};
+pub use host::{interfaces, listeners, privileges, sockdiag};
 pub use kernel::{attach, batch, bpffs, clock, ingress, mapped, probe};
 pub use metrics::{exposition, netstat, series};
 pub use replay::pcap;

@@ -3,8 +3,9 @@
 //! time namespace, per-listener series, the exposition itself.
 use std::{
     io::Write as _,
-    net::TcpStream,
+    net::{TcpListener, TcpStream},
     process::{Command, Stdio},
+    sync::mpsc,
 };
 
 use handshake_tests::{
@@ -456,4 +457,75 @@ fn exposition_passes_promtool() {
         .filter(|l| !l.starts_with('#'))
         .count();
     assert_eq!(before, after, "200 new sources, no new series");
+}
+
+/// A listener whose application does not accept: its accept queue shows
+/// how many connections wait (as ss's Recv-Q) and its backlog, and the
+/// detector names the port before the kernel drops a single SYN.
+#[test]
+fn an_application_that_does_not_accept_shows_in_its_accept_queue() {
+    let topo = Topology::new();
+    let (tx, rx) = mpsc::channel();
+    topo.server.spawn(move || {
+        let l = TcpListener::bind((SERVER_V4, 8085)).expect("bind");
+        // SAFETY: listen(2) again on our own socket, to set the backlog.
+        let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 64) };
+        assert_eq!(rc, 0);
+        tx.send(()).expect("ready");
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("listening");
+    let agent = Agent::start(
+        &topo.server,
+        &[
+            "--iface",
+            SERVER_IF,
+            "--listener-ports",
+            "8085",
+            "--detector.for",
+            "500ms",
+        ],
+    );
+    connect_n(&topo, 8085, 20);
+    let e = agent.wait_for(&topo.server, WAIT, "20 waiting for accept()", |e| {
+        v(
+            e,
+            "tcp_handshake_listener_accept_queue",
+            &[("port", "8085")],
+        ) == 20.0
+    });
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_accept_queue_limit",
+            &[("port", "8085")]
+        ),
+        64.0
+    );
+    assert_eq!(
+        v(
+            &e,
+            "tcp_handshake_listener_completed_total",
+            &[("port", "8085")]
+        ),
+        20.0
+    );
+    agent.wait_for(&topo.server, WAIT, "the detector", |e| {
+        v(
+            e,
+            "tcp_handshake_detector_firing",
+            &[("condition", "listener_not_accepting")],
+        ) == 1.0
+    });
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("condition=listener_not_accepting state=firing"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("top_ports_by=accept_queue top_ports=8085:20"),
+        "{line}"
+    );
 }

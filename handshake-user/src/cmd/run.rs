@@ -367,6 +367,15 @@ fn scan_once(
     state.reader.for_each(|k, st| summary.add(k, st))?;
     let (mut snap, chores) = summary.finish();
     snap.capacity = state.reader.capacity();
+    match crate::sockdiag::accept_queues() {
+        Ok(queues) => {
+            snap.accept_queues = queues
+                .into_iter()
+                .filter(|(p, _)| tracked.contains(p))
+                .collect();
+        }
+        Err(e) => log::debug!("sock_diag: {e}"),
+    }
     let counters = state.counters.counters()?;
     let ports = state.counters.listeners(&slots)?;
     window.push(now_ns, counters, ports, netstat::syncookies_sent());

@@ -30,16 +30,20 @@ pub enum Condition {
     ClosedPortScan,
     /// The kernel keeps sending SYN cookies: a SYN queue overflows.
     SynCookies,
+    /// A known listener's accept queue fills: the application does not
+    /// accept (seen before the kernel starts dropping SYNs).
+    ListenerNotAccepting,
 }
 
 impl Condition {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::HalfOpenBuildup,
         Self::CompletionCollapse,
         Self::ListenerRefusing,
         Self::ListenerNotAnswering,
         Self::ClosedPortScan,
         Self::SynCookies,
+        Self::ListenerNotAccepting,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Condition {
             Self::ListenerNotAnswering => "listener_not_answering",
             Self::ClosedPortScan => "closed_port_scan",
             Self::SynCookies => "syn_cookies",
+            Self::ListenerNotAccepting => "listener_not_accepting",
         }
     }
 }
@@ -98,6 +103,17 @@ impl Thresholds {
 
 /// Fewest events in the window for a port's share to be judged.
 pub const MIN_PORT_EVENTS: u64 = 2;
+/// Connections waiting for accept() that mean an application is not
+/// accepting (or half its backlog, when that is less): a healthy one keeps
+/// its queue near empty.
+pub const ACCEPT_QUEUE_STUCK: u64 = 16;
+
+/// Whether `q` holds as many as [`ACCEPT_QUEUE_STUCK`] (or half its limit,
+/// and at least 2), scaled by `part` for the clear test.
+pub fn accept_queue_stuck(q: &crate::sockdiag::AcceptQueue, part: f64) -> bool {
+    let n = q.queued as f64;
+    n >= ACCEPT_QUEUE_STUCK as f64 * part || (q.queued >= 2 && n * 2.0 >= q.limit as f64 * part)
+}
 
 /// One port's funnel over the window (port 0: every untracked port).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,6 +148,8 @@ pub struct Signals {
     /// SYN cookies the kernel sent over the window (its own counter; none
     /// in replay).
     pub syncookies_sent: u64,
+    /// Accept queues of the tracked listeners, now (none in replay).
+    pub accept_queues: Vec<(u16, crate::sockdiag::AcceptQueue)>,
 }
 
 impl Signals {
@@ -296,6 +314,14 @@ impl Detector {
                 (rate >= t.min_syn_rate, rate < t.min_syn_rate * 0.5)
             }
             Condition::SynCookies => (s.syncookies_sent > 0, s.syncookies_sent == 0),
+            Condition::ListenerNotAccepting => (
+                s.accept_queues
+                    .iter()
+                    .any(|(_, q)| accept_queue_stuck(q, 1.0)),
+                !s.accept_queues
+                    .iter()
+                    .any(|(_, q)| accept_queue_stuck(q, 0.25)),
+            ),
         }
     }
 
@@ -357,6 +383,20 @@ fn ports_for(c: Condition, s: &Signals, snap: &Snapshot) -> (&'static str, Vec<(
             ("rejected", ranked(|p| p.delta.rejected))
         }
         Condition::ListenerNotAnswering => ("unanswered", ranked(PortWindow::unanswered)),
+        Condition::ListenerNotAccepting => {
+            let mut v: Vec<(u16, u64)> = s
+                .accept_queues
+                .iter()
+                .filter(|(_, q)| q.queued > 0)
+                .map(|(p, q)| (*p, q.queued))
+                .collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v.truncate(5);
+            (
+                "accept_queue",
+                v.into_iter().map(|(p, n)| (port_name(p), n)).collect(),
+            )
+        }
     }
 }
 
@@ -597,6 +637,44 @@ mod tests {
             run(&mut d, &sig(0, 0, 0, 0), 13, 23),
             vec![(23, Condition::SynCookies, Transition::Resolved)]
         );
+    }
+
+    #[test]
+    fn a_listener_whose_accept_queue_fills_is_not_accepting() {
+        use crate::sockdiag::AcceptQueue;
+        let mut d = Detector::new(thresholds());
+        let mut s = sig(0, 0, 35, 35);
+        s.accept_queues = vec![(
+            8080,
+            AcceptQueue {
+                queued: 20,
+                limit: 128,
+            },
+        )];
+        assert_eq!(
+            run(&mut d, &s, 0, 12),
+            vec![(10, Condition::ListenerNotAccepting, Transition::Fired)]
+        );
+        // A small backlog: half of it is enough.
+        let mut d = Detector::new(thresholds());
+        s.accept_queues = vec![(
+            8080,
+            AcceptQueue {
+                queued: 3,
+                limit: 4,
+            },
+        )];
+        assert_eq!(run(&mut d, &s, 0, 10).len(), 1);
+        // A busy but healthy one keeps a few at a time.
+        let mut d = Detector::new(thresholds());
+        s.accept_queues = vec![(
+            8080,
+            AcceptQueue {
+                queued: 5,
+                limit: 4096,
+            },
+        )];
+        assert!(run(&mut d, &s, 0, 30).is_empty());
     }
 
     #[test]

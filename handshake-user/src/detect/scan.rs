@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub capacity: u32,
     /// Inbound half-open handshakes per tracked listener port (0: other).
     pub listener_half_open: BTreeMap<u16, u64>,
+    /// Accept queues of the tracked ports that have a listener (sock_diag;
+    /// none in replay).
+    pub accept_queues: BTreeMap<u16, crate::sockdiag::AcceptQueue>,
     /// Completion and SYN-ACK ratios over the window, per series; NaN where
     /// the window saw no attempt.
     pub ratios: BTreeMap<(u32, u8, u8), (f64, f64)>,

@@ -41,6 +41,7 @@ pub fn signals(window: &CounterWindow, snap: &Snapshot) -> Signals {
     let mut s = Signals {
         inbound_half_open,
         young_half_open: snap.young_half_open,
+        accept_queues: snap.accept_queues.iter().map(|(p, q)| (*p, *q)).collect(),
         ..Signals::default()
     };
     if let Some(span) = window.short() {

@@ -2,3 +2,4 @@
 pub mod interfaces;
 pub mod listeners;
 pub mod privileges;
+pub mod sockdiag;

@@ -290,6 +290,12 @@ pub fn help(metric: &str) -> &'static str {
         "tcp_handshake_listener_aborted_total" => {
             "Inbound handshakes reset after the SYN per local server port."
         }
+        "tcp_handshake_listener_accept_queue" => {
+            "Connections completed and waiting for accept() on a listening port, summed over its sockets (sock_diag, as ss shows Recv-Q): a growing queue is an application not accepting."
+        }
+        "tcp_handshake_listener_accept_queue_limit" => {
+            "The backlog of a listening port's sockets, summed: when the accept queue reaches it, the kernel drops SYNs."
+        }
         "tcp_handshake_listener_half_open" => {
             "Inbound handshakes in progress per local server port, at the last scan."
         }

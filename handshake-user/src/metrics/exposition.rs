@@ -291,7 +291,25 @@ pub fn listener_families(
             )
         })
         .collect();
+    // Accept queues: tracked ports with a listener now (not "other").
+    let queue = |get: fn(&crate::sockdiag::AcceptQueue) -> u64| {
+        snap.accept_queues
+            .iter()
+            .filter(|(p, _)| listeners.iter().any(|(l, _)| l == *p && **p != 0))
+            .map(|(p, q)| gauge_metric(vec![label("port", &port_label(*p))], get(q) as f64))
+            .collect()
+    };
     vec![
+        family_of(
+            "tcp_handshake_listener_accept_queue",
+            MetricType::GAUGE,
+            queue(|q| q.queued),
+        ),
+        family_of(
+            "tcp_handshake_listener_accept_queue_limit",
+            MetricType::GAUGE,
+            queue(|q| q.limit),
+        ),
         series("tcp_handshake_listener_attempts_total", |c| c.attempts),
         series("tcp_handshake_listener_synack_total", |c| c.synack),
         series("tcp_handshake_listener_completed_total", |c| c.completed),

@@ -32,7 +32,10 @@ pub fn reference_families() -> Vec<MetricFamily> {
             (0, ListenerCounters::default()),
             (80, ListenerCounters::default()),
         ],
-        &crate::scan::Snapshot::default(),
+        &crate::scan::Snapshot {
+            accept_queues: [(80, crate::sockdiag::AcceptQueue::default())].into(),
+            ..crate::scan::Snapshot::default()
+        },
     ));
     families.extend(netstat_families(&vec![
         Some(0);

@@ -244,8 +244,11 @@ pub fn all() -> Vec<Scenario> {
             "hung",
             "the listener stops accepting: accept queue full, SYNs dropped",
             Event::Hung,
-            &["TCPHandshakeListenerNotAnswering"],
-            &["listener_not_answering"],
+            &[
+                "TCPHandshakeListenerNotAccepting",
+                "TCPHandshakeListenerNotAnswering",
+            ],
+            &["listener_not_accepting", "listener_not_answering"],
         ),
         Scenario {
             backlog: 4,
