@@ -1,6 +1,6 @@
 //! The metric contract: which kernel counter feeds which series (written
 //! once, here), and each metric's HELP text.
-use handshake_common::counters::Counter;
+use handshake_common::{counters::Counter, parse::ParseError};
 
 /// How a kernel counter's (family, direction) slots are labelled. Both
 /// scopes also carry `iface`.
@@ -50,6 +50,16 @@ const fn hook(
         label,
         scope: Scope::Hook,
     }
+}
+
+/// A parse error's series: its counter and its `reason`, both from
+/// [`ParseError`], where the label is spelled once.
+const fn parse_error(e: ParseError) -> Series {
+    hook(
+        e.counter(),
+        "tcp_handshake_parse_errors_total",
+        Some(("reason", e.label())),
+    )
 }
 
 /// Every counter series the agent exports.
@@ -152,56 +162,16 @@ pub const CATALOG: &[Series] = &[
         None,
     ),
     hook(Counter::Fragments, "tcp_handshake_fragments_total", None),
-    hook(
-        Counter::ParseEthTruncated,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "eth_truncated")),
-    ),
-    hook(
-        Counter::ParseVlanTruncated,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "vlan_truncated")),
-    ),
-    hook(
-        Counter::ParseTooManyVlans,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "too_many_vlans")),
-    ),
-    hook(
-        Counter::ParseIpv4Truncated,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "ipv4_truncated")),
-    ),
-    hook(
-        Counter::ParseIpv4BadHeaderLength,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "ipv4_bad_header_length")),
-    ),
-    hook(
-        Counter::ParseIpv6Truncated,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "ipv6_truncated")),
-    ),
-    hook(
-        Counter::ParseIpv6ExtTruncated,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "ipv6_ext_truncated")),
-    ),
-    hook(
-        Counter::ParseIpv6ExtChainTooLong,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "ipv6_ext_chain_too_long")),
-    ),
-    hook(
-        Counter::ParseTcpTruncated,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "tcp_truncated")),
-    ),
-    hook(
-        Counter::ParseTcpBadDataOffset,
-        "tcp_handshake_parse_errors_total",
-        Some(("reason", "tcp_bad_data_offset")),
-    ),
+    parse_error(ParseError::EthTruncated),
+    parse_error(ParseError::VlanTruncated),
+    parse_error(ParseError::TooManyVlans),
+    parse_error(ParseError::Ipv4Truncated),
+    parse_error(ParseError::Ipv4BadHeaderLength),
+    parse_error(ParseError::Ipv6Truncated),
+    parse_error(ParseError::Ipv6ExtTruncated),
+    parse_error(ParseError::Ipv6ExtChainTooLong),
+    parse_error(ParseError::TcpTruncated),
+    parse_error(ParseError::TcpBadDataOffset),
 ];
 
 /// HELP text of each metric.

@@ -361,10 +361,17 @@ pub fn build_info() -> MetricFamily {
 }
 
 /// The text exposition of `families`.
+/// The text exposition. Families without a series (accept queues when no
+/// tracked port has a listener) are left out: the encoder refuses them.
 pub fn encode(families: &[MetricFamily]) -> anyhow::Result<String> {
     use prometheus::Encoder as _;
+    let present: Vec<MetricFamily> = families
+        .iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .cloned()
+        .collect();
     let mut out = Vec::new();
-    prometheus::TextEncoder::new().encode(families, &mut out)?;
+    prometheus::TextEncoder::new().encode(&present, &mut out)?;
     Ok(String::from_utf8(out)?)
 }
 

@@ -506,10 +506,6 @@ fn fmt_seconds(s: Option<f64>) -> String {
     }
 }
 
-fn json_num(s: Option<f64>) -> String {
-    s.map_or_else(|| "null".to_owned(), |v| format!("{v:e}"))
-}
-
 pub fn render(r: &Report, format: ReplayFormat, step_s: u64) -> Result<String> {
     let span = r.last_ns.saturating_sub(r.first_ns) as f64 / 1e9;
     Ok(match format {
@@ -596,73 +592,84 @@ pub fn render(r: &Report, format: ReplayFormat, step_s: u64) -> Result<String> {
             out
         }
         ReplayFormat::Json => {
+            use serde_json::{Map, Value, json};
             let direction = |d: Direction| {
-                let fields: Vec<String> = FUNNEL
+                let mut fields: Map<String, Value> = FUNNEL
                     .iter()
-                    .map(|(n, c)| format!("\"{n}\":{}", r.get(d, *c)))
+                    .map(|(n, c)| ((*n).to_owned(), json!(r.get(d, *c))))
                     .collect();
-                let lat: Vec<String> = [("synack", Leg::SynToSynAck), ("ack", Leg::SynAckToAck)]
-                    .iter()
-                    .map(|(n, leg)| {
-                        format!(
-                            "\"{n}\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"mean\":{}}}",
-                            json_num(r.quantile(d, *leg, 0.5)),
-                            json_num(r.quantile(d, *leg, 0.9)),
-                            json_num(r.quantile(d, *leg, 0.99)),
-                            json_num(r.mean(d, *leg))
-                        )
-                    })
-                    .collect();
-                format!(
-                    "{{{},\"latency_seconds\":{{{}}}}}",
-                    fields.join(","),
-                    lat.join(",")
-                )
+                let lat: Map<String, Value> =
+                    [("synack", Leg::SynToSynAck), ("ack", Leg::SynAckToAck)]
+                        .iter()
+                        .map(|(n, leg)| {
+                            (
+                                (*n).to_owned(),
+                                json!({
+                                    "p50": r.quantile(d, *leg, 0.5),
+                                    "p90": r.quantile(d, *leg, 0.9),
+                                    "p99": r.quantile(d, *leg, 0.99),
+                                    "mean": r.mean(d, *leg),
+                                }),
+                            )
+                        })
+                        .collect();
+                fields.insert("latency_seconds".to_owned(), Value::Object(lat));
+                Value::Object(fields)
             };
-            let errors: Vec<String> = parse_error_totals(r)
+            let errors: Map<String, Value> = parse_error_totals(r)
                 .iter()
-                .map(|(n, v)| format!("\"{n}\":{v}"))
+                .map(|(n, v)| ((*n).to_owned(), json!(v)))
                 .collect();
-            let listeners: Vec<String> = r
+            let listeners: Map<String, Value> = r
                 .listeners
                 .iter()
                 .map(|(p, c)| {
-                    let name = if *p == 0 { "other".to_owned() } else { p.to_string() };
-                    format!(
-                        "\"{name}\":{{\"attempts\":{},\"synack\":{},\"completed\":{},\"rejected\":{},\"aborted\":{}}}",
-                        c.attempts, c.synack, c.completed, c.rejected, c.aborted
+                    let name = if *p == 0 {
+                        "other".to_owned()
+                    } else {
+                        p.to_string()
+                    };
+                    (
+                        name,
+                        json!({
+                            "attempts": c.attempts,
+                            "synack": c.synack,
+                            "completed": c.completed,
+                            "rejected": c.rejected,
+                            "aborted": c.aborted,
+                        }),
                     )
                 })
                 .collect();
-            let file = r.file.replace('\\', "\\\\").replace('"', "\\\"");
-            let detector: Vec<String> = r
+            let detector: Vec<Value> = r
                 .detector
                 .iter()
                 .map(|(t, line)| {
-                    serde_json::json!({
+                    json!({
                         "at_seconds": t.saturating_sub(r.first_ns) as f64 / 1e9,
                         "line": line,
                     })
-                    .to_string()
                 })
                 .collect();
-            format!(
-                "{{\"file\":\"{file}\",\"link_type\":{},\"frames\":{},\"too_short\":{},\"other_link_type\":{},\"cut_to_headers\":{},\"not_run\":{},\"clamped_timestamps\":{},\"duration_seconds\":{span},\"complete\":{},\"inbound\":{},\"outbound\":{},\"parse_errors\":{{{}}},\"listeners\":{{{}}},\"detector\":[{}]}}\n",
-                r.link
-                    .map_or_else(|| "null".to_owned(), |l| format!("\"{l}\"")),
-                r.frames,
-                r.too_short,
-                r.other_link,
-                r.cut,
-                r.not_run,
-                r.clamped_timestamps,
-                r.error.is_none(),
-                direction(Direction::Inbound),
-                direction(Direction::Outbound),
-                errors.join(","),
-                listeners.join(","),
-                detector.join(",")
-            )
+            let report = json!({
+                "file": r.file,
+                "link_type": r.link,
+                "compression": r.compression,
+                "frames": r.frames,
+                "too_short": r.too_short,
+                "other_link_type": r.other_link,
+                "cut_to_headers": r.cut,
+                "not_run": r.not_run,
+                "clamped_timestamps": r.clamped_timestamps,
+                "duration_seconds": span,
+                "complete": r.error.is_none(),
+                "inbound": direction(Direction::Inbound),
+                "outbound": direction(Direction::Outbound),
+                "parse_errors": errors,
+                "listeners": listeners,
+                "detector": detector,
+            });
+            format!("{report}\n")
         }
         ReplayFormat::Prometheus => {
             let labels = [(CAPTURE_SLOT, "capture".to_owned())];
