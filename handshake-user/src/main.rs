@@ -61,20 +61,18 @@ fn parse(args: &[OsString]) -> Result<Cli, ExitCode> {
     let mut alone: Vec<OsString> =
         args[..=args.iter().position(|a| a == "run").unwrap_or(1)].to_vec();
     alone.extend(all);
+    let in_file = |e: &clap::Error| {
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        fail(&anyhow::anyhow!("config file {}: {first}", path.display()))
+    };
     match Cli::try_parse_from_args(&alone) {
-        Err(e) => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: ")
-                .to_owned();
-            return Err(fail(&anyhow::anyhow!(
-                "config file {}: {first}",
-                path.display()
-            )));
-        }
+        Err(e) => return Err(in_file(&e)),
         Ok(Cli {
             command: Command::Run(file_args),
         }) => {
@@ -89,16 +87,7 @@ fn parse(args: &[OsString]) -> Result<Cli, ExitCode> {
     let mut merged: Vec<OsString> = args[..=at].to_vec();
     merged.extend(extra);
     merged.extend_from_slice(&args[at + 1..]);
-    Cli::try_parse_from_args(&merged).map_err(|e| {
-        let text = e.to_string();
-        let first = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ")
-            .to_owned();
-        fail(&anyhow::anyhow!("config file {}: {first}", path.display()))
-    })
+    Cli::try_parse_from_args(&merged).map_err(|e| in_file(&e))
 }
 
 trait TryParse: Sized {

@@ -105,19 +105,7 @@ fn run(task: Task) -> Result<()> {
             seconds,
         } => {
             setup::ensure()?;
-            cargo(&[
-                "build",
-                "--release",
-                "--package",
-                "handshake-user",
-                "--package",
-                "handshake-tests",
-                "--bin",
-                "handshake-monitor",
-                "--bin",
-                "handshake-bench",
-            ])?;
-            let release = workspace_root().join("target/release");
+            let release = build_release_with("handshake-bench")?;
             let mut cmd = Command::new(release.join("handshake-bench"));
             if quick {
                 cmd.arg("--quick");
@@ -154,19 +142,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Detect { args } => {
             setup::ensure()?;
-            cargo(&[
-                "build",
-                "--release",
-                "--package",
-                "handshake-user",
-                "--package",
-                "handshake-tests",
-                "--bin",
-                "handshake-monitor",
-                "--bin",
-                "handshake-detect",
-            ])?;
-            let release = workspace_root().join("target/release");
+            let release = build_release_with("handshake-detect")?;
             let status = Command::new(release.join("handshake-detect"))
                 .args(&args)
                 .env("HANDSHAKE_MONITOR_BIN", release.join("handshake-monitor"))
@@ -222,6 +198,24 @@ fn run(task: Task) -> Result<()> {
             result
         }
     }
+}
+
+/// Builds the agent and `tool` (a binary of handshake-tests) for release;
+/// returns their directory.
+fn build_release_with(tool: &str) -> Result<PathBuf> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "handshake-user",
+        "--package",
+        "handshake-tests",
+        "--bin",
+        "handshake-monitor",
+        "--bin",
+        tool,
+    ])?;
+    Ok(workspace_root().join("target/release"))
 }
 
 pub fn workspace_root() -> PathBuf {

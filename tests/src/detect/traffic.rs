@@ -191,6 +191,91 @@ impl Drop for Clients {
     }
 }
 
+/// An AF_PACKET socket on the client's `c0`: frames go out with the
+/// server's MAC as destination and the client's as source; with `receive`,
+/// IP frames arriving on `c0` can be read (without blocking).
+struct Wire {
+    fd: std::os::fd::OwnedFd,
+    addr: libc::sockaddr_ll,
+    dst: [u8; 6],
+    src: [u8; 6],
+}
+
+impl Wire {
+    /// Opens it; call on a thread inside the client namespace.
+    fn open(dst: [u8; 6], src: [u8; 6], receive: bool) -> Self {
+        use std::os::fd::FromRawFd as _;
+        let ifindex = ifindex(CLIENT_IF);
+        assert_ne!(ifindex, 0, "c0 in the client namespace");
+        let protocol = if receive {
+            (libc::ETH_P_IP as u16).to_be()
+        } else {
+            0
+        };
+        // Sending blocks (a flood's pace is kept, not dropped); receiving
+        // does not (the slow clients poll between sends).
+        let kind = if receive {
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK
+        } else {
+            libc::SOCK_RAW
+        };
+        // SAFETY: a plain socket call.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, kind, i32::from(protocol)) };
+        assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor we just opened, owned from here.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a zeroed sockaddr_ll is valid; fields set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&dst);
+        if receive {
+            // SAFETY: binding our socket to c0 with a valid address.
+            unsafe {
+                libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+        }
+        Self { fd, addr, dst, src }
+    }
+
+    /// Sends `frame` with the MACs set; whether it went out.
+    fn send(&self, mut frame: Vec<u8>) -> bool {
+        frame[0..6].copy_from_slice(&self.dst);
+        frame[6..12].copy_from_slice(&self.src);
+        // SAFETY: a valid buffer and address, lengths passed.
+        let rc = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const self.addr).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        rc > 0
+    }
+
+    /// A frame into `buf` if one is waiting: its length, or a negative.
+    fn recv(&self, buf: &mut [u8]) -> isize {
+        // SAFETY: receiving into our buffer.
+        unsafe {
+            libc::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+            )
+        }
+    }
+}
+
 /// A paced sender of frames out of the client's `c0`, from its own thread.
 pub struct Sender {
     stop: Arc<AtomicBool>,
@@ -213,17 +298,7 @@ impl Sender {
         let sent = Arc::new(AtomicU64::new(0));
         let (s, n) = (Arc::clone(&stop), Arc::clone(&sent));
         let handle = topo.client.spawn(move || {
-            let ifindex = ifindex(CLIENT_IF);
-            assert_ne!(ifindex, 0, "c0 in the client namespace");
-            // SAFETY: a plain socket call.
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-            assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
-            // SAFETY: a zeroed sockaddr_ll is valid; fields set below.
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = ifindex as i32;
-            addr.sll_halen = 6;
-            addr.sll_addr[..6].copy_from_slice(&dst);
+            let wire = Wire::open(dst, src, false);
             let start = Instant::now();
             let mut due = 0f64;
             let mut i = 0u64;
@@ -236,21 +311,7 @@ impl Sender {
                 }
                 let target = elapsed.as_secs_f64() * rate;
                 while due < target {
-                    let mut frame = make(i);
-                    frame[0..6].copy_from_slice(&dst);
-                    frame[6..12].copy_from_slice(&src);
-                    // SAFETY: a valid buffer and address, lengths passed.
-                    let rc = unsafe {
-                        libc::sendto(
-                            fd,
-                            frame.as_ptr().cast(),
-                            frame.len(),
-                            0,
-                            (&raw const addr).cast(),
-                            size_of::<libc::sockaddr_ll>() as u32,
-                        )
-                    };
-                    if rc > 0 {
+                    if wire.send(make(i)) {
                         n.fetch_add(1, Ordering::Relaxed);
                     }
                     due += 1.0;
@@ -258,8 +319,6 @@ impl Sender {
                 }
                 thread::sleep(Duration::from_millis(1));
             }
-            // SAFETY: our own descriptor.
-            unsafe { libc::close(fd) };
         });
         Self {
             stop,
@@ -388,45 +447,9 @@ impl SlowClients {
         let completed = Arc::new(AtomicU64::new(0));
         let (s, done) = (Arc::clone(&stop), Arc::clone(&completed));
         let handle = topo.client.spawn(move || {
-            let ifindex = ifindex(CLIENT_IF);
-            // SAFETY: a plain socket call; ETH_P_IP in network order.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_NONBLOCK,
-                    i32::from((libc::ETH_P_IP as u16).to_be()),
-                )
-            };
-            assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
-            // SAFETY: a zeroed sockaddr_ll is valid; fields set below.
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-            addr.sll_ifindex = ifindex as i32;
-            addr.sll_halen = 6;
-            addr.sll_addr[..6].copy_from_slice(&dst);
-            // SAFETY: binding our socket to c0 with a valid address.
-            unsafe {
-                libc::bind(
-                    fd,
-                    (&raw const addr).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            let send = |mut frame: Vec<u8>| {
-                frame[0..6].copy_from_slice(&dst);
-                frame[6..12].copy_from_slice(&src);
-                // SAFETY: a valid buffer and address, lengths passed.
-                unsafe {
-                    libc::sendto(
-                        fd,
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                        (&raw const addr).cast(),
-                        size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
+            let wire = Wire::open(dst, src, true);
+            let send = |frame: Vec<u8>| {
+                wire.send(frame);
             };
             let server: IpAddr = SERVER_V4.parse().expect("ip");
             let start = Instant::now();
@@ -452,8 +475,7 @@ impl SlowClients {
                     sent += 1;
                 }
                 // SYN-ACKs to our clients: the ACK is due `rtt` later.
-                // SAFETY: recv into our buffer.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let n = wire.recv(&mut buf);
                 if n > 54 {
                     let f = &buf[..n as usize];
                     let ip = &f[14..];
@@ -487,8 +509,6 @@ impl SlowClients {
                 }
                 thread::sleep(Duration::from_micros(500));
             }
-            // SAFETY: our own descriptor.
-            unsafe { libc::close(fd) };
         });
         Self {
             stop,
