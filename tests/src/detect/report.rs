@@ -160,8 +160,8 @@ pub fn table(rows: &[Row]) -> String {
          (and those of the SYN-queue scenario), whose handshakes are made by hand so that \
          their final ACK leaves a round trip late: this kernel has no netem, which also \
          makes the lossy path nftables' random drops. A hung listener shows nothing on \
-         the wire until its accept queue is full (18 s at 7/s with a backlog of 128): the \
-         detector's time counts from the application's hang.\n",
+         the wire until its accept queue is full (18 s at 7/s with a backlog of 128): it is \
+         seen sooner in the accept queue itself (sock_diag), which replay does not have.\n",
     );
     out
 }
