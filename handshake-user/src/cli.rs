@@ -70,6 +70,12 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub progress: bool,
 
+    /// Before the report, one line per handshake segment: the frame, the
+    /// flow, the verdict (the counters it moved) and, for an invalid one,
+    /// what was expected and what came.
+    #[arg(long)]
+    pub explain: bool,
+
     /// Capture time between two samples of --format openmetrics or promtool.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub step: Duration,

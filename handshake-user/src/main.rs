@@ -122,7 +122,14 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Cleanup(args) => handshake_user::cleanup::cleanup(&args.pin_path),
-        Command::Replay(args) => handshake_user::replay::run(&args),
+        Command::Replay(args) => {
+            // Its output may go to `head`: a closed pipe ends it quietly, as
+            // any command-line filter (the server, `run`, keeps ignoring
+            // SIGPIPE: its sockets report EPIPE instead).
+            // SAFETY: restoring a signal's default disposition.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            handshake_user::replay::run(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

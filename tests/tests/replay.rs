@@ -267,6 +267,62 @@ fn captures_made_elsewhere_are_read_whole() {
     assert!(span < 1.0, "clamped, not 2147 s: {span}");
 }
 
+/// `--explain` says, per handshake segment, what it was counted as and
+/// why: an invalid SYN-ACK and an invalid final ACK with what was expected
+/// and what came, then the valid ones.
+#[test]
+fn explain_says_what_each_segment_was_counted_as_and_why() {
+    let c = client();
+    let steps = vec![
+        In(syn(&c, X)),
+        Out(synack(&c, Y, X + 2)),
+        Out(synack(&c, Y, X + 1)),
+        In(ack(&c, X + 1, Y + 2)),
+        In(ack(&c, X + 1, Y + 1)),
+    ];
+    let path = tmp("explain.pcapng");
+    write(&path, Format::PcapNg, &records(&steps, 1_000_000_000));
+    let file = path.to_string_lossy().into_owned();
+    let out = run_to_exit(&[], &["replay", &file, "--explain"], &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("frame ")).collect();
+    let (x, y) = (X, Y);
+    let want = [
+        "frame 1 ".to_owned(),
+        format!("SYN seq={x} ack=0: attempts"),
+        format!(
+            "SYN-ACK seq={y} ack={}: invalid{{reason=\"synack_bad_ack\"}} (expected ack {}, got {})",
+            x + 2,
+            x + 1,
+            x + 2
+        ),
+        format!("SYN-ACK seq={y} ack={}: synack", x + 1),
+        format!(
+            "ACK seq={} ack={}: invalid{{reason=\"ack_bad_ack\"}} (expected ack {}, got {})",
+            x + 1,
+            y + 2,
+            y + 1,
+            y + 2
+        ),
+        format!("ACK seq={} ack={}: completed", x + 1, y + 1),
+    ];
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with(&want[0]) && lines[0].contains(&want[1]),
+        "{}",
+        lines[0]
+    );
+    for (line, w) in lines[1..].iter().zip(&want[2..]) {
+        assert!(line.contains(w.as_str()), "{line}\nwanted: {w}");
+    }
+}
+
 /// The capture's clock drives latencies and timeouts: a final ACK 40 s
 /// after the SYN-ACK completes nothing with a 30 s timeout, and completes
 /// the handshake with a 60 s one.

@@ -120,6 +120,16 @@ impl FlowReader {
         self.buckets.saturating_mul(WAYS as u32)
     }
 
+    /// Bucket `index`, read in place (one mapping for one bucket: for
+    /// `replay --explain`, not for scans).
+    pub fn bucket(&self, index: u32) -> Result<Bucket> {
+        let table = MappedBuckets::read_only(&self.fd, self.buckets)?;
+        anyhow::ensure!((index as usize) < table.len(), "no bucket {index}");
+        // SAFETY: a bucket of the mapping, read with a volatile read (the
+        // programs may be writing it).
+        Ok(unsafe { table.bucket(index as usize).read_volatile() })
+    }
+
     /// Streams every bucket that holds a flow to `each`, read in place: the
     /// table is an mmapable array, so a scan is a walk over shared memory,
     /// with no syscall per entry or per batch, and an empty bucket costs

@@ -10,6 +10,7 @@
 //! formats, every metric is sampled each --step. At the end of the capture,
 //! handshakes still open are reported as timeouts by the stage they reached.
 
+pub mod explain;
 pub mod pcap;
 use std::{
     collections::BTreeMap,
@@ -272,6 +273,11 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
     };
     let progress = args.progress || (std::io::stderr().is_terminal() && reader.size > 64 << 20);
     let mut last_progress = Instant::now();
+    let explainer = if args.explain {
+        Some((probe.flow_reader()?, probe.flow_seed()?))
+    } else {
+        None
+    };
     let mut next_scan_ns = 0u64;
     loop {
         let packet = match reader.next_packet() {
@@ -323,6 +329,14 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
         } else {
             &packet.frame[..]
         };
+        // --explain: the flow's entry and the counters before the run.
+        let before = match &explainer {
+            Some((reader, seed)) => explain::segment(frame).map(|seg| {
+                let state = explain::lookup(reader, *seed, &seg).map(|(_, s)| s);
+                (seg, state, probe.counters())
+            }),
+            None => None,
+        };
         let options = TestRunOptions {
             data_in: Some(frame),
             ..TestRunOptions::default()
@@ -339,6 +353,19 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
             report
                 .first_not_run
                 .get_or_insert_with(|| (report.frames, format!("{e}")));
+        }
+        if let Some((seg, state, Ok(counters))) = before {
+            let at = packet.ts_ns.saturating_sub(report.first_ns) as f64 / 1e9;
+            if let Some(line) = explain::line(
+                report.frames,
+                at,
+                &seg,
+                state.as_ref(),
+                &counters,
+                &probe.counters()?,
+            ) {
+                println!("{line}");
+            }
         }
         if progress && last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
@@ -390,9 +417,8 @@ impl Report {
         }
         if let Some((frame, e)) = &self.first_not_run {
             out.push_str(&format!(
-                ", {} the kernel would not run (first: frame {}: {e})",
-                self.not_run,
-                frame + 1
+                ", {} the kernel would not run (first: frame {frame}: {e})",
+                self.not_run
             ));
         }
         out
