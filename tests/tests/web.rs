@@ -190,6 +190,19 @@ fn idle_connections_neither_spin_nor_stop_scrapes() {
     }
     let share = (cpu_ticks(pid) - before) as f64 / ticks_per_s / t.elapsed().as_secs_f64();
     assert!(scrapes >= 10, "{scrapes} scrapes answered");
+    // A request whose lines end in a bare LF is answered (it once waited
+    // out the 10 s read timeout).
+    let answer = ns.run(move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\nHost: x\n\n")
+            .expect("write");
+        let mut head = [0u8; 15];
+        s.read_exact(&mut head).map(|()| head.to_vec())
+    });
+    assert_eq!(answer.expect("answered").as_slice(), b"HTTP/1.1 200 OK");
     assert!(
         share < 0.2,
         "the agent used {:.0} % of a core",
