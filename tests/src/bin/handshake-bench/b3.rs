@@ -129,21 +129,74 @@ pub(crate) fn connect_for(topo: &Topology, seconds: f64) -> (u64, f64) {
 /// The discarded run before each measured one in B3.
 pub(crate) const SETTLE_SECONDS: f64 = 0.3;
 
+/// What a B3 configuration is measured as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The baseline every other is a ratio to.
+    NoMonitor,
+    /// The agent: graded against the goal.
+    Ours,
+    /// What users pick instead: ours must be ahead of it.
+    Peer,
+    /// Shown for contrast, not graded.
+    Contrast,
+}
+
+/// A monitor (or none) on the server's path, as B3 sets it up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Setup {
+    None,
+    Agent(&'static [&'static str]),
+    Tcpdump,
+    Conntrack,
+    EmptyHooks { xdp: bool },
+    OurProgramsAlone,
+}
+
+/// B3's configurations, in their report order; the no-monitor one first.
+pub(crate) const CONFIGS: [(&str, Role, Setup); 9] = [
+    ("no monitor", Role::NoMonitor, Setup::None),
+    ("handshake-monitor", Role::Ours, Setup::Agent(&[])),
+    ("tcpdump (SYN filter)", Role::Peer, Setup::Tcpdump),
+    ("nf_conntrack", Role::Peer, Setup::Conntrack),
+    (
+        "handshake-monitor, native XDP (--xdp-mode driver)",
+        Role::Contrast,
+        Setup::Agent(&["--xdp-mode", "driver"]),
+    ),
+    (
+        "handshake-monitor, generic XDP (--ingress-hook xdp)",
+        Role::Contrast,
+        Setup::Agent(&["--ingress-hook", "xdp"]),
+    ),
+    (
+        "empty programs on TC ingress and egress: the agent's hooks alone",
+        Role::Contrast,
+        Setup::EmptyHooks { xdp: false },
+    ),
+    (
+        "empty programs on generic XDP and TC egress: those hooks alone",
+        Role::Contrast,
+        Setup::EmptyHooks { xdp: true },
+    ),
+    (
+        "our programs alone (TC ingress and egress), no agent process",
+        Role::Contrast,
+        Setup::OurProgramsAlone,
+    ),
+];
+
+/// Index in [`CONFIGS`] of the one with `role` (the first).
+fn index_of(role: Role) -> usize {
+    CONFIGS.iter().position(|c| c.1 == role).unwrap_or(0)
+}
+
 pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
     eprintln!("B3 connections/s through the normal stack: none, ours, tcpdump, nf_conntrack");
     let topo = Topology::new();
     let server = Server::start(&topo);
-    let configs = [
-        "no monitor",
-        "handshake-monitor",
-        "tcpdump (SYN filter)",
-        "nf_conntrack",
-        "handshake-monitor, native XDP (--xdp-mode driver)",
-        "handshake-monitor, generic XDP (--ingress-hook xdp)",
-        "empty programs on TC ingress and egress: the agent's hooks alone",
-        "empty programs on generic XDP and TC egress: those hooks alone",
-        "our programs alone (TC ingress and egress), no agent process",
-    ];
+    let configs: Vec<&str> = CONFIGS.iter().map(|c| c.0).collect();
+    let (none_i, ours_i) = (index_of(Role::NoMonitor), index_of(Role::Ours));
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     // Three times the rounds, each a third as long: the same seconds, but
@@ -158,24 +211,17 @@ pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
         for k in 0..configs.len() {
             let i = (k + run) % configs.len();
             let config = &configs[i];
+            let setup = CONFIGS[i].2;
             let mut agent: Option<Agent> = None;
             let mut child: Option<Child> = None;
             let mut attached: Option<mpsc::Sender<()>> = None;
-            match i {
-                1 => agent = Some(Agent::start(&topo.server, &["--iface", SERVER_IF])),
-                4 => {
-                    agent = Some(Agent::start(
-                        &topo.server,
-                        &["--iface", SERVER_IF, "--xdp-mode", "driver"],
-                    ))
+            match setup {
+                Setup::Agent(flags) => {
+                    let mut args = vec!["--iface", SERVER_IF];
+                    args.extend_from_slice(flags);
+                    agent = Some(Agent::start(&topo.server, &args));
                 }
-                5 => {
-                    agent = Some(Agent::start(
-                        &topo.server,
-                        &["--iface", SERVER_IF, "--ingress-hook", "xdp"],
-                    ))
-                }
-                2 => {
+                Setup::Tcpdump => {
                     let mut c = Command::new("ip")
                         .args([
                             "netns",
@@ -196,7 +242,7 @@ pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
                     let _ = c.stderr.as_mut().expect("stderr").read(&mut buf);
                     child = Some(c);
                 }
-                3 => {
+                Setup::Conntrack => {
                     let rules = "table inet hm_ct {\n chain in {\n  type filter hook input priority 0;\n  ct state established,related accept\n }\n}\n";
                     let mut c = Command::new("ip")
                         .args(["netns", "exec", &topo.server.name, "nft", "-f", "-"])
@@ -210,10 +256,13 @@ pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
                         .expect("rules");
                     assert!(c.wait().expect("nft").success(), "conntrack rules");
                 }
-                6 => attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF, false)),
-                7 => attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF, true)),
-                8 => attached = Some(attach_in(&topo.server, SERVER_IF, true, IngressPlan::Tc)),
-                _ => {}
+                Setup::EmptyHooks { xdp } => {
+                    attached = Some(attach_empty_hooks_in(&topo.server, SERVER_IF, xdp));
+                }
+                Setup::OurProgramsAlone => {
+                    attached = Some(attach_in(&topo.server, SERVER_IF, true, IngressPlan::Tc));
+                }
+                Setup::None => {}
             }
             // Settle: a short discarded run first, so that neither the set-up
             // (an agent loading, tcpdump opening its socket) nor the previous
@@ -228,7 +277,7 @@ pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
                 let _ = c.kill();
                 let _ = c.wait();
             }
-            if i == 3 {
+            if setup == Setup::Conntrack {
                 let _ = Command::new("ip")
                     .args([
                         "netns",
@@ -274,23 +323,28 @@ pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
     };
     eprintln!("  B3 in situ: ours {ours_ns:.0} ns per run, empty {empty_ns:.0} ns");
     server.stop(&topo);
-    let none = median(&mut results[0].clone());
+    let none = median(&mut results[none_i].clone());
     // Each round's rate over that round's no-monitor rate: the comparisons
     // are made on these, paired by round.
     let ratios_of = |i: usize| -> Vec<f64> {
         results[i]
             .iter()
-            .zip(&results[0])
+            .zip(&results[none_i])
             .map(|(x, b)| x / b)
             .collect()
     };
     // The machine's busy CPU time per connection, all CPUs: what each
     // monitor costs the host, wherever it runs (tcpdump's own process runs
     // on another CPU than the connections, and a rate may not see it).
-    let cpu_none = median(&mut cpu[0].clone());
-    let cpu_rows: Vec<Row> = (1..=3)
+    let cpu_none = median(&mut cpu[none_i].clone());
+    let cpu_rows: Vec<Row> = (0..CONFIGS.len())
+        .filter(|i| matches!(CONFIGS[*i].1, Role::Ours | Role::Peer))
         .map(|i| {
-            let mut extra: Vec<f64> = cpu[i].iter().zip(&cpu[0]).map(|(x, b)| x - b).collect();
+            let mut extra: Vec<f64> = cpu[i]
+                .iter()
+                .zip(&cpu[none_i])
+                .map(|(x, b)| x - b)
+                .collect();
             let extra = median(&mut extra);
             eprintln!(
                 "  B3 host CPU, {}: {extra:+.2} us per connection over no monitor",
@@ -310,7 +364,7 @@ pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
             }
         })
         .collect();
-    for (i, config) in configs.iter().enumerate().skip(1) {
+    for (i, config) in configs.iter().enumerate().filter(|(i, _)| *i != none_i) {
         let mut ratios = ratios_of(i);
         let r = median(&mut ratios);
         // `median` sorted them: the spread between rounds, to read the
@@ -320,25 +374,25 @@ pub(crate) fn b3(s: &Settings, rows: &mut Vec<Row>) {
             ratios.last().copied().unwrap_or(f64::NAN),
         );
         let mut figure = format!("{r:.3}x (rounds {lo:.2}-{hi:.2})");
-        let (goal, ok) = if i == 1 {
-            (">= 0.90x".to_owned(), Some(r >= 0.90))
-        } else if i >= 4 {
-            ("(contrast)".to_owned(), None)
-        } else {
-            // Ours against this monitor round by round: the rotation runs
-            // the two one or two runs apart, where each one's ratio to the
-            // no-monitor run can be most of a round away from the other's.
-            let mut ahead: Vec<f64> = results[1]
-                .iter()
-                .zip(&results[i])
-                .map(|(o, x)| o / x)
-                .collect();
-            let ahead = median(&mut ahead);
-            write!(figure, "; ours/this {ahead:.3}x").expect("write to a String");
-            (
-                "ours ahead: ours/this >= 1 (paired by round)".to_owned(),
-                Some(ahead >= 1.0),
-            )
+        let (goal, ok) = match CONFIGS[i].1 {
+            Role::Ours => (">= 0.90x".to_owned(), Some(r >= 0.90)),
+            Role::Contrast | Role::NoMonitor => ("(contrast)".to_owned(), None),
+            Role::Peer => {
+                // Ours against this monitor round by round: the rotation runs
+                // the two one or two runs apart, where each one's ratio to the
+                // no-monitor run can be most of a round away from the other's.
+                let mut ahead: Vec<f64> = results[ours_i]
+                    .iter()
+                    .zip(&results[i])
+                    .map(|(o, x)| o / x)
+                    .collect();
+                let ahead = median(&mut ahead);
+                write!(figure, "; ours/this {ahead:.3}x").expect("write to a String");
+                (
+                    "ours ahead: ours/this >= 1 (paired by round)".to_owned(),
+                    Some(ahead >= 1.0),
+                )
+            }
         };
         rows.push(Row {
             bench: "B3",
