@@ -107,6 +107,7 @@ pub(crate) fn b4(s: &Settings, rows: &mut Vec<Row>) {
             );
         }
     }
+    live_evictions(s, rows);
 }
 
 /// `n` half-open flows, distinct, as many as a fill may need.
@@ -143,4 +144,90 @@ pub(crate) fn fill_flows(t: &mut Tester, n: usize) {
             .expect("fill"),
         n
     );
+}
+
+/// Occupancies at which live evictions are reported.
+pub(crate) const OCCUPANCIES: [f64; 4] = [0.40, 0.60, 0.80, 0.95];
+
+/// Live evictions against occupancy, by the real programs: new flows with
+/// distinct sources (the stepping program adds one to the source address
+/// each run: keys as good as random to the seeded hash) fill the default
+/// table, none answered, so every entry stays live; the evicted counter
+/// says how many live handshakes a full bucket pushed out. Reported: the
+/// occupancy at the first one, and the evictions by 40, 60, 80 and 95 %.
+pub(crate) fn live_evictions(s: &Settings, rows: &mut Vec<Row>) {
+    use handshake_common::counters::Counter as C;
+    let runs = if s.quick { 3 } else { s.runs };
+    let mut first = Vec::new();
+    let mut at: Vec<Vec<f64>> = vec![Vec::new(); OCCUPANCIES.len()];
+    let capacity = f64::from(DEFAULT_TABLE);
+    for run in 0..runs {
+        let mut t = Tester::bench_with(&LoadOptions {
+            flow_table_size: DEFAULT_TABLE,
+            syn_insert_budget: u64::MAX,
+            // A seed of the run's own: a different placement each run.
+            flow_seed: Some(0x5eed_0000 + run as u64),
+            ..LoadOptions::default()
+        });
+        let clock = TestRunClock::new();
+        let mut frame = syn(&client(), 1).build();
+        let evicted = |t: &Tester| {
+            let c = t.counters();
+            c.total(C::EvictedSynSent) + c.total(C::EvictedSynReceived)
+        };
+        let mut inserted = 0u32;
+        let mut first_at = None;
+        // One percent of the table at a time until the first eviction,
+        // then straight to each occupancy reported.
+        let step = (DEFAULT_TABLE / 100).max(1);
+        for (i, target) in OCCUPANCIES.iter().enumerate() {
+            let goal = (capacity * target) as u32;
+            while inserted < goal {
+                let n = if first_at.is_none() {
+                    step.min(goal - inserted)
+                } else {
+                    goal - inserted
+                };
+                stepped_run(&clock, &mut t, Ingress, &frame, 14 + 12, n, true);
+                inserted += n;
+                // Each test run starts from the frame as given: the next
+                // starts past the addresses this one stepped through.
+                let src = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
+                frame[26..30].copy_from_slice(&src.wrapping_add(n).to_be_bytes());
+                if first_at.is_none() && evicted(&t) > 0 {
+                    first_at = Some(f64::from(inserted) / capacity);
+                }
+            }
+            at[i].push(evicted(&t) as f64);
+        }
+        first.push(first_at.unwrap_or(f64::NAN));
+    }
+    let first = median(&mut first);
+    rows.push(Row {
+        bench: "B4",
+        case: format!(
+            "live evictions, default table ({DEFAULT_TABLE} entries, 4-way buckets, one bucket per key): occupancy at the first"
+        ),
+        baseline: "-".to_owned(),
+        ours: format!("{:.1} %", first * 100.0),
+        figure: format!("first at {:.1} % occupancy", first * 100.0),
+        goal: "(issue 22: none below 40 %)".to_owned(),
+        verdict: "-",
+    });
+    for (i, occupancy) in OCCUPANCIES.iter().enumerate() {
+        let n = median(&mut at[i]);
+        let inserts = capacity * occupancy;
+        rows.push(Row {
+            bench: "B4",
+            case: format!(
+                "live evictions, default table, by {:.0} % occupancy",
+                occupancy * 100.0
+            ),
+            baseline: format!("{inserts:.0} inserts"),
+            ours: format!("{n:.0} evicted"),
+            figure: format!("{:.3} % of inserts", n * 100.0 / inserts),
+            goal: "(contrast)".to_owned(),
+            verdict: "-",
+        });
+    }
 }
