@@ -237,3 +237,58 @@ impl Counters {
         out
     }
 }
+
+/// Which ingress program a case's ingress frames go through: the XDP one
+/// or its TC twin (`--ingress-hook`). Both must leave the same counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    Xdp,
+    Tc,
+}
+
+impl Ingress {
+    /// Runs `frame` through this ingress program; an error unless the
+    /// verdict is pass (XDP_PASS, TC_ACT_UNSPEC).
+    pub fn pass(self, tester: &mut Tester, frame: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Xdp => match tester.ingress(frame) {
+                XDP_PASS => Ok(()),
+                v => Err(format!("XDP verdict {v}, not XDP_PASS")),
+            },
+            Self::Tc => match tester.ingress_tc(frame) {
+                TC_NEXT => Ok(()),
+                v => Err(format!("TC ingress verdict {v}, not TC_ACT_UNSPEC")),
+            },
+        }
+    }
+}
+
+/// Runs `steps` (ingress frames through XDP); the first wrong verdict.
+pub fn run_steps(tester: &mut Tester, steps: &[crate::cases::Step]) -> Result<(), String> {
+    run_steps_on(tester, steps, Ingress::Xdp)
+}
+
+/// Runs `steps`, ingress frames through `ingress`; the first wrong verdict.
+pub fn run_steps_on(
+    tester: &mut Tester,
+    steps: &[crate::cases::Step],
+    ingress: Ingress,
+) -> Result<(), String> {
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            crate::cases::In(p) => ingress
+                .pass(tester, &p.build())
+                .map_err(|e| format!("step {i}: {e}"))?,
+            crate::cases::InRaw(bytes) => ingress
+                .pass(tester, bytes)
+                .map_err(|e| format!("step {i}: {e}"))?,
+            crate::cases::Out(p) => {
+                let verdict = tester.egress(&p.build());
+                if verdict != TC_NEXT {
+                    return Err(format!("step {i}: TC verdict {verdict}, not TC_ACT_UNSPEC"));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -5,73 +5,22 @@
 use std::net::IpAddr;
 
 use handshake_common::{
-    DEFAULT_FLOW_TABLE_SIZE,
     counters::{Counter, Direction, Family},
-    flow::{FlowKey, Stage},
+    flow::Stage,
     histogram::Leg,
     listener::{ListenerCounters, OTHER_PORT},
-    table,
 };
 use handshake_tests::{
     cases::{
-        INBOUND, In, InRaw, Out, Step, V4, V6, X, Y, ack, cases, client, client6, completed,
-        handshake, syn, synack, v4, v6,
+        INBOUND, In, Out, Step, V4, V6, X, Y, ack, cases, client, client6, completed, handshake,
+        syn, synack, v4, v6,
     },
     packet::{ACK, Ext, PSH, Packet, RST, SYN},
-    tester::{TC_NEXT, TEST_FLOW_SEED, Tester, XDP_PASS},
+    tester::{Ingress, Tester, XDP_PASS, run_steps, run_steps_on},
 };
 use handshake_user::probe::LoadOptions;
 
 use Counter as C;
-
-/// Which ingress program a case's ingress frames go through: the XDP one
-/// or its TC twin (`--ingress-hook`). Both must leave the same counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ingress {
-    Xdp,
-    Tc,
-}
-
-impl Ingress {
-    /// Runs `frame` through this ingress program; an error unless the
-    /// verdict is pass (XDP_PASS, TC_ACT_UNSPEC).
-    fn pass(self, tester: &mut Tester, frame: &[u8]) -> Result<(), String> {
-        match self {
-            Self::Xdp => match tester.ingress(frame) {
-                XDP_PASS => Ok(()),
-                v => Err(format!("XDP verdict {v}, not XDP_PASS")),
-            },
-            Self::Tc => match tester.ingress_tc(frame) {
-                TC_NEXT => Ok(()),
-                v => Err(format!("TC ingress verdict {v}, not TC_ACT_UNSPEC")),
-            },
-        }
-    }
-}
-
-fn run(tester: &mut Tester, steps: &[Step]) -> Result<(), String> {
-    run_on(tester, steps, Ingress::Xdp)
-}
-
-fn run_on(tester: &mut Tester, steps: &[Step], ingress: Ingress) -> Result<(), String> {
-    for (i, step) in steps.iter().enumerate() {
-        match step {
-            In(p) => ingress
-                .pass(tester, &p.build())
-                .map_err(|e| format!("step {i}: {e}"))?,
-            InRaw(bytes) => ingress
-                .pass(tester, bytes)
-                .map_err(|e| format!("step {i}: {e}"))?,
-            Out(p) => {
-                let verdict = tester.egress(&p.build());
-                if verdict != TC_NEXT {
-                    return Err(format!("step {i}: TC verdict {verdict}, not TC_ACT_UNSPEC"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Every case, with its ingress frames through the XDP program and again
 /// through the TC one.
@@ -84,7 +33,7 @@ fn packet_sequences_leave_exact_counters() {
     {
         let mut tester = Tester::new();
         let name = format!("{} (ingress on {ingress:?})", case.name);
-        if let Err(e) = run_on(&mut tester, &case.steps, ingress) {
+        if let Err(e) = run_steps_on(&mut tester, &case.steps, ingress) {
             failures.push(format!("{}: {e}", name));
             continue;
         }
@@ -210,12 +159,12 @@ fn truncation_at_every_header_boundary() {
 #[test]
 fn latency_is_recorded_once_per_leg() {
     let mut tester = Tester::new();
-    run(&mut tester, &handshake(&client())).expect("run");
+    run_steps(&mut tester, &handshake(&client())).expect("run");
     assert_eq!(tester.latency_count(INBOUND, Leg::SynToSynAck), 1);
     assert_eq!(tester.latency_count(INBOUND, Leg::SynAckToAck), 1);
     // A retransmitted SYN-ACK is not a second sample.
     let c = Packet::tcp(v4(9), 1234, v4(2), 80);
-    run(
+    run_steps(
         &mut tester,
         &[In(syn(&c, 1)), Out(synack(&c, 2, 2)), Out(synack(&c, 2, 2))],
     )
@@ -239,14 +188,14 @@ fn insert_budget_bounds_new_flows_and_counts_the_rest() {
         .map(|i| Packet::tcp(v4(10 + i), 30000, v4(2), 80))
         .collect();
     let steps: Vec<Step> = clients.iter().map(|c| In(syn(c, X))).collect();
-    run(&mut tester, &steps).expect("run");
+    run_steps(&mut tester, &steps).expect("run");
     let counters = tester.counters();
     assert_eq!(counters.get(V4, INBOUND, C::SynPackets), 10);
     assert_eq!(counters.get(V4, INBOUND, C::Attempts), 10);
     assert_eq!(counters.get(V4, INBOUND, C::SynUntracked), 7);
     assert_eq!(tester.flows().len(), 3);
     // The first three were tracked: the first completes.
-    run(
+    run_steps(
         &mut tester,
         &[
             Out(synack(&clients[0], Y, X + 1)),
@@ -256,7 +205,7 @@ fn insert_budget_bounds_new_flows_and_counts_the_rest() {
     .expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::Completed), 1);
     // Port reuse on a tracked flow replaces in place: not charged.
-    run(&mut tester, &[In(syn(&clients[1], X + 99))]).expect("run");
+    run_steps(&mut tester, &[In(syn(&clients[1], X + 99))]).expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::SynUntracked), 7);
     assert_eq!(tester.counters().get(V4, INBOUND, C::SupersededSynSent), 1);
 }
@@ -290,7 +239,7 @@ fn listener_funnels_are_exact_and_bounded() {
     steps.extend(handshake(&other));
     // Outbound, to a remote port 80: not a local listener's.
     steps.extend([Out(Packet::tcp(v4(2), 5555, v4(9), 80).flags(SYN).seq(X))]);
-    run(&mut tester, &steps).expect("run");
+    run_steps(&mut tester, &steps).expect("run");
     let funnels = tester.probe().listeners().expect("read listeners");
     let port = |p: u16| funnels.iter().find(|(q, _)| *q == p).map(|(_, c)| *c);
     assert_eq!(
@@ -359,7 +308,7 @@ fn pending_filter_never_hides_a_final_ack() {
         for f in &flows {
             steps.extend([In(syn(f, X)), Out(synack(f, Y, X + 1))]);
         }
-        run(&mut tester, &steps).expect("run");
+        run_steps(&mut tester, &steps).expect("run");
         assert_eq!(
             tester.probe().pending_total().expect("pending"),
             200,
@@ -375,9 +324,9 @@ fn pending_filter_never_hides_a_final_ack() {
                     .payload(100))
             })
             .collect();
-        run(&mut tester, &data).expect("run");
+        run_steps(&mut tester, &data).expect("run");
         let finals: Vec<Step> = flows.iter().map(|f| In(ack(f, X + 1, Y + 1))).collect();
-        run(&mut tester, &finals).expect("run");
+        run_steps(&mut tester, &finals).expect("run");
         let counters = tester.counters();
         // 200 whole handshakes and nothing else: the data segments changed
         // no counter but the packet count.
@@ -445,7 +394,7 @@ fn real_clients_survive_a_random_source_flood() {
         };
         let mut tester = Tester::with(&options);
         let opening: Vec<Step> = real.iter().map(|c| In(syn(c, X))).collect();
-        run(&mut tester, &opening).expect("run");
+        run_steps(&mut tester, &opening).expect("run");
         for frame in &flood {
             assert_eq!(tester.ingress(frame), XDP_PASS);
         }
@@ -453,7 +402,7 @@ fn real_clients_survive_a_random_source_flood() {
         for c in &real {
             closing.extend([Out(synack(c, Y, X + 1)), In(ack(c, X + 1, Y + 1))]);
         }
-        run(&mut tester, &closing).expect("run");
+        run_steps(&mut tester, &closing).expect("run");
         let completed = tester.counters().get(V4, INBOUND, C::Completed);
         (tester, completed)
     };
@@ -500,7 +449,7 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     let mut tester = Tester::new();
     let stuck_syn = Packet::tcp(v4(1), 1111, v4(2), 80);
     let stuck_synack = Packet::tcp(v4(1), 2222, v4(2), 80);
-    run(
+    run_steps(
         &mut tester,
         &[
             In(syn(&stuck_syn, X)),
@@ -539,7 +488,7 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     );
     // The client retries its SYN, the server its SYN-ACK, a RST arrives:
     // late, all of them. The final ACK finds nothing to complete.
-    run(
+    run_steps(
         &mut tester,
         &[
             In(syn(&stuck_syn, X)),
@@ -565,7 +514,7 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     );
     // Port reuse after the timeout: a new attempt, not charged to the budget.
     let x2 = X + 500_000;
-    run(
+    run_steps(
         &mut tester,
         &[
             In(syn(&stuck_syn, x2)),
@@ -582,37 +531,6 @@ fn expire_counts_by_stage_and_tombstones_catch_late_segments() {
     assert!(tester.flows().is_empty());
 }
 
-/// The in-place flow-table read the agent uses agrees with a walk that
-/// reads one bucket per syscall.
-#[test]
-fn in_place_scan_matches_iteration() {
-    let mut tester = Tester::new();
-    let steps: Vec<Step> = (0..5000u32)
-        .map(|i| {
-            In(syn(
-                &Packet::tcp(
-                    IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
-                    1000,
-                    v4(2),
-                    80,
-                ),
-                i,
-            ))
-        })
-        .collect();
-    run(&mut tester, &steps).expect("run");
-    let mut walked = tester.flows();
-    let mut batched = tester.probe().flows().expect("in-place scan");
-    walked.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
-    batched.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
-    // 5000 flows in 16384 four-way buckets: a bucket may overflow, and the
-    // eviction is counted.
-    let evicted = tester.counters().get(V4, INBOUND, C::EvictedSynSent);
-    assert_eq!(batched.len() as u64 + evicted, 5000);
-    assert!(evicted <= 2, "{evicted} evicted");
-    assert_eq!(batched, walked);
-}
-
 /// An interface given a slot has its own counters; the rest share slot 0.
 #[test]
 fn interface_slots_separate_counters() {
@@ -623,10 +541,10 @@ fn interface_slots_separate_counters() {
         .trim()
         .parse::<u32>()
         .expect("ifindex");
-    run(&mut tester, &handshake(&client())).expect("run");
+    run_steps(&mut tester, &handshake(&client())).expect("run");
     tester.probe().set_iface_slot(lo, 5).expect("set slot");
     assert_eq!(tester.probe().iface_slots().expect("slots"), vec![(lo, 5)]);
-    run(
+    run_steps(
         &mut tester,
         &handshake(&Packet::tcp(v4(3), 3333, v4(2), 80)),
     )
@@ -652,11 +570,11 @@ fn replay_clock_drives_latency() {
     let c = client();
     let at = |t: &mut Tester, ns: u64| t.probe().set_replay_clock(ns).expect("set clock");
     at(&mut tester, 1_000_000);
-    run(&mut tester, &[In(syn(&c, X))]).expect("run");
+    run_steps(&mut tester, &[In(syn(&c, X))]).expect("run");
     at(&mut tester, 1_002_000);
-    run(&mut tester, &[Out(synack(&c, Y, X + 1))]).expect("run");
+    run_steps(&mut tester, &[Out(synack(&c, Y, X + 1))]).expect("run");
     at(&mut tester, 1_009_000);
-    run(&mut tester, &[In(ack(&c, X + 1, Y + 1))]).expect("run");
+    run_steps(&mut tester, &[In(ack(&c, X + 1, Y + 1))]).expect("run");
     assert_eq!(tester.latency_sum_ns(INBOUND, Leg::SynToSynAck), 2_000);
     assert_eq!(tester.latency_sum_ns(INBOUND, Leg::SynAckToAck), 7_000);
     assert_eq!(
@@ -669,165 +587,4 @@ fn replay_clock_drives_latency() {
         1,
         "7 µs <= 8 µs"
     );
-}
-
-/// Seven clients whose flows share one bucket of the default table (four
-/// ways), under the tests' fixed seed.
-fn clients_sharing_a_bucket() -> Vec<Packet> {
-    let mask = table::buckets_for(DEFAULT_FLOW_TABLE_SIZE) - 1;
-    let bucket =
-        |c: &Packet| table::place(table::flow_hash(&flow_key(c), TEST_FLOW_SEED), mask).bucket;
-    let candidates = (1..=250u8)
-        .flat_map(|last| (1024..3024u16).map(move |port| Packet::tcp(v4(last), port, v4(2), 80)));
-    let target = bucket(&Packet::tcp(v4(1), 1024, v4(2), 80));
-    let clients: Vec<Packet> = candidates.filter(|c| bucket(c) == target).take(7).collect();
-    assert_eq!(clients.len(), 7);
-    clients
-}
-
-/// The flow-table key of an IPv4 client's connection.
-fn flow_key(c: &Packet) -> FlowKey {
-    let word = |ip: IpAddr| match ip {
-        IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
-        IpAddr::V6(_) => unreachable!("IPv4 clients only"),
-    };
-    FlowKey::new(
-        [word(c.src), 0, 0, 0],
-        [word(c.dst), 0, 0, 0],
-        c.sport,
-        c.dport,
-        Family::Ipv4 as u8,
-    )
-}
-
-/// A full bucket: a new flow takes the way of a tombstone first, then of the
-/// oldest handshake waiting for a SYN-ACK, then of the oldest waiting for
-/// the final ACK; each eviction of a live handshake is counted by its stage,
-/// the pending filter stays exact, and the evicted flow's later segments
-/// find nothing.
-#[test]
-fn a_full_bucket_evicts_the_least_valuable_way_and_counts_it() {
-    let mut tester = Tester::new();
-    let c = clients_sharing_a_bucket();
-    let key = flow_key;
-    // Four SYNs fill the bucket; c0 gets its SYN-ACK.
-    run(
-        &mut tester,
-        &[
-            In(syn(&c[0], X)),
-            In(syn(&c[1], X)),
-            In(syn(&c[2], X)),
-            In(syn(&c[3], X)),
-            Out(synack(&c[0], Y, X + 1)),
-        ],
-    )
-    .expect("run");
-    assert_eq!(tester.flows().len(), 4);
-    // c4 evicts c1, the oldest still waiting for its SYN-ACK.
-    run(&mut tester, &[In(syn(&c[4], X))]).expect("run");
-    let counters = tester.counters();
-    assert_eq!(counters.get(V4, INBOUND, C::EvictedSynSent), 1);
-    let tracked: Vec<FlowKey> = tester.flows().iter().map(|(k, _)| *k).collect();
-    assert!(!tracked.contains(&key(&c[1])), "c1 evicted");
-    // c2 times out; c5 takes its tombstone's way, evicting no handshake.
-    let (k2, s2) = tester
-        .flows()
-        .into_iter()
-        .find(|(k, _)| *k == key(&c[2]))
-        .expect("c2 tracked");
-    assert!(tester.expire(&k2, s2.syn_ns));
-    run(&mut tester, &[In(syn(&c[5], X))]).expect("run");
-    assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynSent), 1);
-    assert!(
-        !tester.flows().iter().any(|(k, _)| *k == k2),
-        "the tombstone went"
-    );
-    // All four in syn_received: c6 evicts c0, the oldest of them.
-    run(
-        &mut tester,
-        &[
-            Out(synack(&c[3], Y, X + 1)),
-            Out(synack(&c[4], Y, X + 1)),
-            Out(synack(&c[5], Y, X + 1)),
-        ],
-    )
-    .expect("run");
-    assert_eq!(tester.probe().pending_total().expect("pending"), 4);
-    run(&mut tester, &[In(syn(&c[6], X))]).expect("run");
-    assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynReceived), 1);
-    assert_eq!(
-        tester.probe().pending_total().expect("pending"),
-        3,
-        "the evicted flow left the pending filter"
-    );
-    // The evicted flows' segments find nothing; the others complete.
-    run(
-        &mut tester,
-        &[
-            Out(synack(&c[1], Y, X + 1)),
-            In(ack(&c[0], X + 1, Y + 1)),
-            In(ack(&c[3], X + 1, Y + 1)),
-            In(ack(&c[4], X + 1, Y + 1)),
-            In(ack(&c[5], X + 1, Y + 1)),
-        ],
-    )
-    .expect("run");
-    let counters = tester.counters();
-    assert_eq!(counters.get(V4, INBOUND, C::Completed), 3);
-    assert_eq!(counters.get(V4, INBOUND, C::Unsolicited), 1, "c1's SYN-ACK");
-    assert_eq!(counters.get(V4, INBOUND, C::Attempts), 7);
-    assert_eq!(counters.get(V4, INBOUND, C::SynAck), 4);
-    assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynSent), 1);
-    assert_eq!(tester.probe().pending_total().expect("pending"), 0);
-    assert_eq!(tester.flows().len(), 1, "c6, still waiting");
-}
-
-/// The benchmarks' own programs do what their rows say (`cargo xtask
-/// bench`, B1): the stepping program makes a new flow on every run and
-/// counts it as the ingress program does; "lookup and insert alone" makes
-/// the same flows and counts nothing; the clock program changes nothing.
-#[test]
-fn benchmark_programs_do_what_their_rows_say() {
-    use aya::programs::{TestRun as _, TestRunOptions};
-    use handshake_tests::bench_object::{BenchPrograms as _, names as program_names};
-
-    const RUNS: u32 = 10;
-    let ipv4_src = 14 + 12;
-    let frame = syn(&client(), X).build();
-    let run = |tester: &mut Tester, program: &str| {
-        let p = tester.probe();
-        p.set_bench_step(ipv4_src).expect("BENCH_STEP");
-        let result = p
-            .bench_xdp(program)
-            .expect(program)
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                repeat: RUNS,
-                ..TestRunOptions::default()
-            })
-            .expect("test run");
-        assert_eq!(result.return_value, XDP_PASS, "{program}");
-    };
-
-    let mut stepped = Tester::bench_with(&LoadOptions::default());
-    run(&mut stepped, program_names::BENCH_STEPPED_INGRESS);
-    assert_eq!(stepped.flows().len(), RUNS as usize, "a new flow every run");
-    assert_eq!(
-        stepped.counters().get(V4, INBOUND, C::Attempts),
-        u64::from(RUNS)
-    );
-
-    let mut insert_only = Tester::bench_with(&LoadOptions::default());
-    run(&mut insert_only, program_names::BENCH_INSERT_ONLY);
-    assert_eq!(
-        insert_only.flows().len(),
-        RUNS as usize,
-        "a new flow every run"
-    );
-    assert_eq!(insert_only.counters().nonzero(), vec![], "no counter moves");
-
-    let mut clock = Tester::bench_with(&LoadOptions::default());
-    run(&mut clock, program_names::BENCH_CLOCK_XDP);
-    assert!(clock.flows().is_empty());
-    assert_eq!(clock.counters().nonzero(), vec![]);
 }
