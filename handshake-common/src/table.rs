@@ -1,9 +1,9 @@
 //! The flow table's layout and rules: a set-associative array that the
 //! kernel programs manage themselves.
 //!
-//! Why not the kernel's LRU hash: a new flow's insert there costs ~400 ns on
-//! our benchmark machine, nearly all of it the LRU's own upkeep (free-list
-//! pops, list rotations, bucket walks), whatever the table's size. Here a
+//! Why not the kernel's LRU hash: a new flow's insert there is mostly the
+//! LRU's own upkeep (free-list pops, list rotations, bucket walks), whatever
+//! the table's size (the comparison is in BENCHMARKS.md's method). Here a
 //! flow's 5-tuple hashes to one bucket of [`WAYS`] ways; a new flow takes an
 //! empty way, or else evicts the way [`eviction_rank`] ranks lowest (a
 //! tombstone, then the oldest handshake still waiting for its SYN-ACK, then

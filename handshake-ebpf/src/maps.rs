@@ -328,7 +328,7 @@ fn pending_add(key: &FlowKey, delta: u64) {
 /// two cache misses overlap (neither waits for the other): the SYN-ACK,
 /// which the host sends from the same CPU, then finds the slot it raises
 /// already there. Without it the SYN-ACK paid a whole miss of its own
-/// (measured in situ: some 200-300 ns of a connection's ~1.6 us).
+/// (B3's in-situ rows in BENCHMARKS.md show what that costs).
 #[inline(always)]
 pub fn warm_pending_slot(key: &FlowKey) {
     if let Some(slot) = PENDING.get_ptr(pending_slot(key)) {

@@ -9,17 +9,14 @@
 //! covers only the usual layouts, in which every field sits at a fixed
 //! offset: Ethernet with at most one VLAN tag, then IPv4 without options or
 //! IPv6 without extension headers, then TCP. All its loads can start at
-//! once. (B1, `cargo xtask bench`: an IPv4 data segment went from +12 ns
-//! over an empty program to +8..+9, IPv6 from +14..+16 to +10; other frames
-//! pay the screen's few tests, about 2 ns, before the full parse.)
+//! once; other frames pay its few tests before the full parse (the costs
+//! are B1's rows in BENCHMARKS.md).
 //!
-//! On a path this short every instruction shows (some 10 of the JIT's make
-//! a ns here), so the screen tests fields as they sit in the frame, against
+//! On a path this short every instruction shows, so the screen tests
+//! fields as they sit in the frame, against
 //! constants put in network order at compile time; tests fields that share
 //! a word with one load and one mask (IPv4's fragment offset and protocol);
-//! reads both ports as one word; and tries untagged IPv4 first. An IPv4
-//! data segment's path is 15 BPF instructions shorter for it, about 1 ns in
-//! paired runs against the earlier screen.
+//! reads both ports as one word; and tries untagged IPv4 first.
 //!
 //! The contract, property-tested against the full parse: when the screen
 //! returns `Some(slot)`, [`super::parse_ethernet`] reads the frame as a TCP
