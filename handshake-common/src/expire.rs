@@ -16,6 +16,14 @@ use crate::flow::FlowKey;
 /// SYN), so a retransmission is never taken for a new attempt.
 pub const TOMBSTONE_LINGER_NS: u64 = 130_000_000_000;
 
+/// How long an ended handshake ([`crate::flow::Stage::Ended`]) is
+/// remembered: past a client's connect() retries after a RST (Windows
+/// resends the same SYN twice, half a second apart) and a server's first
+/// two SYN-ACK retransmissions (1 s, then 2 s more) when the final ACK was
+/// lost after the point we watch. A new connection on the same ports
+/// within it has a new ISN, and starts a new attempt all the same.
+pub const ENDED_LINGER_NS: u64 = 5_000_000_000;
+
 /// What the agent asks of `handshake_expire`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]

@@ -66,6 +66,14 @@ pub enum Stage {
     /// late retransmissions are recognised as such (not as new attempts or
     /// backscatter), then forgotten by the agent.
     Expired = 3,
+    /// Completed, rejected or aborted, and counted: a tombstone kept for
+    /// [`crate::expire::ENDED_LINGER_NS`] so that what the peers send again
+    /// (a SYN retried with its ISN after a RST, a SYN-ACK retransmitted
+    /// after the final ACK, the whole handshake seen a second time) is a
+    /// retransmission or a duplicate, not a new attempt or unsolicited.
+    /// Past that, it is free space: the next flow that needs the way takes
+    /// it, and nothing reads it as a flow.
+    Ended = 4,
 }
 
 impl Stage {
@@ -74,6 +82,7 @@ impl Stage {
             1 => Some(Self::SynSent),
             2 => Some(Self::SynReceived),
             3 => Some(Self::Expired),
+            4 => Some(Self::Ended),
             _ => None,
         }
     }
@@ -83,6 +92,7 @@ impl Stage {
             Self::SynSent => "syn_sent",
             Self::SynReceived => "syn_received",
             Self::Expired => "expired",
+            Self::Ended => "ended",
         }
     }
 }
@@ -116,7 +126,9 @@ impl Hook {
 pub struct FlowState {
     /// Monotonic time (ns) of the SYN that started this attempt.
     pub syn_ns: u64,
-    /// Monotonic time (ns) of the first valid SYN-ACK, 0 before it.
+    /// Monotonic time (ns) of the first valid SYN-ACK, 0 before it. In
+    /// [`Stage::Ended`], the time the handshake ended (its latency is
+    /// recorded by then).
     pub synack_ns: u64,
     /// Client ISN (x).
     pub client_isn: u32,
@@ -138,7 +150,9 @@ pub struct FlowState {
     /// Interface slot of the hook that saw the SYN: every later event of this
     /// handshake is counted there.
     pub iface_slot: u8,
-    pub _pad8: u8,
+    /// In [`Stage::Ended`]: the [`Stage`] it ended from, which says whether
+    /// a SYN-ACK (and its ISN) belongs to it.
+    pub ended_from: u8,
     /// Payload bytes the SYN-ACK carried: the final ACK may acknowledge
     /// them too (y+1 up to y+1+len).
     pub synack_payload: u16,
@@ -147,6 +161,24 @@ pub struct FlowState {
     /// RST, tcp_check_req).
     pub synack_window: u16,
     pub _pad16: u16,
+}
+
+impl FlowState {
+    /// A timed-out or ended handshake, kept only to recognise what its
+    /// peers send again: no handshake in progress.
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_tombstone(&self) -> bool {
+        self.stage == Stage::Expired as u8 || self.stage == Stage::Ended as u8
+    }
+
+    /// An ended handshake still remembered at `now_ns`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn ended_recently(&self, now_ns: u64) -> bool {
+        self.stage == Stage::Ended as u8
+            && now_ns.wrapping_sub(self.synack_ns) < crate::expire::ENDED_LINGER_NS
+    }
 }
 
 #[cfg(feature = "user")]

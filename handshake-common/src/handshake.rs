@@ -10,6 +10,9 @@
 //!   RST from responder, in syn_sent  -> freed           (rejected)
 //!   RST from either side otherwise   -> freed           (aborted)
 //! ```
+//!
+//! "Freed" is [`Stage::Ended`]: a tombstone that, for a few seconds, takes
+//! what the peers send again for retransmissions, not a new handshake.
 
 use crate::{
     flow::{FlowState, Hook, Stage},
@@ -62,14 +65,34 @@ pub enum SynDecision {
     Late,
 }
 
+/// Whether a segment seen at `hook` is the one seen at `first` again: a
+/// retransmission (same hook, later) or the same packet at a second hook.
 #[inline(always)]
-pub fn on_syn(existing: Option<&FlowState>, isn: u32, hook: Hook) -> SynDecision {
+fn again(first: Hook, hook: Hook) -> SynDecision {
+    if first == hook {
+        SynDecision::Retransmit
+    } else {
+        SynDecision::Duplicate
+    }
+}
+
+#[inline(always)]
+pub fn on_syn(existing: Option<&FlowState>, isn: u32, hook: Hook, now_ns: u64) -> SynDecision {
     let Some(state) = existing else {
         return SynDecision::NewAttempt;
     };
     let Some(stage) = Stage::from_u8(state.stage) else {
         return SynDecision::NewAttempt;
     };
+    if stage == Stage::Ended {
+        // The client retrying the attempt that just ended (connect() again
+        // after a RST, same ISN), or the handshake seen a second time.
+        return if state.ended_recently(now_ns) && state.client_isn == isn {
+            again(state.syn_hook, hook)
+        } else {
+            SynDecision::NewAttempt
+        };
+    }
     if stage == Stage::Expired {
         // A new ISN on a tombstone starts afresh; the old attempt is counted.
         return if state.client_isn == isn {
@@ -80,10 +103,8 @@ pub fn on_syn(existing: Option<&FlowState>, isn: u32, hook: Hook) -> SynDecision
     }
     if state.client_isn != isn {
         SynDecision::Supersede(stage)
-    } else if state.syn_hook == hook {
-        SynDecision::Retransmit
     } else {
-        SynDecision::Duplicate
+        again(state.syn_hook, hook)
     }
 }
 
@@ -100,6 +121,9 @@ pub enum SynAckDecision {
     InvalidSeq,
     /// For an attempt already counted as a timeout.
     Late,
+    /// For no handshake this side knows: none tracked, or one that ended
+    /// without this SYN-ACK (a rejected attempt, or past remembering).
+    Unsolicited,
 }
 
 /// Whether `ack` acknowledges the SYN: x+1, or x+1+len when the SYN carried
@@ -111,9 +135,26 @@ pub const fn acks_syn(state: &FlowState, ack: u32) -> bool {
 }
 
 #[inline(always)]
-pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook) -> SynAckDecision {
+pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook, now_ns: u64) -> SynAckDecision {
     if state.stage == Stage::Expired as u8 {
         return SynAckDecision::Late;
+    }
+    if state.stage == Stage::Ended as u8 {
+        // The server retransmitting its SYN-ACK after the final ACK (lost
+        // past the point we watch), or the handshake seen a second time.
+        return if state.ended_recently(now_ns)
+            && state.ended_from == Stage::SynReceived as u8
+            && seq == state.server_isn
+            && acks_syn(state, ack)
+        {
+            if state.synack_hook == hook {
+                SynAckDecision::Retransmit
+            } else {
+                SynAckDecision::Duplicate
+            }
+        } else {
+            SynAckDecision::Unsolicited
+        };
     }
     if !acks_syn(state, ack) {
         return SynAckDecision::InvalidAck;
@@ -168,6 +209,9 @@ pub enum RstDecision {
     Invalid,
     /// For an attempt already counted as a timeout.
     Late,
+    /// After the handshake ended: the reply to a retried SYN, or a reset of
+    /// the connection the handshake opened. Not a handshake event.
+    AfterEnd,
 }
 
 /// A RST is judged the way the receiving TCP would (RFC 9293 3.10.7): in
@@ -183,6 +227,9 @@ pub fn on_rst(
 ) -> RstDecision {
     if state.stage == Stage::Expired as u8 {
         return RstDecision::Late;
+    }
+    if state.stage == Stage::Ended as u8 {
+        return RstDecision::AfterEnd;
     }
     let syn_received = state.stage == Stage::SynReceived as u8;
     if from_initiator {

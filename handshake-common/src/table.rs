@@ -194,7 +194,7 @@ pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
     if tag & 1 == 0 {
         return u64::MAX;
     }
-    let stage = if state.stage == Stage::Expired as u8 {
+    let stage = if state.is_tombstone() {
         1
     } else if state.stage == Stage::SynSent as u8 {
         2

@@ -39,9 +39,9 @@ use handshake_common::{
 
 use crate::{
     maps::{
-        Funnel, count, count_listener, find_flow, iface_slot, insert_new_flow, maybe_pending,
-        now_ns, pending_enter, pending_leave, place_of, record_latency, remove_flow, slot_pending,
-        warm_pending_slot,
+        Funnel, count, count_listener, end_flow, find_flow, iface_slot, insert_new_flow,
+        maybe_pending, now_ns, pending_enter, pending_leave, place_of, record_latency, remove_flow,
+        slot_pending, warm_pending_slot,
     },
     view::Frame,
 };
@@ -128,15 +128,15 @@ pub fn handshake_expire(ctx: XdpContext) -> u32 {
     if state.syn_ns != request.syn_ns {
         return NOT_EXPIRED;
     }
-    let expired = state.stage == Stage::Expired as u8;
+    let tombstone = state.is_tombstone();
     if request.forget != 0 {
-        return if expired && remove_flow(&found) {
+        return if tombstone && remove_flow(&found) {
             EXPIRED
         } else {
             NOT_EXPIRED
         };
     }
-    if expired {
+    if tombstone {
         return NOT_EXPIRED;
     }
     let was_received = state.stage == Stage::SynReceived as u8;
@@ -224,7 +224,12 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     // SAFETY: the value is copied out at once; a concurrent update can at
     // worst make this SYN look new or retransmitted, never corrupt memory.
     let existing = found.map(|f| unsafe { *f.state() });
-    let decision = on_syn(existing.as_ref(), seg.seq, hook);
+    // The clock only where the decision needs it (an ended handshake's
+    // age): a retransmitted SYN does not pay for it.
+    let ended_check = existing
+        .filter(|s| s.stage == Stage::Ended as u8)
+        .map(|_| now_ns());
+    let decision = on_syn(existing.as_ref(), seg.seq, hook, ended_check.unwrap_or(0));
     match decision {
         SynDecision::Retransmit => count(slot, seg.family, direction, Counter::RetransmitSyn),
         SynDecision::Duplicate => count(slot, seg.family, direction, Counter::DuplicateObservation),
@@ -239,7 +244,7 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
                 let superseded = match stage {
                     Stage::SynSent => Some(Counter::SupersededSynSent),
                     Stage::SynReceived => Some(Counter::SupersededSynReceived),
-                    Stage::Expired => None,
+                    Stage::Expired | Stage::Ended => None,
                 };
                 if let Some(counter) = superseded {
                     count(
@@ -257,7 +262,7 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
                 count_listener(key.dst_port, Funnel::Attempt);
             }
             let state = FlowState {
-                syn_ns: now_ns(),
+                syn_ns: ended_check.unwrap_or_else(now_ns),
                 client_isn: seg.seq,
                 syn_payload: seg.payload_len,
                 stage: Stage::SynSent as u8,
@@ -289,7 +294,10 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     let state = unsafe { &mut *found.state() };
     let direction = Direction::from_u8(state.direction);
     let flow_slot = u32::from(state.iface_slot);
-    match on_synack(state, seg.seq, seg.ack, hook) {
+    // As for a SYN: the clock for an ended handshake's age, or an accepted
+    // SYN-ACK's time, not for a retransmission.
+    let ended_check = (state.stage == Stage::Ended as u8).then(now_ns);
+    match on_synack(state, seg.seq, seg.ack, hook, ended_check.unwrap_or(0)) {
         SynAckDecision::Accept => {
             // Raise the filter before the stage: the final ACK must never
             // find the slot at 0 with the flow already in syn_received.
@@ -324,6 +332,12 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
             count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq)
         }
         SynAckDecision::Late => count(flow_slot, seg.family, direction, Counter::LateSegment),
+        SynAckDecision::Unsolicited => count(
+            slot,
+            seg.family,
+            Direction::of_segment(hook.egress != 0, false),
+            Counter::Unsolicited,
+        ),
     }
 }
 
@@ -344,9 +358,10 @@ fn on_ack_segment(seg: &TcpSegment) {
     let flow_slot = u32::from(state.iface_slot);
     match on_ack(&state, seg.seq, seg.ack) {
         AckDecision::Complete => {
-            // Only the program that frees the entry counts: the same ACK seen
-            // at two hooks on two CPUs completes one handshake.
-            if remove_flow(&found) {
+            // Only the program that ends the handshake counts: the same ACK
+            // seen at two hooks on two CPUs completes one handshake.
+            let now = now_ns();
+            if end_flow(&found, now) {
                 pending_leave(&key);
                 if direction == Direction::Inbound {
                     count_listener(key.dst_port, Funnel::Completed);
@@ -355,7 +370,7 @@ fn on_ack_segment(seg: &TcpSegment) {
                 record_latency(
                     direction,
                     Leg::SynAckToAck,
-                    now_ns().wrapping_sub(state.synack_ns),
+                    now.wrapping_sub(state.synack_ns),
                 );
             }
         }
@@ -397,8 +412,9 @@ fn on_rst_segment(seg: &TcpSegment) {
             count(flow_slot, seg.family, direction, Counter::LateSegment);
             return;
         }
+        RstDecision::AfterEnd => return,
     };
-    if remove_flow(&found) {
+    if end_flow(&found, now_ns()) {
         if state.stage == Stage::SynReceived as u8 {
             pending_leave(&key);
         }

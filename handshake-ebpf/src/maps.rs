@@ -294,7 +294,7 @@ fn evicted(key: &FlowKey, state: &FlowState) {
     } else if state.stage == Stage::SynSent as u8 {
         Counter::EvictedSynSent
     } else {
-        // A tombstone: already counted as a timeout.
+        // A tombstone: already counted (a timeout, or how it ended).
         return;
     };
     count(
@@ -303,6 +303,25 @@ fn evicted(key: &FlowKey, state: &FlowState) {
         Direction::from_u8(state.direction),
         counter,
     );
+}
+
+/// Ends a handshake: its way becomes a [`Stage::Ended`] tombstone, stamped
+/// `now_ns`. True if this call ended it: the way is claimed (tag to
+/// [`BUSY`]) before the state changes, so of two programs ending the same
+/// handshake at once, one does, and counts it.
+#[inline(always)]
+pub fn end_flow(found: &Found, now_ns: u64) -> bool {
+    if !swap_tag(found.tag_at, found.tag, BUSY) {
+        return false;
+    }
+    // SAFETY: the way is ours while its tag is BUSY (nobody inserts into
+    // it or finds it); its key stays.
+    let state = unsafe { &mut *found.state() };
+    state.ended_from = state.stage;
+    state.stage = Stage::Ended as u8;
+    state.synack_ns = now_ns;
+    swap_tag(found.tag_at, BUSY, found.tag);
+    true
 }
 
 /// Frees a flow's way; true if this call freed it (of two programs ending

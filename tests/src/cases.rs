@@ -308,6 +308,74 @@ pub fn cases() -> Vec<Case> {
             flows: 0,
         },
         Case {
+            name: "connect() retried with its ISN after each RST: one attempt",
+            steps: (0..3)
+                .flat_map(|_| [In(syn(&c, X)), Out(c.reply().flags(RST | ACK).ack(X + 1))])
+                .collect(),
+            expect: with(
+                started(V4),
+                &[
+                    (V4, INBOUND, C::SynPackets, 2),
+                    (V4, INBOUND, C::RetransmitSyn, 2),
+                    (V4, INBOUND, C::Rejected, 1),
+                ],
+            ),
+            flows: 0,
+        },
+        Case {
+            name: "a completed handshake seen twice: one handshake",
+            steps: [handshake(&c), handshake(&c)].concat(),
+            expect: with(
+                complete(V4),
+                &[
+                    (V4, INBOUND, C::SynPackets, 1),
+                    (V4, INBOUND, C::RetransmitSyn, 1),
+                    (V4, INBOUND, C::RetransmitSynAck, 1),
+                ],
+            ),
+            flows: 0,
+        },
+        Case {
+            name: "SYN-ACK retransmitted after the final ACK: not unsolicited",
+            steps: [
+                handshake(&c),
+                vec![Out(synack(&c, Y, X + 1)), In(ack(&c, X + 1, Y + 1))],
+            ]
+            .concat(),
+            expect: with(complete(V4), &[(V4, INBOUND, C::RetransmitSynAck, 1)]),
+            flows: 0,
+        },
+        Case {
+            name: "a new ISN after a completed handshake: a new attempt",
+            steps: [
+                handshake(&c),
+                vec![
+                    In(syn(&c, X + 9000)),
+                    Out(synack(&c, Y, X + 9001)),
+                    In(ack(&c, X + 9001, Y + 1)),
+                ],
+            ]
+            .concat(),
+            expect: with(complete(V4), &complete(V4)),
+            flows: 0,
+        },
+        Case {
+            name: "a SYN-ACK after a rejection: unsolicited",
+            steps: vec![
+                In(syn(&c, X)),
+                Out(c.reply().flags(RST | ACK).ack(X + 1)),
+                Out(synack(&c, Y, X + 1)),
+            ],
+            expect: with(
+                started(V4),
+                &[
+                    (V4, INBOUND, C::Rejected, 1),
+                    (V4, INBOUND, C::Unsolicited, 1),
+                ],
+            ),
+            flows: 0,
+        },
+        Case {
             name: "RST answering the SYN with a wrong ack: invalid",
             steps: vec![In(syn(&c, X)), Out(c.reply().flags(RST | ACK).ack(X + 2))],
             expect: with(started(V4), &[(V4, INBOUND, C::InvalidRst, 1)]),

@@ -7,7 +7,7 @@ use aya::{
 };
 use handshake_common::{
     counters::{COUNTERS_LEN, Counter, Direction, Family, IFACE_SLOTS, counter_index},
-    flow::{FlowKey, FlowState},
+    flow::{FlowKey, FlowState, Stage},
     histogram::{BUCKETS, Leg, base_index},
     map_names,
     table::Bucket,
@@ -133,11 +133,27 @@ impl Tester {
         latency[(base_index(direction, leg) + bucket) as usize]
     }
 
-    /// Every flow in the flow table, read a bucket at a time (the agent's
+    /// Every entry in the flow table, read a bucket at a time (the agent's
     /// in-place read is checked against this).
-    pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
+    pub fn entries(&self) -> Vec<(FlowKey, FlowState)> {
         let mut out = Vec::new();
         self.for_each_flow(|k, s| out.push((*k, *s)));
+        out
+    }
+
+    /// Handshakes in progress and timed-out tombstones: every entry but the
+    /// handshakes that ended (see [`Tester::ended`]).
+    pub fn flows(&self) -> Vec<(FlowKey, FlowState)> {
+        let mut out = self.entries();
+        out.retain(|(_, s)| s.stage != Stage::Ended as u8);
+        out
+    }
+
+    /// The handshakes that ended (completed, rejected, aborted), remembered
+    /// for their retransmissions.
+    pub fn ended(&self) -> Vec<(FlowKey, FlowState)> {
+        let mut out = self.entries();
+        out.retain(|(_, s)| s.stage == Stage::Ended as u8);
         out
     }
 

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use handshake_common::{
     counters::{Counter, Direction, Family},
+    expire::ENDED_LINGER_NS,
     flow::Stage,
     histogram::Leg,
     listener::{ListenerCounters, OTHER_PORT},
@@ -587,4 +588,33 @@ fn replay_clock_drives_latency() {
         1,
         "7 µs <= 8 µs"
     );
+}
+
+/// An ended handshake is remembered for `ENDED_LINGER_NS`: the same SYN
+/// within it is a retransmission, after it a new attempt.
+#[test]
+fn ended_handshakes_are_remembered_for_a_while() {
+    let mut tester = Tester::with(&LoadOptions {
+        clock_from_map: true,
+        ..LoadOptions::default()
+    });
+    let c = client();
+    let at = |t: &mut Tester, ns: u64| t.probe().set_replay_clock(ns).expect("set clock");
+    let start = 1_000_000_000;
+    at(&mut tester, start);
+    run_steps(&mut tester, &handshake(&c)).expect("run");
+    assert!(tester.flows().is_empty());
+    assert_eq!(tester.ended().len(), 1, "remembered");
+    at(&mut tester, start + ENDED_LINGER_NS - 1);
+    run_steps(&mut tester, &[In(syn(&c, X))]).expect("run");
+    let counters = tester.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::RetransmitSyn), 1);
+    assert_eq!(counters.get(V4, INBOUND, C::Attempts), 1);
+    at(&mut tester, start + ENDED_LINGER_NS);
+    run_steps(&mut tester, &[In(syn(&c, X))]).expect("run");
+    let counters = tester.counters();
+    assert_eq!(counters.get(V4, INBOUND, C::RetransmitSyn), 1);
+    assert_eq!(counters.get(V4, INBOUND, C::Attempts), 2, "a new attempt");
+    assert_eq!(tester.flows().len(), 1, "in progress again");
+    assert!(tester.ended().is_empty(), "the way reused in place");
 }

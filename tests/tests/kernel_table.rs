@@ -37,7 +37,7 @@ fn in_place_scan_matches_iteration() {
         })
         .collect();
     run_steps(&mut tester, &steps).expect("run");
-    let mut walked = tester.flows();
+    let mut walked = tester.entries();
     let mut batched = tester.probe().flows().expect("in-place scan");
     walked.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
     batched.sort_by_key(|(k, _)| (k.src_addr, k.src_port));

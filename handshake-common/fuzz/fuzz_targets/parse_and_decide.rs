@@ -65,8 +65,8 @@ fuzz_target!(|data: &[u8]| {
         syn_hook: hook,
         ..FlowState::default()
     };
-    let _ = on_syn(Some(&syn_sent), seg.seq, hook);
-    let decision = on_synack(&syn_sent, seg.seq, seg.ack, hook);
+    let _ = on_syn(Some(&syn_sent), seg.seq, hook, 0);
+    let decision = on_synack(&syn_sent, seg.seq, seg.ack, hook, 0);
     let x1 = x.wrapping_add(1);
     let valid = seg.ack == x1
         || (seg.payload_len != 0 && seg.ack == x1.wrapping_add(u32::from(seg.payload_len)));

@@ -38,21 +38,21 @@ fn classify_flags() {
 
 #[test]
 fn syn_decisions() {
-    assert_eq!(on_syn(None, 7, INGRESS), SynDecision::NewAttempt);
+    assert_eq!(on_syn(None, 7, INGRESS, 0), SynDecision::NewAttempt);
     assert_eq!(
-        on_syn(Some(&syn_sent(7)), 7, INGRESS),
+        on_syn(Some(&syn_sent(7)), 7, INGRESS, 0),
         SynDecision::Retransmit
     );
     assert_eq!(
-        on_syn(Some(&syn_sent(7)), 7, Hook::new(3, true)),
+        on_syn(Some(&syn_sent(7)), 7, Hook::new(3, true), 0),
         SynDecision::Duplicate
     );
     assert_eq!(
-        on_syn(Some(&syn_sent(7)), 8, INGRESS),
+        on_syn(Some(&syn_sent(7)), 8, INGRESS, 0),
         SynDecision::Supersede(Stage::SynSent)
     );
     assert_eq!(
-        on_syn(Some(&syn_received(7, 9)), 8, INGRESS),
+        on_syn(Some(&syn_received(7, 9)), 8, INGRESS, 0),
         SynDecision::Supersede(Stage::SynReceived)
     );
 }
@@ -60,13 +60,13 @@ fn syn_decisions() {
 #[test]
 fn synack_decisions() {
     let s = syn_sent(u32::MAX); // x+1 wraps to 0
-    assert_eq!(on_synack(&s, 5, 0, EGRESS), SynAckDecision::Accept);
-    assert_eq!(on_synack(&s, 5, 1, EGRESS), SynAckDecision::InvalidAck);
+    assert_eq!(on_synack(&s, 5, 0, EGRESS, 0), SynAckDecision::Accept);
+    assert_eq!(on_synack(&s, 5, 1, EGRESS, 0), SynAckDecision::InvalidAck);
     let r = syn_received(10, 20);
-    assert_eq!(on_synack(&r, 20, 11, EGRESS), SynAckDecision::Retransmit);
-    assert_eq!(on_synack(&r, 20, 11, INGRESS), SynAckDecision::Duplicate);
-    assert_eq!(on_synack(&r, 21, 11, EGRESS), SynAckDecision::InvalidSeq);
-    assert_eq!(on_synack(&r, 20, 12, EGRESS), SynAckDecision::InvalidAck);
+    assert_eq!(on_synack(&r, 20, 11, EGRESS, 0), SynAckDecision::Retransmit);
+    assert_eq!(on_synack(&r, 20, 11, INGRESS, 0), SynAckDecision::Duplicate);
+    assert_eq!(on_synack(&r, 21, 11, EGRESS, 0), SynAckDecision::InvalidSeq);
+    assert_eq!(on_synack(&r, 20, 12, EGRESS, 0), SynAckDecision::InvalidAck);
 }
 
 #[test]
@@ -76,10 +76,13 @@ fn fast_open_data_on_syn() {
         ..syn_sent(1000)
     };
     // Server accepted the data: ack = x+1+len.
-    assert_eq!(on_synack(&s, 5, 1101, EGRESS), SynAckDecision::Accept);
+    assert_eq!(on_synack(&s, 5, 1101, EGRESS, 0), SynAckDecision::Accept);
     // Server ignored it: ack = x+1.
-    assert_eq!(on_synack(&s, 5, 1001, EGRESS), SynAckDecision::Accept);
-    assert_eq!(on_synack(&s, 5, 1100, EGRESS), SynAckDecision::InvalidAck);
+    assert_eq!(on_synack(&s, 5, 1001, EGRESS, 0), SynAckDecision::Accept);
+    assert_eq!(
+        on_synack(&s, 5, 1100, EGRESS, 0),
+        SynAckDecision::InvalidAck
+    );
     let r = FlowState {
         server_isn: 5,
         synack_ack: 1101,
@@ -146,7 +149,7 @@ proptest! {
     fn synack_accepts_only_isn_plus_one(x: u32, ack: u32, payload in 0u16..2000) {
         let s = FlowState { syn_payload: payload, ..syn_sent(x) };
         let ok = ack == x.wrapping_add(1) || (payload != 0 && ack == x.wrapping_add(1).wrapping_add(u32::from(payload)));
-        prop_assert_eq!(on_synack(&s, 0, ack, EGRESS) == SynAckDecision::Accept, ok);
+        prop_assert_eq!(on_synack(&s, 0, ack, EGRESS, 0) == SynAckDecision::Accept, ok);
     }
 
     /// Only seq = x+1 and ack = y+1 completes.
@@ -161,7 +164,7 @@ proptest! {
     #[test]
     fn same_isn_is_never_a_new_attempt(x: u32, y: u32, ifindex: u32, egress: bool, received: bool) {
         let s = if received { syn_received(x, y) } else { syn_sent(x) };
-        let d = on_syn(Some(&s), x, Hook::new(ifindex, egress));
+        let d = on_syn(Some(&s), x, Hook::new(ifindex, egress), 0);
         prop_assert!(matches!(d, SynDecision::Retransmit | SynDecision::Duplicate));
     }
 }
@@ -173,21 +176,93 @@ fn expired(x: u32, y: u32) -> FlowState {
     }
 }
 
+/// A handshake that ended from `from` at time `at`.
+fn ended(x: u32, y: u32, from: Stage, at: u64) -> FlowState {
+    FlowState {
+        stage: Stage::Ended as u8,
+        ended_from: from as u8,
+        synack_ns: at,
+        ..syn_received(x, y)
+    }
+}
+
+#[test]
+fn ended_handshakes_take_repeats_as_retransmissions() {
+    let s = 1_000_000_000;
+    let linger = crate::expire::ENDED_LINGER_NS;
+    // Rejected at 1 s: the client's connect() retry with the same ISN.
+    let rejected = ended(10, 0, Stage::SynSent, s);
+    assert_eq!(
+        on_syn(Some(&rejected), 10, INGRESS, s + s / 2),
+        SynDecision::Retransmit
+    );
+    assert_eq!(
+        on_syn(Some(&rejected), 10, Hook::new(7, false), s + 1),
+        SynDecision::Duplicate
+    );
+    assert_eq!(
+        on_syn(Some(&rejected), 11, INGRESS, s + 1),
+        SynDecision::NewAttempt,
+        "new ISN"
+    );
+    assert_eq!(
+        on_syn(Some(&rejected), 10, INGRESS, s + linger),
+        SynDecision::NewAttempt,
+        "past remembering"
+    );
+    assert_eq!(
+        on_synack(&rejected, 0, 11, EGRESS, s + 1),
+        SynAckDecision::Unsolicited,
+        "no SYN-ACK belonged to a rejected attempt"
+    );
+    assert_eq!(
+        on_rst(&rejected, false, 0, 11, TCP_RST | TCP_ACK),
+        RstDecision::AfterEnd
+    );
+    // Completed: the server's SYN-ACK again, the client's ACK again.
+    let done = ended(10, 20, Stage::SynReceived, s);
+    assert_eq!(
+        on_synack(&done, 20, 11, EGRESS, s + 2 * s),
+        SynAckDecision::Retransmit
+    );
+    assert_eq!(
+        on_synack(&done, 20, 11, INGRESS, s + 1),
+        SynAckDecision::Duplicate
+    );
+    assert_eq!(
+        on_synack(&done, 21, 11, EGRESS, s + 1),
+        SynAckDecision::Unsolicited
+    );
+    assert_eq!(
+        on_synack(&done, 20, 12, EGRESS, s + 1),
+        SynAckDecision::Unsolicited
+    );
+    assert_eq!(
+        on_synack(&done, 20, 11, EGRESS, s + linger),
+        SynAckDecision::Unsolicited
+    );
+    assert_eq!(on_ack(&done, 11, 21), AckDecision::Ignore);
+    assert_eq!(
+        on_syn(Some(&done), 10, INGRESS, s + 1),
+        SynDecision::Retransmit
+    );
+}
+
 #[test]
 fn tombstones_make_late_segments_late() {
     let t = expired(10, 20);
     assert_eq!(
-        on_syn(Some(&t), 10, INGRESS),
+        on_syn(Some(&t), 10, INGRESS, 0),
         SynDecision::Late,
         "the client still retrying"
     );
     assert_eq!(
-        on_syn(Some(&t), 99, INGRESS),
+        on_syn(Some(&t), 99, INGRESS, 0),
         SynDecision::NewAttempt,
         "port reuse after a timeout"
     );
     assert_eq!(
-        on_synack(&t, 20, 11, EGRESS),
+        on_synack(&t, 20, 11, EGRESS, 0),
         SynAckDecision::Late,
         "the server still retrying"
     );

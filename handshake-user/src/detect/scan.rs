@@ -107,10 +107,20 @@ impl<'a> Summarizer<'a> {
         }
     }
 
-    /// Tombstones (timed out, kept for late retransmissions) are not
-    /// half-open; they are forgotten once [`TOMBSTONE_LINGER_NS`] past their
-    /// timeout.
+    /// Tombstones (timed out or ended, kept to recognise what the peers
+    /// send again) are not half-open. Timed-out ones are forgotten once
+    /// [`TOMBSTONE_LINGER_NS`] past their timeout; ended ones need no
+    /// chore: past [`handshake_common::expire::ENDED_LINGER_NS`] the kernel reads them as free space
+    /// and the next flow in their bucket takes the way, so they are not
+    /// counted here either.
     pub fn add(&mut self, key: &FlowKey, state: &FlowState) {
+        if state.stage == Stage::Ended as u8 {
+            if state.ended_recently(self.now_ns) {
+                self.snap.entries += 1;
+                self.snap.tombstones += 1;
+            }
+            return;
+        }
         self.snap.entries += 1;
         let age = self.now_ns.saturating_sub(state.syn_ns);
         if state.stage == Stage::Expired as u8 {
@@ -231,5 +241,23 @@ mod tests {
         assert_eq!(snap.listener_half_open.get(&80), Some(&2));
         assert_eq!(snap.sources.top, vec![("10.0.0.0/24".to_owned(), 2)]);
         assert_eq!(snap.tombstones, 1);
+    }
+
+    #[test]
+    fn ended_handshakes_count_while_remembered_and_need_no_chore() {
+        let s = 1_000_000_000u64;
+        let ended = |port, at| {
+            let (k, mut st) = flow([10, 0, 0, 9], port, Stage::Ended, 0);
+            st.synack_ns = at;
+            (k, st)
+        };
+        // Their SYNs are long past the timeout: an ended handshake is not
+        // half-open, and is never expired.
+        let flows = vec![ended(80, 98 * s), ended(81, 90 * s)];
+        let (snap, chores) = summarize(&flows, 100 * s, Duration::from_secs(30), &[80]);
+        assert_eq!(chores, Chores::default());
+        assert_eq!((snap.entries, snap.tombstones), (1, 1), "one remembered");
+        assert!(snap.half_open.is_empty());
+        assert!(snap.listener_half_open.is_empty());
     }
 }

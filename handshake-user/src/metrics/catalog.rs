@@ -242,7 +242,7 @@ pub fn help(metric: &str) -> &'static str {
             "SYN-ACKs / attempts over --ratio-window (NaN: no attempts in the window)."
         }
         "tcp_handshake_flow_table_entries" => {
-            "Entries in the flow table at the last scan, by state: live (handshakes in progress) and tombstone (timed out, kept a while to recognise late retransmissions; reused first when a bucket is full)."
+            "Entries in the flow table at the last scan, by state: live (handshakes in progress) and tombstone (timed out, or ended in the last 5 s, kept to recognise what the peers send again; reused first when a bucket is full)."
         }
         "tcp_handshake_flow_table_capacity" => {
             "Capacity of the flow table (4-way buckets); from about half of it, some buckets overflow and new handshakes evict old ones (tcp_handshake_evicted_total), and ratios become untrustworthy."

@@ -23,7 +23,6 @@ use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
 use handshake_common::{
     counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
-    flow::Stage,
     histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
     listener::ListenerCounters,
     parse::{Parsed, TCP_ACK, TCP_SYN, parse_ethernet},
@@ -131,7 +130,7 @@ fn expire(probe: &mut Probe, now_ns: u64, timeout: Option<Duration>) -> Result<(
         None => crate::scan::Chores {
             expire: flows
                 .iter()
-                .filter(|(_, s)| s.stage != Stage::Expired as u8)
+                .filter(|(_, s)| !s.is_tombstone())
                 .map(|(k, s)| (*k, s.syn_ns))
                 .collect(),
             forget: Vec::new(),
