@@ -586,3 +586,44 @@ fn replay_of_a_tcpdump_capture_agrees_with_the_live_agent() {
     }
     let _ = std::fs::remove_file(&pcap);
 }
+
+/// Tap mode: a SYN-ACK captured 300 µs before its SYN (two mirror queues)
+/// is run after it: one handshake, completed, not an unsolicited SYN-ACK
+/// and a timeout. A SYN-ACK that no SYN follows stays unsolicited.
+#[test]
+fn a_synack_captured_before_its_syn_is_put_back() {
+    let c = client();
+    let alone = Packet::tcp(
+        handshake_tests::cases::v4(9),
+        5555,
+        handshake_tests::cases::v4(2),
+        80,
+    );
+    let t0 = 1_700_000_000_000_000_000;
+    let rec = |us: u64, p: Packet| Record {
+        ts_ns: t0 + us * 1000,
+        frame: p.build(),
+        way: Way::In,
+    };
+    let path = tmp("reordered.pcap");
+    write(
+        &path,
+        Format::PcapEthernet,
+        &[
+            rec(0, synack(&c, Y, X + 1)),
+            rec(300, syn(&c, X)),
+            rec(2_000, synack(&alone, Y, X + 1)),
+            rec(2_500, ack(&c, X + 1, Y + 1)),
+        ],
+    );
+    let (json, out) = replay_json(&path, &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{out:?}");
+    let both = |key: &str| n(&json, "inbound", key) + n(&json, "outbound", key);
+    assert_eq!(both("attempts"), 1, "{json}");
+    assert_eq!(both("synack"), 1);
+    assert_eq!(both("completed"), 1);
+    assert_eq!(both("unsolicited_synack"), 1, "the lone one");
+    assert_eq!(both("timeouts_syn_sent") + both("timeouts_syn_received"), 0);
+    assert_eq!(json["reordered_synacks"], 1);
+}

@@ -12,6 +12,10 @@
 
 pub mod explain;
 pub mod pcap;
+mod reorder;
+mod runner;
+use reorder::{Numbered, Reorder};
+use runner::Runner;
 use std::{
     collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
@@ -20,7 +24,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::programs::{TestRun as _, TestRunOptions};
 use handshake_common::{
     counters::{COUNTERS_LEN, Counter, Direction, Family, counter_index},
     histogram::{BUCKETS, FINITE_BUCKETS, Leg, base_index, sum_index, upper_bound_seconds},
@@ -77,6 +80,8 @@ pub struct Report {
     pub first_not_run: Option<(u64, String)>,
     /// Timestamps whose fraction was out of range, clamped.
     pub clamped_timestamps: u64,
+    /// SYN-ACKs captured before their SYN, run after it.
+    pub reordered: u64,
     /// gzip or zstd, when the capture was compressed.
     pub compression: Option<&'static str>,
     pub first_ns: u64,
@@ -248,6 +253,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
         not_run: 0,
         first_not_run: None,
         clamped_timestamps: 0,
+        reordered: 0,
         compression: reader.compression,
         first_ns: 0,
         last_ns: 0,
@@ -277,6 +283,12 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
     } else {
         None
     };
+    let mut run = Runner {
+        explainer,
+        clock_ns: 0,
+    };
+    let mut reorder = Reorder::default();
+    let mut ready = Vec::new();
     let mut next_scan_ns = 0u64;
     loop {
         let packet = match reader.next_packet() {
@@ -305,6 +317,12 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
         }
         report.frames += 1;
         report.last_ns = report.last_ns.max(packet.ts_ns);
+        // SYN-ACKs held for their SYN whose wait is over run before the
+        // scans below, which must see them.
+        reorder.due(packet.ts_ns, &mut ready);
+        for frame in ready.drain(..) {
+            run.frame(&mut probe, frame, &mut report)?;
+        }
         // Scans on the second, through gaps in the capture too (up to a
         // point), so that the detector and the series keep capture time.
         if packet.ts_ns >= next_scan_ns {
@@ -321,50 +339,14 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
             report.too_short += 1;
             continue;
         }
-        probe.set_replay_clock(packet.ts_ns)?;
-        let frame = if packet.frame.len() > MAX_RUN_FRAME {
-            report.cut += 1;
-            &packet.frame[..MAX_RUN_FRAME]
-        } else {
-            &packet.frame[..]
+        let seg = explain::segment(&packet.frame);
+        let frame = Numbered {
+            number: report.frames,
+            packet,
         };
-        // --explain: the flow's entry and the counters before the run.
-        let before = match &explainer {
-            Some((reader, seed)) => explain::segment(frame).map(|seg| {
-                let state = explain::lookup(reader, *seed, &seg).map(|(_, s)| s);
-                (seg, state, probe.counters())
-            }),
-            None => None,
-        };
-        let options = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::default()
-        };
-        let ran = if packet.way == Some(Way::Outgoing) {
-            probe.egress_program()?.test_run(options)
-        } else {
-            probe.ingress_program()?.test_run(options)
-        };
-        // One frame the kernel will not run does not end the replay: it is
-        // counted, the first one named, and the rest go on.
-        if let Err(e) = ran {
-            report.not_run += 1;
-            report
-                .first_not_run
-                .get_or_insert_with(|| (report.frames, format!("{e}")));
-        }
-        if let Some((seg, state, Ok(counters))) = before {
-            let at = packet.ts_ns.saturating_sub(report.first_ns) as f64 / 1e9;
-            if let Some(line) = explain::line(
-                report.frames,
-                at,
-                &seg,
-                state.as_ref(),
-                &counters,
-                &probe.counters()?,
-            ) {
-                println!("{line}");
-            }
+        reorder.push(frame, seg.as_ref(), &mut ready);
+        for frame in ready.drain(..) {
+            run.frame(&mut probe, frame, &mut report)?;
         }
         if progress && last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
@@ -384,6 +366,11 @@ pub fn replay(args: &ReplayArgs) -> Result<Report> {
             report.frames
         );
     }
+    reorder.finish(&mut ready);
+    for frame in ready.drain(..) {
+        run.frame(&mut probe, frame, &mut report)?;
+    }
+    report.reordered = reorder.reordered;
     report.clamped_timestamps = reader.clamped_timestamps;
     // A last scan and sample at the capture's end; then whatever is still
     // open timed out.
@@ -408,6 +395,10 @@ impl Report {
             (
                 self.clamped_timestamps,
                 "with a sub-second field out of range, clamped",
+            ),
+            (
+                self.reordered,
+                "SYN-ACKs run after a SYN captured just after them",
             ),
         ] {
             if n > 0 {
@@ -686,6 +677,7 @@ pub fn render(r: &Report, format: ReplayFormat, step_s: u64) -> Result<String> {
                 "cut_to_headers": r.cut,
                 "not_run": r.not_run,
                 "clamped_timestamps": r.clamped_timestamps,
+                "reordered_synacks": r.reordered,
                 "duration_seconds": span,
                 "complete": r.error.is_none(),
                 "inbound": direction(Direction::Inbound),
