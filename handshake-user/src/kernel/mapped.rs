@@ -15,6 +15,12 @@ pub struct MappedBuckets {
     bytes: usize,
 }
 
+// SAFETY: the mapping is shared memory of this process, valid until `Drop`
+// unmaps it, and tied to no thread; every access through it is a volatile
+// read or write of a raw pointer, as the programs on other CPUs may write
+// the same buckets at any moment.
+unsafe impl Send for MappedBuckets {}
+
 impl MappedBuckets {
     /// Maps the `buckets` buckets of the flow table `fd`, read-only.
     pub fn read_only(fd: &impl std::os::fd::AsFd, buckets: u32) -> Result<Self> {

@@ -30,6 +30,7 @@ use handshake_common::{
 
 pub use super::readers::{CounterReader, FlowReader};
 use super::{
+    mapped::MappedBuckets,
     pins::check_pins,
     readers::{read_listeners, sum_per_cpu},
 };
@@ -518,10 +519,8 @@ impl Probe {
     /// A handle for scanning the flow table on another thread.
     pub fn flow_reader(&self) -> Result<FlowReader> {
         let map = map_data(&self.ebpf, map_names::FLOWS)?;
-        let fd = map.fd().as_fd().try_clone_to_owned()?;
         Ok(FlowReader {
-            fd,
-            buckets: map.info()?.max_entries(),
+            table: MappedBuckets::read_only(map.fd(), map.info()?.max_entries())?,
         })
     }
 
