@@ -65,7 +65,7 @@ pub(crate) fn read_listeners(
     Ok(out)
 }
 
-/// Second handles on the counter maps (see [`Probe::counter_reader`]).
+/// Second handles on the counter maps (see [`Probe::counter_reader`](super::probe::Probe::counter_reader)).
 pub struct CounterReader {
     pub(crate) counters: std::os::fd::OwnedFd,
     pub(crate) latency: std::os::fd::OwnedFd,
@@ -92,14 +92,14 @@ impl CounterReader {
         )
     }
 
-    /// The funnels of the ports in `slots`, as [`Probe::listeners`].
+    /// The funnels of the ports in `slots`, as [`Probe::listeners`](super::probe::Probe::listeners).
     pub fn listeners(&self, slots: &[(u16, u32)]) -> Result<Vec<(u16, ListenerCounters)>> {
         read_listeners(self.listeners.as_fd(), self.cpus, slots)
     }
 }
 
 /// A second handle on the flow table, for reading it in place without
-/// holding whatever guards the [`Probe`]. It maps the table once: every scan
+/// holding whatever guards the [`Probe`](super::probe::Probe). It maps the table once: every scan
 /// after the first walks pages already mapped, instead of faulting the whole
 /// table in again (a million entries are some 25,000 pages).
 pub struct FlowReader {

@@ -72,7 +72,7 @@ pub struct Report {
     /// Frames of a link type we do not read (a pcapng interface of another
     /// kind): skipped.
     pub other_link: u64,
-    /// Frames longer than [`MAX_RUN_FRAME`], run on their headers.
+    /// Frames longer than `MAX_RUN_FRAME`, run on their headers.
     pub cut: u64,
     /// Frames the kernel would not run, and the first such (frame number,
     /// error).
