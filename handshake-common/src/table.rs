@@ -14,9 +14,11 @@
 //! while one program writes it (claimed with a compare-and-swap, so two
 //! CPUs never write one way at once); otherwise the flow's tag (odd, from
 //! its hash), published with a second compare-and-swap after the key and
-//! state are written. Freeing a flow is a compare-and-swap from its tag to
-//! [`EMPTY`]: of two programs completing the same handshake on two CPUs,
-//! exactly one frees it and counts it. As with the kernel's LRU map, whose
+//! state are written, or that tag less one (even, at least 4) once the
+//! handshake ended or timed out: a tombstone, told from the tags alone.
+//! Ending a handshake is a compare-and-swap from its tag to the tombstone
+//! tag, and freeing a way one to [`EMPTY`]: of two programs completing the
+//! same handshake on two CPUs, exactly one ends it and counts it. As with the kernel's LRU map, whose
 //! freed elements are reused at once, a program that found a flow may still
 //! update its state in place while another CPU evicts it; that needs a full
 //! bucket and the same nanoseconds, and costs one miscounted segment, never
@@ -41,11 +43,39 @@ pub struct Way {
     pub state: FlowState,
 }
 
-/// A way with this tag holds a flow (not free, not being written).
+/// Lowest tag [`place`] gives a flow: its tombstone tag (one less) stays
+/// clear of [`EMPTY`] and [`BUSY`].
+const MIN_FLOW_TAG: u64 = 5;
+
+/// A way with this tag holds an entry: a handshake in progress or a
+/// tombstone (not free, not being written).
 #[inline(always)]
 #[must_use]
-pub const fn is_live(tag: u64) -> bool {
-    tag & 1 == 1
+pub const fn is_occupied(tag: u64) -> bool {
+    tag != EMPTY && tag != BUSY
+}
+
+/// A way with this tag holds a tombstone (a handshake that ended or timed
+/// out), as [`tombstone_tag`] made it. Tables written before tombstones
+/// were tagged hold some with their flow's tag: their state says so.
+#[inline(always)]
+#[must_use]
+pub const fn is_tombstone_tag(tag: u64) -> bool {
+    tag & 1 == 0 && tag >= MIN_FLOW_TAG - 1
+}
+
+/// The tag of a flow's tombstone.
+#[inline(always)]
+#[must_use]
+pub const fn tombstone_tag(flow_tag: u64) -> u64 {
+    flow_tag & !1
+}
+
+/// Whether a way's tag is flow `tag`'s, in progress or as a tombstone.
+#[inline(always)]
+#[must_use]
+pub const fn same_flow(way_tag: u64, tag: u64) -> bool {
+    way_tag | 1 == tag
 }
 
 /// What a way holds besides its tag: the flow's key and state, side by side
@@ -93,18 +123,18 @@ impl Bucket {
         };
     }
 
-    /// The flows the bucket holds.
-    pub fn live(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> {
+    /// The entries the bucket holds: handshakes in progress and tombstones.
+    pub fn occupied(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> {
         (0..WAYS)
-            .filter(|&i| is_live(self.tags[i]))
+            .filter(|&i| is_occupied(self.tags[i]))
             .map(|i| (&self.entries[i].key, &self.entries[i].state))
     }
 
-    /// Whether any way holds a flow: the tags alone.
+    /// Whether any way holds an entry: the tags alone.
     #[inline(always)]
     #[must_use]
-    pub fn any_live(&self) -> bool {
-        self.tags.iter().any(|&t| is_live(t))
+    pub fn any_occupied(&self) -> bool {
+        self.tags.iter().any(|&t| is_occupied(t))
     }
 }
 
@@ -132,9 +162,16 @@ pub struct Place {
 #[inline(always)]
 #[must_use]
 pub const fn place(hash: u64, bucket_mask: u32) -> Place {
+    let tag = (hash >> 32) << 1 | 1;
     Place {
         bucket: hash as u32 & bucket_mask,
-        tag: (hash >> 32) << 1 | 1,
+        // Two hashes in four billion move up: tags stay as earlier versions
+        // made them, so a pinned table carries over.
+        tag: if tag < MIN_FLOW_TAG {
+            MIN_FLOW_TAG
+        } else {
+            tag
+        },
     }
 }
 
@@ -191,10 +228,10 @@ pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
     if tag == EMPTY {
         return 0;
     }
-    if tag & 1 == 0 {
+    if tag == BUSY {
         return u64::MAX;
     }
-    let stage = if state.is_tombstone() {
+    let stage = if is_tombstone_tag(tag) || state.is_tombstone() {
         1
     } else if state.stage == Stage::SynSent as u8 {
         2
@@ -205,16 +242,25 @@ pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
     stage << 62 | (state.syn_ns & (u64::MAX >> 2))
 }
 
-/// The way a new flow takes in `bucket`: the one [`eviction_rank`] ranks
-/// lowest (the first of equals); None when all are being written. A free
-/// way is found from the tags alone; the states are read only when the
-/// bucket is full.
+/// The way a new flow takes in `bucket`: a free way, else a tombstone,
+/// both found from the tags alone; else the way [`eviction_rank`] ranks
+/// lowest (the first of equals), the only case that reads the states. None
+/// when all are being written.
 #[inline(always)]
 #[must_use]
 pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
     let mut i = 0;
     while i < WAYS {
         if bucket.tags[i] == EMPTY {
+            return Some(i);
+        }
+        i += 1;
+    }
+    // A table that keeps ended handshakes a while is often full of them:
+    // taking one costs no read of the states.
+    let mut i = 0;
+    while i < WAYS {
+        if is_tombstone_tag(bucket.tags[i]) {
             return Some(i);
         }
         i += 1;
@@ -237,13 +283,14 @@ pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
     }
 }
 
-/// The way of `bucket` holding the flow `key` with tag `tag`.
+/// The way of `bucket` holding the flow `key` with tag `tag` (in progress,
+/// or its tombstone).
 #[inline(always)]
 #[must_use]
 pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
     let mut i = 0;
     while i < WAYS {
-        if bucket.tags[i] == tag && bucket.entries[i].key == *key {
+        if same_flow(bucket.tags[i], tag) && bucket.entries[i].key == *key {
             return Some(i);
         }
         i += 1;

@@ -39,7 +39,7 @@ use handshake_common::{
 
 use crate::{
     maps::{
-        Funnel, count, count_listener, end_flow, find_flow, iface_slot, insert_new_flow,
+        Funnel, count, count_listener, end_flow, entomb, find_flow, iface_slot, insert_new_flow,
         maybe_pending, now_ns, pending_enter, pending_leave, place_of, record_latency, remove_flow,
         slot_pending, warm_pending_slot,
     },
@@ -136,7 +136,7 @@ pub fn handshake_expire(ctx: XdpContext) -> u32 {
             NOT_EXPIRED
         };
     }
-    if tombstone {
+    if tombstone || !entomb(&found) {
         return NOT_EXPIRED;
     }
     let was_received = state.stage == Stage::SynReceived as u8;

@@ -206,8 +206,10 @@ impl Place {
     #[inline(always)]
     pub fn find(&self, key: &FlowKey) -> Option<Found> {
         // SAFETY: a live map value; plain reads, see `table` on races.
-        let i = table::find(unsafe { &*self.bucket }, key, self.tag)?;
-        Some(Found::way(self.bucket, i, self.tag))
+        let bucket = unsafe { &*self.bucket };
+        let i = table::find(bucket, key, self.tag)? & (WAYS - 1);
+        // The tag as found: the flow's, or its tombstone's.
+        Some(Found::way(self.bucket, i, bucket.tags[i]))
     }
 }
 
@@ -234,6 +236,10 @@ pub fn insert_new_flow(
     if let Some(found) = existing {
         // SAFETY: the flow's own way; its key stays.
         unsafe { *found.state() = *state };
+        if table::is_tombstone_tag(found.tag) {
+            // A tombstone becomes a handshake in progress again.
+            swap_tag(found.tag_at, found.tag, found.tag | 1);
+        }
         return;
     }
     // SAFETY: reads of constants the loader may have rewritten.
@@ -274,8 +280,9 @@ pub fn insert_flow(place: &Place, key: &FlowKey, state: &FlowState) -> bool {
     if seen == BUSY || !swap_tag(&raw mut bucket.tags[i], seen, BUSY) {
         return false;
     }
-    // The way is ours until we publish it.
-    if seen != EMPTY {
+    // The way is ours until we publish it. A tombstone goes uncounted (it
+    // was counted when it ended), its state unread.
+    if table::is_occupied(seen) && !table::is_tombstone_tag(seen) {
         evicted(&bucket.entries[i].key, &bucket.entries[i].state);
     }
     bucket.entries[i] = Entry {
@@ -311,17 +318,26 @@ fn evicted(key: &FlowKey, state: &FlowState) {
 /// handshake at once, one does, and counts it.
 #[inline(always)]
 pub fn end_flow(found: &Found, now_ns: u64) -> bool {
-    if !swap_tag(found.tag_at, found.tag, BUSY) {
+    if table::is_tombstone_tag(found.tag)
+        || !swap_tag(found.tag_at, found.tag, table::tombstone_tag(found.tag))
+    {
         return false;
     }
-    // SAFETY: the way is ours while its tag is BUSY (nobody inserts into
-    // it or finds it); its key stays.
+    // SAFETY: a live map value; the compare-and-swap made this program the
+    // one that ends the handshake, and its key stays.
     let state = unsafe { &mut *found.state() };
     state.ended_from = state.stage;
     state.stage = Stage::Ended as u8;
     state.synack_ns = now_ns;
-    swap_tag(found.tag_at, BUSY, found.tag);
     true
+}
+
+/// Marks a flow's way a tombstone, as [`end_flow`] does, for a handshake
+/// that timed out; true if this call did.
+#[inline(always)]
+pub fn entomb(found: &Found) -> bool {
+    !table::is_tombstone_tag(found.tag)
+        && swap_tag(found.tag_at, found.tag, table::tombstone_tag(found.tag))
 }
 
 /// Frees a flow's way; true if this call freed it (of two programs ending

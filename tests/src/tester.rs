@@ -185,7 +185,7 @@ impl Tester {
         let map = self.probe.ebpf().map(map_names::FLOWS).expect("flow table");
         let buckets: Array<_, Bucket> = Array::try_from(map).expect("flow table type");
         for bucket in buckets.iter() {
-            for (key, state) in bucket.expect("read bucket").live() {
+            for (key, state) in bucket.expect("read bucket").occupied() {
                 each(key, state);
             }
         }

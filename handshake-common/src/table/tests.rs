@@ -54,11 +54,11 @@ fn ways_read_back_as_set() {
     b.set_way(2, w);
     assert_eq!(b.way(2), w);
     assert_eq!(b.way(1), Way::default());
-    assert!(b.any_live());
-    assert_eq!(b.live().collect::<Vec<_>>(), vec![(&w.key, &w.state)]);
+    assert!(b.any_occupied());
+    assert_eq!(b.occupied().collect::<Vec<_>>(), vec![(&w.key, &w.state)]);
     b.tags[2] = BUSY;
     assert!(
-        !b.any_live() && b.live().next().is_none(),
+        !b.any_occupied() && b.occupied().next().is_none(),
         "a way being written holds no flow yet"
     );
 }
@@ -282,13 +282,50 @@ proptest! {
             b.set_way(i, *w);
         }
         let ranks: Vec<u64> = ways.iter().map(|w| eviction_rank(w.tag, &w.state)).collect();
+        let first = |f: &dyn Fn(u64) -> bool| ways.iter().position(|w| f(w.tag));
         match way_for_new_flow(&b) {
-            None => prop_assert!(ways.iter().all(|w| w.tag != EMPTY && w.tag & 1 == 0)),
+            None => prop_assert!(ways.iter().all(|w| w.tag == BUSY)),
             Some(i) => {
-                prop_assert!(ways[i].tag == EMPTY || ways[i].tag & 1 == 1);
-                prop_assert_eq!(ranks[i], *ranks.iter().min().unwrap_or(&0));
-                prop_assert!(ranks[..i].iter().all(|&r| r > ranks[i]), "the first of equals");
+                prop_assert!(ways[i].tag != BUSY);
+                if let Some(free) = first(&|t| t == EMPTY) {
+                    prop_assert_eq!(i, free, "a free way first");
+                } else if let Some(tomb) = first(&is_tombstone_tag) {
+                    prop_assert_eq!(i, tomb, "then a tombstone, from the tags alone");
+                } else {
+                    prop_assert_eq!(ranks[i], *ranks.iter().min().unwrap_or(&0));
+                    prop_assert!(ranks[..i].iter().all(|&r| r > ranks[i]), "the first of equals");
+                }
             }
         }
     }
+}
+
+#[test]
+fn a_tombstone_is_told_from_its_tag_and_still_found() {
+    for hash in [0u64, 1 << 32, 2 << 32, u64::MAX, 0x1234_5678_9abc_def0] {
+        let p = place(hash, 15);
+        assert!(p.tag >= 5 && p.tag & 1 == 1, "{hash:#x}");
+        let t = tombstone_tag(p.tag);
+        assert!(is_tombstone_tag(t) && !is_tombstone_tag(p.tag));
+        assert!(is_occupied(t) && is_occupied(p.tag));
+        assert!(same_flow(t, p.tag) && same_flow(p.tag, p.tag));
+        assert!(!same_flow(EMPTY, p.tag) && !same_flow(BUSY, p.tag));
+    }
+    assert!(!is_tombstone_tag(EMPTY) && !is_tombstone_tag(BUSY));
+    assert!(!is_occupied(EMPTY) && !is_occupied(BUSY));
+    let mut b = Bucket::default();
+    let key = FlowKey::new([1, 0, 0, 0], [2, 0, 0, 0], 3, 4, 0);
+    b.set_way(
+        1,
+        Way {
+            tag: tombstone_tag(9),
+            key,
+            state: FlowState::default(),
+        },
+    );
+    assert_eq!(find(&b, &key, 9), Some(1));
+    for i in [0, 2, 3] {
+        b.set_way(i, live(Stage::SynSent, 1));
+    }
+    assert_eq!(way_for_new_flow(&b), Some(1), "the tombstone, by its tag");
 }

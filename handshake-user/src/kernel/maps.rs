@@ -58,7 +58,7 @@ pub fn fill_flow_table<T: std::borrow::BorrowMut<MapData>>(
         }
     }
     for (index, bucket) in table.iter().enumerate() {
-        if bucket.any_live() {
+        if bucket.any_occupied() {
             array.set(index as u32, *bucket, 0)?;
         }
     }

@@ -110,7 +110,7 @@ impl FlowReader {
     /// Streams every tracked flow to `each`.
     pub fn for_each(&self, mut each: impl FnMut(&FlowKey, &FlowState)) -> Result<()> {
         self.for_each_bucket(|bucket| {
-            for (key, state) in bucket.live() {
+            for (key, state) in bucket.occupied() {
                 each(key, state);
             }
         })
@@ -143,7 +143,7 @@ impl FlowReader {
             // it, so it is read with volatile reads (a torn way is possible,
             // as with any read of a live table).
             let live = (0..WAYS)
-                .any(|w| table::is_live(unsafe { (&raw const (*at).tags[w]).read_volatile() }));
+                .any(|w| table::is_occupied(unsafe { (&raw const (*at).tags[w]).read_volatile() }));
             if live {
                 // SAFETY: as above.
                 each(&unsafe { at.read_volatile() });
