@@ -242,10 +242,10 @@ pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
     stage << 62 | (state.syn_ns & (u64::MAX >> 2))
 }
 
-/// The way a new flow takes in `bucket`: a free way, else a tombstone,
-/// both found from the tags alone; else the way [`eviction_rank`] ranks
-/// lowest (the first of equals), the only case that reads the states. None
-/// when all are being written.
+/// The way a new flow takes in `bucket`: a free way, found from the tags
+/// alone; else the way [`eviction_rank`] ranks lowest (the first of
+/// equals), except that the first way tagged a tombstone is taken as soon
+/// as it is met, its state unread. None when all are being written.
 #[inline(always)]
 #[must_use]
 pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
@@ -256,20 +256,17 @@ pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
         }
         i += 1;
     }
-    // A table that keeps ended handshakes a while is often full of them:
-    // taking one costs no read of the states.
-    let mut i = 0;
-    while i < WAYS {
-        if is_tombstone_tag(bucket.tags[i]) {
-            return Some(i);
-        }
-        i += 1;
-    }
     let mut best = 0;
     let mut best_rank = u64::MAX;
     let mut i = 0;
     while i < WAYS {
-        let rank = eviction_rank(bucket.tags[i], &bucket.entries[i].state);
+        let tag = bucket.tags[i];
+        // A table that keeps ended handshakes a while is often full of
+        // them: one is taken from its tag, its state unread.
+        if is_tombstone_tag(tag) {
+            return Some(i);
+        }
+        let rank = eviction_rank(tag, &bucket.entries[i].state);
         if rank < best_rank {
             best = i;
             best_rank = rank;

@@ -290,7 +290,7 @@ proptest! {
                 if let Some(free) = first(&|t| t == EMPTY) {
                     prop_assert_eq!(i, free, "a free way first");
                 } else if let Some(tomb) = first(&is_tombstone_tag) {
-                    prop_assert_eq!(i, tomb, "then a tombstone, from the tags alone");
+                    prop_assert_eq!(i, tomb, "then the first tombstone tag");
                 } else {
                     prop_assert_eq!(ranks[i], *ranks.iter().min().unwrap_or(&0));
                     prop_assert!(ranks[..i].iter().all(|&r| r > ranks[i]), "the first of equals");
