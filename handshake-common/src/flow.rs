@@ -127,8 +127,8 @@ pub struct FlowState {
     /// Monotonic time (ns) of the SYN that started this attempt.
     pub syn_ns: u64,
     /// Monotonic time (ns) of the first valid SYN-ACK, 0 before it. In
-    /// [`Stage::Ended`], the time the handshake ended (its latency is
-    /// recorded by then).
+    /// [`Stage::Ended`], when the handshake ended: the final ACK's time, or
+    /// for a RST the last time it had read (its SYN's or SYN-ACK's).
     pub synack_ns: u64,
     /// Client ISN (x).
     pub client_isn: u32,

@@ -414,7 +414,11 @@ fn on_rst_segment(seg: &TcpSegment) {
         }
         RstDecision::AfterEnd => return,
     };
-    if end_flow(&found, now_ns()) {
+    // Its end is stamped with the last time the handshake read (its SYN's
+    // or SYN-ACK's): a RST then costs no clock read (a flood to a closed
+    // port is one RST per SYN), and a retry half a second later is still
+    // well inside the time an ended handshake is remembered.
+    if end_flow(&found, state.syn_ns.max(state.synack_ns)) {
         if state.stage == Stage::SynReceived as u8 {
             pending_leave(&key);
         }
