@@ -4,11 +4,19 @@
 //! Why not the kernel's LRU hash: a new flow's insert there is mostly the
 //! LRU's own upkeep (free-list pops, list rotations, bucket walks), whatever
 //! the table's size, and it measured several times this table's cost when
-//! the design was chosen. Here a flow's 5-tuple hashes to one bucket of [`WAYS`] ways; a new flow takes an
-//! empty way, or else evicts the way [`eviction_rank`] ranks lowest (a
-//! tombstone, then the oldest handshake still waiting for its SYN-ACK, then
-//! the oldest waiting for its final ACK). An insert is one bucket read and
-//! one way written.
+//! the design was chosen.
+//!
+//! Placement: a flow's hash picks two buckets of [`WAYS`] ways ([`place`]),
+//! and the flow may sit in either. A new flow goes to the bucket holding
+//! fewer live handshakes, into a free way or a tombstone's; only when all
+//! ways of both are live does it evict, the way [`eviction_rank`] ranks
+//! lowest of the two buckets (the oldest handshake still waiting for its
+//! SYN-ACK, then the oldest waiting for its final ACK). With one bucket per
+//! key, a few buckets overflow long before the table is full (the birthday
+//! effect); two choices keep the loads even, so live handshakes are evicted
+//! only near a full table (README, "How it works", has the figures). A
+//! lookup reads both buckets' tags, one cache line each, and a key only
+//! where a tag matches.
 //!
 //! Concurrency: each way's `tag` says what it holds. [`EMPTY`]; [`BUSY`]
 //! while one program writes it (claimed with a compare-and-swap, so two
@@ -18,16 +26,19 @@
 //! handshake ended or timed out: a tombstone, told from the tags alone.
 //! Ending a handshake is a compare-and-swap from its tag to the tombstone
 //! tag, and freeing a way one to [`EMPTY`]: of two programs completing the
-//! same handshake on two CPUs, exactly one ends it and counts it. As with the kernel's LRU map, whose
-//! freed elements are reused at once, a program that found a flow may still
-//! update its state in place while another CPU evicts it; that needs a full
-//! bucket and the same nanoseconds, and costs one miscounted segment, never
-//! memory safety.
+//! same handshake on two CPUs, exactly one ends it and counts it. As with
+//! the kernel's LRU map, whose freed elements are reused at once, a program
+//! that found a flow may still update its state in place while another CPU
+//! evicts it; that needs full buckets and the same nanoseconds, and costs
+//! one miscounted segment, never memory safety. Two CPUs inserting the same
+//! new flow at once may each place it, one in each bucket; lookups find the
+//! first, and the other ages out as any unanswered handshake does.
 
 use crate::flow::{FlowKey, FlowState, Stage};
 
-/// Ways per bucket: a flow can sit in any of them.
-pub const WAYS: usize = 4;
+/// Ways per bucket: a flow can sit in any of them. Eight tags fill one
+/// cache line.
+pub const WAYS: usize = 8;
 
 /// Tag of a free way.
 pub const EMPTY: u64 = 0;
@@ -91,8 +102,8 @@ pub struct Entry {
 /// lookup reads the tags, one cache line, and a way's key only where its
 /// tag matches, and then finds the state beside the key; a new flow reads
 /// the tags and writes one entry. With each tag beside its way's key and
-/// state, the same work touched five of the bucket's seven lines, and a
-/// line missed costs the programs more than anything else they do.
+/// state, the same work touched most of the bucket's lines, and a line
+/// missed costs the programs more than anything else they do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Bucket {
@@ -150,23 +161,30 @@ pub const fn buckets_for(capacity: u32) -> u32 {
     }
 }
 
-/// Where a flow lives: its bucket and the tag its way carries.
+/// Where a flow lives: its two buckets (it sits in either) and the tag its
+/// way carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Place {
-    pub bucket: u32,
+    pub buckets: [u32; 2],
     pub tag: u64,
 }
 
 /// The place of a flow whose hash is `hash`, in a table of `bucket_mask + 1`
-/// buckets. Bucket and tag come from different bits of the hash.
+/// buckets. The first bucket comes from the hash's low bits, the tag from
+/// its high half, and the second bucket is the first moved by an odd
+/// offset mixed from the high half: never the first when the table has two
+/// buckets or more, and as good as independent of it.
 #[inline(always)]
 #[must_use]
 pub const fn place(hash: u64, bucket_mask: u32) -> Place {
-    let tag = (hash >> 32) << 1 | 1;
+    let high = hash >> 32;
+    let tag = high << 1 | 1;
+    let first = hash as u32 & bucket_mask;
+    let offset = (high.wrapping_mul(MULTIPLIER) >> 32) as u32 | 1;
     Place {
-        bucket: hash as u32 & bucket_mask,
-        // Two hashes in four billion move up: tags stay as earlier versions
-        // made them, so a pinned table carries over.
+        buckets: [first, first ^ (offset & bucket_mask)],
+        // Two hashes in four billion move up: a tombstone's tag (one less)
+        // stays clear of EMPTY and BUSY.
         tag: if tag < MIN_FLOW_TAG {
             MIN_FLOW_TAG
         } else {
@@ -201,9 +219,9 @@ const fn endpoint_hash(addr: &[u32; 4], port: u16, seed: u64) -> u64 {
 /// spoofed SYNs at one bucket to evict a chosen flow.
 ///
 /// The two ends are hashed apart and added, so a key and its reverse hash
-/// alike: both directions of a connection land in one bucket, and a segment
-/// that may belong to either (a RST) is looked up in one bucket, one cache
-/// miss, not two. The keys still differ, so the flows stay apart.
+/// alike: both directions of a connection have the same two buckets, and a
+/// segment that may belong to either (a RST) is looked up in those two, not
+/// four. The keys still differ, so the flows stay apart.
 #[inline(always)]
 #[must_use]
 pub const fn flow_hash(key: &FlowKey, seed: u64) -> u64 {
@@ -242,57 +260,151 @@ pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
     stage << 62 | (state.syn_ns & (u64::MAX >> 2))
 }
 
-/// The way a new flow takes in `bucket`: a free way, found from the tags
-/// alone; else the way [`eviction_rank`] ranks lowest (the first of
-/// equals), except that the first way tagged a tombstone is taken as soon
-/// as it is met, its state unread. None when all are being written.
+/// Live handshakes among a bucket's first `usable` ways: occupied ways
+/// that are not tagged tombstones.
 #[inline(always)]
 #[must_use]
-pub fn way_for_new_flow(bucket: &Bucket) -> Option<usize> {
-    let mut i = 0;
-    while i < WAYS {
-        if bucket.tags[i] == EMPTY {
-            return Some(i);
-        }
-        i += 1;
-    }
-    let mut best = 0;
-    let mut best_rank = u64::MAX;
+pub fn live_ways(bucket: &Bucket, usable: usize) -> usize {
+    let mut n = 0;
     let mut i = 0;
     while i < WAYS {
         let tag = bucket.tags[i];
-        // A table that keeps ended handshakes a while is often full of
-        // them: one is taken from its tag, its state unread.
-        if is_tombstone_tag(tag) {
-            return Some(i);
-        }
-        let rank = eviction_rank(tag, &bucket.entries[i].state);
-        if rank < best_rank {
-            best = i;
-            best_rank = rank;
+        if i < usable && is_occupied(tag) && !is_tombstone_tag(tag) {
+            n += 1;
         }
         i += 1;
+    }
+    n
+}
+
+/// A way of `bucket` (among its first `usable`) a new flow takes without
+/// evicting a live handshake: the first free way, else the first tagged a
+/// tombstone (taken from its tag alone, its state unread).
+#[inline(always)]
+#[must_use]
+pub fn free_way(bucket: &Bucket, usable: usize) -> Option<usize> {
+    let mut tombstone = WAYS;
+    let mut i = 0;
+    while i < WAYS {
+        let tag = bucket.tags[i];
+        if i < usable {
+            if tag == EMPTY {
+                return Some(i);
+            }
+            if tombstone == WAYS && is_tombstone_tag(tag) {
+                tombstone = i;
+            }
+        }
+        i += 1;
+    }
+    if tombstone < WAYS {
+        Some(tombstone)
+    } else {
+        None
+    }
+}
+
+/// The way a new flow takes in its two buckets, as (bucket 0 or 1, way).
+/// The bucket with fewer live handshakes (the first of equals) gives a free
+/// way or a tombstone's ([`free_way`]), else the other does; else the way
+/// [`eviction_rank`] ranks lowest of both (the first of equals) is evicted.
+/// None when all are being written. `usable` ways of each bucket are used
+/// ([`WAYS`]; fewer only in the benchmarks' model of a narrower table).
+///
+/// `opaque` is the identity, but the kernel's hides its result from the
+/// verifier: each loop here ends on one of up to sixteen constants, and
+/// every path after it would be verified once per constant, and again per
+/// constant of the next loop, far past the verifier's budget. Passed through
+/// `opaque`, the paths meet again.
+#[inline(always)]
+#[must_use]
+pub fn way_for_new_flow(
+    buckets: [&Bucket; 2],
+    usable: usize,
+    opaque: impl Fn(u64) -> u64,
+) -> Option<(usize, usize)> {
+    let way = |i: usize| opaque(i as u64) as usize % WAYS;
+    let first = opaque(live_ways(buckets[0], usable) as u64);
+    let second = opaque(live_ways(buckets[1], usable) as u64);
+    let target = usize::from(second < first);
+    if let Some(i) = free_way(buckets[target], usable) {
+        return Some((target, way(i)));
+    }
+    if let Some(i) = free_way(buckets[1 - target], usable) {
+        return Some((1 - target, way(i)));
+    }
+    let mut best = 0;
+    let mut best_rank = u64::MAX;
+    let mut at = 0;
+    while at < 2 * WAYS {
+        let (b, i) = (at / WAYS, at % WAYS);
+        let rank = opaque(eviction_rank(
+            buckets[b].tags[i],
+            &buckets[b].entries[i].state,
+        ));
+        if i < usable && rank < best_rank {
+            best = opaque(at as u64) as usize;
+            best_rank = rank;
+        }
+        at += 1;
     }
     if best_rank == u64::MAX {
         None
     } else {
-        Some(best)
+        Some((best / WAYS % 2, best % WAYS))
     }
 }
 
-/// The way of `bucket` holding the flow `key` with tag `tag` (in progress,
-/// or its tombstone).
+/// The first of `bucket`'s ways from `from` on whose tag is flow `tag`'s
+/// (in progress, or its tombstone).
 #[inline(always)]
 #[must_use]
-pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
+pub fn tag_match(bucket: &Bucket, tag: u64, from: usize) -> Option<usize> {
     let mut i = 0;
     while i < WAYS {
-        if same_flow(bucket.tags[i], tag) && bucket.entries[i].key == *key {
+        if i >= from && same_flow(bucket.tags[i], tag) {
             return Some(i);
         }
         i += 1;
     }
     None
+}
+
+/// The way of `bucket` holding the flow `key` with tag `tag` (in progress,
+/// or its tombstone). Keys are compared only where tags match: at the first
+/// such way and, should its key differ (two flows of one bucket with one 32-bit
+/// tag), at the next. A third flow with that tag in the same bucket would
+/// hide the flow; at one in four billion per pair, it is not worth a third
+/// key comparison on every lookup.
+///
+/// `opaque` is as in [`way_for_new_flow`]: each way's key comparison,
+/// written out for eight ways, made the verifier walk every path after a
+/// lookup once per way.
+#[inline(always)]
+#[must_use]
+pub fn find_with(
+    bucket: &Bucket,
+    key: &FlowKey,
+    tag: u64,
+    opaque: impl Fn(u64) -> u64,
+) -> Option<usize> {
+    let i = opaque(tag_match(bucket, tag, 0)? as u64) as usize % WAYS;
+    if bucket.entries[i].key == *key {
+        return Some(i);
+    }
+    let j = opaque(tag_match(bucket, tag, i + 1)? as u64) as usize % WAYS;
+    if bucket.entries[j].key == *key {
+        Some(j)
+    } else {
+        None
+    }
+}
+
+/// [`find_with`] outside the kernel.
+#[inline(always)]
+#[must_use]
+pub fn find(bucket: &Bucket, key: &FlowKey, tag: u64) -> Option<usize> {
+    find_with(bucket, key, tag, core::convert::identity)
 }
 
 #[cfg(feature = "user")]

@@ -383,7 +383,7 @@ fn on_ack_segment(seg: &TcpSegment) {
 #[inline(always)]
 fn on_rst_segment(seg: &TcpSegment) {
     // A RST from the responder maps to the reversed key; from the initiator
-    // to its own. Both keys hash alike: one bucket holds either.
+    // to its own. Both keys hash alike: the same two buckets hold either.
     let forward = key_of(seg);
     let from_responder = forward.reversed();
     let Some(place) = place_of(&forward) else {

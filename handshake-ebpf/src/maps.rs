@@ -134,10 +134,10 @@ pub fn record_latency(direction: Direction, leg: Leg, ns: u64) {
     add(sum_index(direction, leg), ns);
 }
 
-/// A flow's bucket in `FLOWS`, and the tag its way carries.
+/// A flow's two buckets in `FLOWS`, and the tag its way carries.
 #[derive(Clone, Copy)]
 pub struct Place {
-    bucket: *mut Bucket,
+    buckets: [*mut Bucket; 2],
     tag: u64,
 }
 
@@ -186,7 +186,38 @@ fn swap_tag(tag_at: *mut u64, from: u64, to: u64) -> bool {
     }
 }
 
-/// Where `key` lives in the flow table (its bucket, whether or not it is
+/// The benchmarks' model of a narrower table, for B4's comparison: one
+/// bucket per key and `BENCH_TABLE_WAYS` ways of each used. Set at load
+/// time; absent from the agent's object.
+#[cfg(feature = "bench")]
+#[unsafe(no_mangle)]
+static BENCH_TABLE_CHOICES: u32 = 2;
+#[cfg(feature = "bench")]
+#[unsafe(no_mangle)]
+static BENCH_TABLE_WAYS: u32 = WAYS as u32;
+
+/// Ways of each bucket used: all but in the benchmarks' model.
+#[inline(always)]
+fn usable_ways() -> usize {
+    #[cfg(feature = "bench")]
+    // SAFETY: a read of a constant the loader may have rewritten.
+    return unsafe { core::ptr::read_volatile(&BENCH_TABLE_WAYS) } as usize;
+    #[cfg(not(feature = "bench"))]
+    WAYS
+}
+
+/// Whether a flow may sit in its second bucket: always but in the
+/// benchmarks' model.
+#[inline(always)]
+fn two_choices() -> bool {
+    #[cfg(feature = "bench")]
+    // SAFETY: as in `usable_ways`.
+    return unsafe { core::ptr::read_volatile(&BENCH_TABLE_CHOICES) } == 2;
+    #[cfg(not(feature = "bench"))]
+    true
+}
+
+/// Where `key` lives in the flow table (its buckets, whether or not it is
 /// there). One hash per segment, shared by the lookup and the insert.
 #[inline(always)]
 pub fn place_of(key: &FlowKey) -> Option<Place> {
@@ -194,22 +225,50 @@ pub fn place_of(key: &FlowKey) -> Option<Place> {
     // SAFETY: a read of a constant the loader may have rewritten.
     let mask = unsafe { core::ptr::read_volatile(&FLOW_BUCKET_MASK) };
     let place = table::place(table::flow_hash(key, seed), mask);
-    let bucket = FLOWS.get_ptr_mut(place.bucket)?;
+    let first = FLOWS.get_ptr_mut(place.buckets[0])?;
+    let second = if two_choices() {
+        FLOWS.get_ptr_mut(place.buckets[1])?
+    } else {
+        first
+    };
     Some(Place {
-        bucket,
+        buckets: [first, second],
         tag: place.tag,
     })
 }
 
+/// Always zero: written by nobody, and unknown to the verifier, which
+/// tracks only what the programs compute (a `.bss` value is not frozen).
+static mut ZERO: u64 = 0;
+
+/// `x`, as a value the verifier cannot know: see `table::way_for_new_flow`.
+/// An index that went through it is masked where it indexes, so that it
+/// stays in bounds whatever the verifier assumes.
+#[inline(always)]
+fn opaque(x: u64) -> u64 {
+    // SAFETY: a read of a static nobody writes.
+    x ^ unsafe { core::ptr::read_volatile(&raw const ZERO) }
+}
+
 impl Place {
-    /// The way holding `key`, if it is tracked.
+    /// The way holding `key`, if it is tracked: its first bucket, then its
+    /// second.
     #[inline(always)]
     pub fn find(&self, key: &FlowKey) -> Option<Found> {
+        Self::find_in(self.buckets[0], key, self.tag)
+            .or_else(|| Self::find_in(self.buckets[1], key, self.tag))
+    }
+
+    #[inline(always)]
+    fn find_in(bucket: *mut Bucket, key: &FlowKey, tag: u64) -> Option<Found> {
         // SAFETY: a live map value; plain reads, see `table` on races.
-        let bucket = unsafe { &*self.bucket };
-        let i = table::find(bucket, key, self.tag)? & (WAYS - 1);
+        let b = unsafe { &*bucket };
+        let i = table::find_with(b, key, tag, opaque)? & (WAYS - 1);
+        if i >= usable_ways() {
+            return None;
+        }
         // The tag as found: the flow's, or its tombstone's.
-        Some(Found::way(self.bucket, i, bucket.tags[i]))
+        Some(Found::way(bucket, i, b.tags[i]))
     }
 }
 
@@ -264,16 +323,25 @@ pub fn insert_new_flow(
     }
 }
 
-/// Puts a new flow in its bucket: a free way, or else the one
+/// Puts a new flow in one of its buckets: a free way, or else the one
 /// `table::way_for_new_flow` picks, whose flow is evicted. False only when
 /// other CPUs were writing the ways at that instant.
 #[inline(always)]
 pub fn insert_flow(place: &Place, key: &FlowKey, state: &FlowState) -> bool {
-    // SAFETY: a live map value; see `table` on races.
-    let bucket = unsafe { &mut *place.bucket };
-    let Some(i) = table::way_for_new_flow(bucket) else {
+    // SAFETY: live map values; see `table` on races.
+    let buckets = unsafe { [&*place.buckets[0], &*place.buckets[1]] };
+    let Some((b, i)) = table::way_for_new_flow(buckets, usable_ways(), opaque) else {
         return false;
     };
+    // Chosen by a branch, not an index: the verifier knows a pointer
+    // loaded from a variable place on the stack only as a number.
+    let bucket = if b == 0 {
+        place.buckets[0]
+    } else {
+        place.buckets[1]
+    };
+    // SAFETY: as above.
+    let bucket = unsafe { &mut *bucket };
     let i = i & (WAYS - 1);
     let seen = bucket.tags[i];
     // Claim the way; if another CPU changed it since we ranked it, give up.

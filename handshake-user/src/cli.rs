@@ -182,7 +182,7 @@ pub struct RunArgs {
     pub handshake_timeout: Duration,
 
     /// Capacity of the flow table (handshakes tracked at once), rounded up to
-    /// a power-of-two number of 4-way buckets.
+    /// a power-of-two number of 8-way buckets.
     #[arg(long = "flow-table-size", env = "HANDSHAKE_MONITOR_FLOW_TABLE_SIZE",
           default_value_t = handshake_common::DEFAULT_FLOW_TABLE_SIZE,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]

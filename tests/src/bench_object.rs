@@ -38,6 +38,21 @@ pub fn load(options: &LoadOptions) -> Result<Probe> {
     Probe::load_object(BENCH_OBJECT, options)
 }
 
+/// Loads the benchmarks' object with the flow table the agent had before
+/// two-choice placement: one bucket per key, four ways used of each, and
+/// twice the buckets, so that the capacity is `options.flow_table_size`.
+/// B4 measures it beside today's.
+pub fn load_earlier_table(options: &LoadOptions) -> Result<Probe> {
+    Probe::load_object_with(
+        BENCH_OBJECT,
+        &LoadOptions {
+            flow_table_size: options.flow_table_size.saturating_mul(2),
+            ..*options
+        },
+        &[("BENCH_TABLE_CHOICES", 1), ("BENCH_TABLE_WAYS", 4)],
+    )
+}
+
 /// The benchmark programs of a [`Probe`] loaded from [`BENCH_OBJECT`].
 pub trait BenchPrograms {
     /// A never-attached XDP program by name, loaded on first use.

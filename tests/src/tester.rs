@@ -53,6 +53,15 @@ impl Tester {
         }
     }
 
+    /// As [`Tester::bench_with`], with the flow table of earlier versions
+    /// (see [`crate::bench_object::load_earlier_table`]).
+    pub fn bench_earlier_table(options: &LoadOptions) -> Self {
+        Self {
+            probe: crate::bench_object::load_earlier_table(&Self::seeded(options))
+                .expect("load the benchmarks' programs (are we root?)"),
+        }
+    }
+
     fn seeded(options: &LoadOptions) -> LoadOptions {
         LoadOptions {
             flow_seed: options.flow_seed.or(Some(TEST_FLOW_SEED)),

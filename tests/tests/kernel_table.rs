@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 
 use handshake_common::{
-    DEFAULT_FLOW_TABLE_SIZE,
     counters::{Counter, Family},
     flow::FlowKey,
     table,
@@ -12,7 +11,7 @@ use handshake_common::{
 use handshake_tests::{
     cases::{INBOUND, In, Out, Step, V4, X, Y, ack, client, syn, synack, v4},
     packet::Packet,
-    tester::{TEST_FLOW_SEED, Tester, XDP_PASS, run_steps},
+    tester::{Tester, XDP_PASS, run_steps},
 };
 use handshake_user::probe::LoadOptions;
 
@@ -41,26 +40,10 @@ fn in_place_scan_matches_iteration() {
     let mut batched = tester.probe().flows().expect("in-place scan");
     walked.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
     batched.sort_by_key(|(k, _)| (k.src_addr, k.src_port));
-    // 5000 flows in 16384 four-way buckets: a bucket may overflow, and the
-    // eviction is counted.
-    let evicted = tester.counters().get(V4, INBOUND, C::EvictedSynSent);
-    assert_eq!(batched.len() as u64 + evicted, 5000);
-    assert!(evicted <= 2, "{evicted} evicted");
+    // 5000 flows in 65536 ways, two buckets to choose from: none evicted.
+    assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynSent), 0);
+    assert_eq!(batched.len(), 5000);
     assert_eq!(batched, walked);
-}
-
-/// Seven clients whose flows share one bucket of the default table (four
-/// ways), under the tests' fixed seed.
-fn clients_sharing_a_bucket() -> Vec<Packet> {
-    let mask = table::buckets_for(DEFAULT_FLOW_TABLE_SIZE) - 1;
-    let bucket =
-        |c: &Packet| table::place(table::flow_hash(&flow_key(c), TEST_FLOW_SEED), mask).bucket;
-    let candidates = (1..=250u8)
-        .flat_map(|last| (1024..3024u16).map(move |port| Packet::tcp(v4(last), port, v4(2), 80)));
-    let target = bucket(&Packet::tcp(v4(1), 1024, v4(2), 80));
-    let clients: Vec<Packet> = candidates.filter(|c| bucket(c) == target).take(7).collect();
-    assert_eq!(clients.len(), 7);
-    clients
 }
 
 /// The flow-table key of an IPv4 client's connection.
@@ -78,86 +61,83 @@ fn flow_key(c: &Packet) -> FlowKey {
     )
 }
 
-/// A full bucket: a new flow takes the way of a tombstone first, then of the
+/// A table of two buckets, so that every flow may sit in either: once both
+/// are full, a new flow takes the way of a tombstone first, then of the
 /// oldest handshake waiting for a SYN-ACK, then of the oldest waiting for
 /// the final ACK; each eviction of a live handshake is counted by its stage,
 /// the pending filter stays exact, and the evicted flow's later segments
 /// find nothing.
 #[test]
-fn a_full_bucket_evicts_the_least_valuable_way_and_counts_it() {
-    let mut tester = Tester::new();
-    let c = clients_sharing_a_bucket();
+fn full_buckets_evict_the_least_valuable_way_and_count_it() {
+    const WAYS: usize = 2 * table::WAYS;
+    let mut tester = Tester::with(&LoadOptions {
+        flow_table_size: WAYS as u32,
+        ..LoadOptions::default()
+    });
+    assert_eq!(table::buckets_for(WAYS as u32), 2);
+    let c: Vec<Packet> = (0..WAYS as u16 + 3)
+        .map(|i| Packet::tcp(v4(1), 1024 + i, v4(2), 80))
+        .collect();
     let key = flow_key;
-    // Four SYNs fill the bucket; c0 gets its SYN-ACK.
-    run_steps(
-        &mut tester,
-        &[
-            In(syn(&c[0], X)),
-            In(syn(&c[1], X)),
-            In(syn(&c[2], X)),
-            In(syn(&c[3], X)),
-            Out(synack(&c[0], Y, X + 1)),
-        ],
-    )
-    .expect("run");
-    assert_eq!(tester.flows().len(), 4);
-    // c4 evicts c1, the oldest still waiting for its SYN-ACK.
-    run_steps(&mut tester, &[In(syn(&c[4], X))]).expect("run");
-    let counters = tester.counters();
-    assert_eq!(counters.get(V4, INBOUND, C::EvictedSynSent), 1);
+    let mut fill: Vec<Step> = c[..WAYS].iter().map(|c| In(syn(c, X))).collect();
+    fill.push(Out(synack(&c[0], Y, X + 1)));
+    run_steps(&mut tester, &fill).expect("run");
+    assert_eq!(tester.flows().len(), WAYS, "both buckets hold the flows");
+    assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynSent), 0);
+    // The next evicts c1, the oldest still waiting for its SYN-ACK.
+    run_steps(&mut tester, &[In(syn(&c[WAYS], X))]).expect("run");
+    assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynSent), 1);
     let tracked: Vec<FlowKey> = tester.flows().iter().map(|(k, _)| *k).collect();
     assert!(!tracked.contains(&key(&c[1])), "c1 evicted");
-    // c2 times out; c5 takes its tombstone's way, evicting no handshake.
+    // c2 times out; the next takes its tombstone's way, evicting nothing.
     let (k2, s2) = tester
         .flows()
         .into_iter()
         .find(|(k, _)| *k == key(&c[2]))
         .expect("c2 tracked");
     assert!(tester.expire(&k2, s2.syn_ns));
-    run_steps(&mut tester, &[In(syn(&c[5], X))]).expect("run");
+    run_steps(&mut tester, &[In(syn(&c[WAYS + 1], X))]).expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynSent), 1);
     assert!(
         !tester.flows().iter().any(|(k, _)| *k == k2),
         "the tombstone went"
     );
-    // All four in syn_received: c6 evicts c0, the oldest of them.
-    run_steps(
-        &mut tester,
-        &[
-            Out(synack(&c[3], Y, X + 1)),
-            Out(synack(&c[4], Y, X + 1)),
-            Out(synack(&c[5], Y, X + 1)),
-        ],
-    )
-    .expect("run");
-    assert_eq!(tester.probe().pending_total().expect("pending"), 4);
-    run_steps(&mut tester, &[In(syn(&c[6], X))]).expect("run");
+    // All in syn_received: the last evicts c0, the oldest of them.
+    let answered = 3..WAYS + 2;
+    let synacks: Vec<Step> = c[answered.clone()]
+        .iter()
+        .map(|c| Out(synack(c, Y, X + 1)))
+        .collect();
+    run_steps(&mut tester, &synacks).expect("run");
+    assert_eq!(
+        tester.probe().pending_total().expect("pending"),
+        WAYS as u64
+    );
+    run_steps(&mut tester, &[In(syn(&c[WAYS + 2], X))]).expect("run");
     assert_eq!(tester.counters().get(V4, INBOUND, C::EvictedSynReceived), 1);
     assert_eq!(
         tester.probe().pending_total().expect("pending"),
-        3,
+        WAYS as u64 - 1,
         "the evicted flow left the pending filter"
     );
     // The evicted flows' segments find nothing; the others complete.
-    run_steps(
-        &mut tester,
-        &[
-            Out(synack(&c[1], Y, X + 1)),
-            In(ack(&c[0], X + 1, Y + 1)),
-            In(ack(&c[3], X + 1, Y + 1)),
-            In(ack(&c[4], X + 1, Y + 1)),
-            In(ack(&c[5], X + 1, Y + 1)),
-        ],
-    )
-    .expect("run");
+    let mut last: Vec<Step> = vec![Out(synack(&c[1], Y, X + 1)), In(ack(&c[0], X + 1, Y + 1))];
+    last.extend(c[answered.clone()].iter().map(|c| In(ack(c, X + 1, Y + 1))));
+    run_steps(&mut tester, &last).expect("run");
     let counters = tester.counters();
-    assert_eq!(counters.get(V4, INBOUND, C::Completed), 3);
+    assert_eq!(
+        counters.get(V4, INBOUND, C::Completed),
+        answered.len() as u64
+    );
     assert_eq!(counters.get(V4, INBOUND, C::Unsolicited), 1, "c1's SYN-ACK");
-    assert_eq!(counters.get(V4, INBOUND, C::Attempts), 7);
-    assert_eq!(counters.get(V4, INBOUND, C::SynAck), 4);
+    assert_eq!(counters.get(V4, INBOUND, C::Attempts), WAYS as u64 + 3);
+    assert_eq!(
+        counters.get(V4, INBOUND, C::SynAck),
+        answered.len() as u64 + 1
+    );
     assert_eq!(counters.get(V4, INBOUND, C::TimeoutSynSent), 1);
     assert_eq!(tester.probe().pending_total().expect("pending"), 0);
-    assert_eq!(tester.flows().len(), 1, "c6, still waiting");
+    assert_eq!(tester.flows().len(), 1, "the last, still waiting");
 }
 
 /// The benchmarks' own programs do what their rows say (`cargo xtask

@@ -246,8 +246,8 @@ fn scenario(v6: bool) {
     }
 
     // Everything not completed times out (3 s); then the books balance. A
-    // flood SYN whose flow-table bucket overflowed (four ways, a random seed:
-    // rarely, but it happens) is counted as evicted instead of timed out.
+    // flood SYN whose flow-table buckets both overflowed (a random seed:
+    // rarely, but it may happen) is counted as evicted instead of timed out.
     let ended_in = |e: &Exposition, stage: &str, family: Option<&str>| {
         let mut labels = vec![("stage", stage)];
         labels.extend(family.map(|f| ("family", f)));

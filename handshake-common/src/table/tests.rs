@@ -4,6 +4,8 @@ use std::{vec, vec::Vec};
 
 use proptest::prelude::*;
 
+use core::convert::identity;
+
 use super::*;
 use crate::counters::Family;
 
@@ -35,8 +37,8 @@ fn layout_is_what_the_kernel_and_agent_share() {
     assert_eq!(size_of::<FlowState>(), 56);
     assert_eq!(size_of::<Bucket>(), WAYS * (8 + 40 + 56));
     assert_eq!(align_of::<Bucket>(), 8);
-    // The tags share one cache line; an entry (key and state) spans at most two.
-    assert_eq!(core::mem::offset_of!(Bucket, entries), 32);
+    // The tags fill one cache line; an entry (key and state) spans at most two.
+    assert_eq!(core::mem::offset_of!(Bucket, entries), 64);
     assert_eq!(size_of::<Entry>(), 96);
 }
 
@@ -65,12 +67,13 @@ fn ways_read_back_as_set() {
 
 #[test]
 fn buckets_hold_at_least_the_capacity_asked_for() {
-    assert_eq!(buckets_for(65_536), 16_384);
-    assert_eq!(buckets_for(1024), 256);
-    assert_eq!(buckets_for(1000), 256);
-    assert_eq!(buckets_for(100_000), 32_768);
-    assert_eq!(buckets_for(16_777_216), 4_194_304);
-    assert_eq!(buckets_for(5), 2);
+    assert_eq!(buckets_for(65_536), 8_192);
+    assert_eq!(buckets_for(1024), 128);
+    assert_eq!(buckets_for(1000), 128);
+    assert_eq!(buckets_for(100_000), 16_384);
+    assert_eq!(buckets_for(16_777_216), 2_097_152);
+    assert_eq!(buckets_for(9), 2);
+    assert_eq!(buckets_for(8), 1);
     assert_eq!(buckets_for(1), 1);
     for capacity in [1u32, 3, 4, 1023, 1024, 1025, 65_535, 65_536, 1 << 21] {
         let b = buckets_for(capacity);
@@ -94,32 +97,39 @@ fn tags_are_odd_and_buckets_in_range() {
         let p = place(h, 16_383);
         assert_eq!(p.tag & 1, 1, "{h:#x}");
         assert_ne!(p.tag, BUSY);
-        assert!(p.bucket < 16_384);
+        assert!(p.buckets.iter().all(|&b| b < 16_384));
+        assert_ne!(p.buckets[0], p.buckets[1], "two buckets");
+        assert_eq!(place(h, 0).buckets, [0, 0], "a one-bucket table");
+        assert_eq!(place(h, 1).buckets[0] ^ place(h, 1).buckets[1], 1);
     }
-    assert_eq!(
-        place(0x0000_0005_0000_4001, 0x3fff),
-        Place { bucket: 1, tag: 11 }
-    );
+    let p = place(0x0000_0005_0000_4001, 0x3fff);
+    assert_eq!((p.buckets[0], p.tag), (1, 11));
 }
 
 /// Largest bucket load when `n` keys go into `n / 4` buckets: a uniform hash
 /// gives a few times the mean at most.
 fn max_load(keys: impl Iterator<Item = FlowKey>, buckets: u32, seed: u64) -> u32 {
-    let mut load = vec![0u32; buckets as usize];
-    for k in keys {
-        load[place(flow_hash(&k, seed), buckets - 1).bucket as usize] += 1;
+    let keys: Vec<FlowKey> = keys.collect();
+    let mut worst = 0;
+    // Each of a flow's two buckets, taken alone, spreads as well.
+    for choice in 0..2 {
+        let mut load = vec![0u32; buckets as usize];
+        for k in &keys {
+            load[place(flow_hash(k, seed), buckets - 1).buckets[choice] as usize] += 1;
+        }
+        assert!(
+            load.iter().filter(|&&l| l == 0).count() < buckets as usize / 10,
+            "too many empty buckets"
+        );
+        worst = worst.max(*load.iter().max().unwrap_or(&0));
     }
-    assert!(
-        load.iter().filter(|&&l| l == 0).count() < buckets as usize / 10,
-        "too many empty buckets"
-    );
-    *load.iter().max().unwrap_or(&0)
+    worst
 }
 
 #[test]
 fn hash_spreads_stepped_addresses_ports_and_ipv6() {
     let buckets = 16_384;
-    let n = buckets * WAYS as u32;
+    let n = buckets * 4;
     // Mean load 4: a uniform hash's maximum over 16384 buckets is ~14.
     let seed = 0x5eed;
     assert!(
@@ -155,7 +165,9 @@ fn the_seed_moves_every_flow() {
         .collect();
     let same = keys
         .iter()
-        .filter(|k| place(flow_hash(k, 1), 16_383).bucket == place(flow_hash(k, 2), 16_383).bucket)
+        .filter(|k| {
+            place(flow_hash(k, 1), 16_383).buckets == place(flow_hash(k, 2), 16_383).buckets
+        })
         .count();
     assert!(same < 10, "{same} of 1000 kept their bucket");
 }
@@ -213,10 +225,12 @@ fn eviction_order() {
     assert_eq!(busy, u64::MAX);
 }
 
+/// One bucket seen as both of a flow's, four ways used: the ranking alone.
 #[test]
 fn a_new_flow_takes_a_free_way_first_then_the_lowest_rank() {
     let mut b = Bucket::default();
-    assert_eq!(way_for_new_flow(&b), Some(0));
+    let pick = |b: &Bucket| way_for_new_flow([b, b], 4, identity).map(|(_, i)| i);
+    assert_eq!(pick(&b), Some(0));
     for (i, w) in [
         live(Stage::SynReceived, 1),
         live(Stage::SynSent, 9),
@@ -228,21 +242,117 @@ fn a_new_flow_takes_a_free_way_first_then_the_lowest_rank() {
     {
         b.set_way(i, w);
     }
-    assert_eq!(way_for_new_flow(&b), Some(2));
+    // Ways past the four used stay out of it.
+    b.set_way(5, Way::default());
+    assert_eq!(pick(&b), Some(2));
     b.set_way(2, live(Stage::SynSent, 3));
-    assert_eq!(way_for_new_flow(&b), Some(3), "the tombstone");
+    assert_eq!(pick(&b), Some(3), "the tombstone");
     b.set_way(3, live(Stage::SynReceived, 0));
-    assert_eq!(
-        way_for_new_flow(&b),
-        Some(2),
-        "the oldest waiting for a SYN-ACK"
-    );
+    assert_eq!(pick(&b), Some(2), "the oldest waiting for a SYN-ACK");
     b.tags[1] = BUSY;
     b.tags[2] = BUSY;
-    assert_eq!(way_for_new_flow(&b), Some(3), "the oldest of the rest");
+    assert_eq!(pick(&b), Some(3), "the oldest of the rest");
     b.tags[0] = BUSY;
     b.tags[3] = BUSY;
-    assert_eq!(way_for_new_flow(&b), None);
+    assert_eq!(pick(&b), None);
+}
+
+fn bucket_of(ways: &[Way]) -> Bucket {
+    let mut b = Bucket::default();
+    for (i, w) in ways.iter().enumerate() {
+        b.set_way(i, *w);
+    }
+    b
+}
+
+/// Two choices: the bucket with fewer live handshakes takes the flow (the
+/// first of equals), in a free way or a tombstone's; a live handshake is
+/// evicted only when both are all live, the lowest ranked of both.
+#[test]
+fn a_new_flow_goes_where_fewer_handshakes_live() {
+    let sent = |t| live(Stage::SynSent, t);
+    let tomb = Way {
+        tag: tombstone_tag(9),
+        ..Way::default()
+    };
+    let empty = Bucket::default();
+    assert_eq!(
+        way_for_new_flow([&empty, &empty], WAYS, identity),
+        Some((0, 0))
+    );
+    let three = bucket_of(&[sent(1), sent(2), sent(3)]);
+    let two = bucket_of(&[sent(4), tomb, sent(5)]);
+    assert_eq!(
+        way_for_new_flow([&three, &two], WAYS, identity),
+        Some((1, 3)),
+        "a tombstone is not live"
+    );
+    assert_eq!(
+        way_for_new_flow([&two, &three], WAYS, identity),
+        Some((0, 3))
+    );
+    assert_eq!(
+        way_for_new_flow([&two, &two], WAYS, identity),
+        Some((0, 3)),
+        "the first of equals"
+    );
+    let full = bucket_of(&[sent(10); WAYS]);
+    let mut full_but_a_tombstone = full;
+    full_but_a_tombstone.set_way(5, tomb);
+    assert_eq!(
+        way_for_new_flow([&full, &full_but_a_tombstone], WAYS, identity),
+        Some((1, 5)),
+        "a tombstone's way, no eviction"
+    );
+    let mut busy_and_live = full;
+    busy_and_live.tags[0] = BUSY;
+    // Fewer live, but nothing free: the other bucket's free way.
+    assert_eq!(
+        way_for_new_flow([&busy_and_live, &three], WAYS, identity),
+        Some((1, 3))
+    );
+    let mut older = full;
+    older.set_way(6, sent(7));
+    assert_eq!(
+        way_for_new_flow([&full, &older], WAYS, identity),
+        Some((1, 6)),
+        "the oldest of both buckets"
+    );
+    let all_busy = Bucket {
+        tags: [BUSY; WAYS],
+        ..Bucket::default()
+    };
+    assert_eq!(
+        way_for_new_flow([&all_busy, &all_busy], WAYS, identity),
+        None
+    );
+    assert_eq!(
+        way_for_new_flow([&all_busy, &full], WAYS, identity),
+        Some((1, 0))
+    );
+}
+
+/// Keys are compared where tags match: a flow sharing its bucket and its
+/// tag with another is still found, before it or after it.
+#[test]
+fn find_looks_past_one_flow_with_the_same_tag() {
+    let (a, b) = (ipv4_key(1, 2), ipv4_key(3, 4));
+    let mut bucket = Bucket::default();
+    for (i, key) in [(2, a), (5, b)] {
+        bucket.set_way(
+            i,
+            Way {
+                tag: 7,
+                key,
+                state: FlowState::default(),
+            },
+        );
+    }
+    assert_eq!(find(&bucket, &a, 7), Some(2));
+    assert_eq!(find(&bucket, &b, 7), Some(5));
+    assert_eq!(find(&bucket, &ipv4_key(5, 6), 7), None);
+    assert_eq!(tag_match(&bucket, 7, 3), Some(5));
+    assert_eq!(tag_match(&bucket, 7, 6), None);
 }
 
 #[test]
@@ -276,24 +386,33 @@ prop_compose! {
 
 proptest! {
     #[test]
-    fn the_chosen_way_is_never_busy_and_ranks_lowest(ways in proptest::array::uniform4(any_way())) {
-        let mut b = Bucket::default();
-        for (i, w) in ways.iter().enumerate() {
-            b.set_way(i, *w);
-        }
-        let ranks: Vec<u64> = ways.iter().map(|w| eviction_rank(w.tag, &w.state)).collect();
-        let first = |f: &dyn Fn(u64) -> bool| ways.iter().position(|w| f(w.tag));
-        match way_for_new_flow(&b) {
-            None => prop_assert!(ways.iter().all(|w| w.tag == BUSY)),
-            Some(i) => {
-                prop_assert!(ways[i].tag != BUSY);
-                if let Some(free) = first(&|t| t == EMPTY) {
-                    prop_assert_eq!(i, free, "a free way first");
-                } else if let Some(tomb) = first(&is_tombstone_tag) {
-                    prop_assert_eq!(i, tomb, "then the first tombstone tag");
+    fn the_chosen_way_is_never_busy_and_evicts_only_when_it_must(
+        first in proptest::array::uniform8(any_way()),
+        second in proptest::array::uniform8(any_way()),
+    ) {
+        let buckets = [bucket_of(&first), bucket_of(&second)];
+        let ways = [first, second];
+        let free = |w: &Way| w.tag == EMPTY || is_tombstone_tag(w.tag);
+        let live = |b: usize| live_ways(&buckets[b], WAYS);
+        match way_for_new_flow([&buckets[0], &buckets[1]], WAYS, identity) {
+            None => prop_assert!(ways.iter().flatten().all(|w| w.tag == BUSY)),
+            Some((b, i)) => {
+                let chosen = ways[b][i];
+                prop_assert!(chosen.tag != BUSY);
+                let target = usize::from(live(1) < live(0));
+                if ways[target].iter().any(free) {
+                    prop_assert_eq!(b, target, "the bucket with fewer live handshakes");
+                    let empty = ways[b].iter().position(|w| w.tag == EMPTY);
+                    let tomb = ways[b].iter().position(|w| is_tombstone_tag(w.tag));
+                    prop_assert_eq!(Some(i), empty.or(tomb), "a free way, else a tombstone");
+                } else if ways[1 - target].iter().any(free) {
+                    prop_assert_eq!(b, 1 - target);
+                    prop_assert!(free(&chosen));
                 } else {
-                    prop_assert_eq!(ranks[i], *ranks.iter().min().unwrap_or(&0));
-                    prop_assert!(ranks[..i].iter().all(|&r| r > ranks[i]), "the first of equals");
+                    let ranks: Vec<u64> = ways.iter().flatten().map(|w| eviction_rank(w.tag, &w.state)).collect();
+                    let at = b * WAYS + i;
+                    prop_assert_eq!(ranks[at], *ranks.iter().min().unwrap_or(&0));
+                    prop_assert!(ranks[..at].iter().all(|&r| r > ranks[at]), "the first of equals");
                 }
             }
         }
@@ -324,8 +443,12 @@ fn a_tombstone_is_told_from_its_tag_and_still_found() {
         },
     );
     assert_eq!(find(&b, &key, 9), Some(1));
-    for i in [0, 2, 3] {
+    for i in (0..WAYS).filter(|&i| i != 1) {
         b.set_way(i, live(Stage::SynSent, 1));
     }
-    assert_eq!(way_for_new_flow(&b), Some(1), "the tombstone, by its tag");
+    assert_eq!(
+        way_for_new_flow([&b, &b], WAYS, identity),
+        Some((0, 1)),
+        "the tombstone, by its tag"
+    );
 }

@@ -16,6 +16,7 @@ pub fn check_pins(pins: &[(&str, PathBuf)], buckets: u32) -> Result<()> {
         return Ok(());
     }
     let object = aya_obj::Object::parse(OBJECT).context("cannot parse the eBPF object")?;
+    replace_earlier_flow_table(pins)?;
     for (name, path) in pins.iter().filter(|(_, p)| p.exists()) {
         let Some(ours) = object.maps.get(*name) else {
             continue;
@@ -54,6 +55,43 @@ pub fn check_pins(pins: &[(&str, PathBuf)], buckets: u32) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Value size of the flow table's buckets before two-choice placement: four
+/// ways of a tag, a key and a state.
+const EARLIER_BUCKET_SIZE: u32 = 4 * (8 + 40 + 56);
+
+/// An upgrade from a version whose flow table had four-way buckets: its
+/// pinned table (and the pending filter counted from it) cannot be read by
+/// these programs, and holds only handshakes of the last seconds. Their pins
+/// go, with a warning; the counters and everything else carry over.
+fn replace_earlier_flow_table(pins: &[(&str, PathBuf)]) -> Result<()> {
+    let path_of = |name: &str| pins.iter().find(|(n, _)| *n == name).map(|(_, p)| p);
+    let Some(flows) = path_of(map_names::FLOWS).filter(|p| p.exists()) else {
+        return Ok(());
+    };
+    let Ok(pinned) = MapData::from_pin(flows) else {
+        // Not a map: check_pins says so.
+        return Ok(());
+    };
+    let info = pinned.info()?;
+    let array = aya::maps::MapType::Array as u32;
+    if info.map_type().map_or(u32::MAX, |t| t as u32) != array
+        || info.value_size() != EARLIER_BUCKET_SIZE
+    {
+        return Ok(());
+    }
+    for name in [map_names::FLOWS, map_names::PENDING] {
+        if let Some(path) = path_of(name).filter(|p| p.exists()) {
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    log::warn!(
+        "{}: a flow table of an earlier version (four-way buckets) was replaced with a new one: handshakes in progress at the upgrade are not followed; counters carry over",
+        flows.display()
+    );
     Ok(())
 }
 

@@ -101,14 +101,29 @@ impl Probe {
     /// Loads `object` (another build of the programs: the benchmarks' one,
     /// with programs of their own), unpinned.
     pub fn load_object(object: &[u8], options: &LoadOptions) -> Result<Self> {
-        Self::load_from(object, options, None)
+        Self::load_from(object, options, None, &[])
+    }
+
+    /// As [`Probe::load_object`], with `globals` of that build set first
+    /// (the benchmarks' model of an earlier flow table).
+    pub fn load_object_with(
+        object: &[u8],
+        options: &LoadOptions,
+        globals: &[(&str, u32)],
+    ) -> Result<Self> {
+        Self::load_from(object, options, None, globals)
     }
 
     pub fn load_pinned(options: &LoadOptions, pin_dir: Option<&Path>) -> Result<Self> {
-        Self::load_from(OBJECT, options, pin_dir)
+        Self::load_from(OBJECT, options, pin_dir, &[])
     }
 
-    fn load_from(object: &[u8], options: &LoadOptions, pin_dir: Option<&Path>) -> Result<Self> {
+    fn load_from(
+        object: &[u8],
+        options: &LoadOptions,
+        pin_dir: Option<&Path>,
+        globals: &[(&str, u32)],
+    ) -> Result<Self> {
         let clock_from_map = u8::from(options.clock_from_map);
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&str, PathBuf)> = match pin_dir {
@@ -127,6 +142,9 @@ impl Probe {
         check_pins(&pins, buckets)?;
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
+        }
+        for (name, value) in globals {
+            loader.override_global(name, value, true);
         }
         let mut ebpf = loader
             .map_max_entries(map_names::FLOWS, buckets)

@@ -245,7 +245,7 @@ pub fn help(metric: &str) -> &'static str {
             "Entries in the flow table at the last scan, by state: live (handshakes in progress) and tombstone (timed out, or ended in the last 5 s, kept to recognise what the peers send again; reused first when a bucket is full)."
         }
         "tcp_handshake_flow_table_capacity" => {
-            "Capacity of the flow table (4-way buckets); from about half of it, some buckets overflow and new handshakes evict old ones (tcp_handshake_evicted_total), and ratios become untrustworthy."
+            "Capacity of the flow table (8-way buckets, two per flow); past about 70 % live occupancy, a few new handshakes find both their buckets full and evict old ones (tcp_handshake_evicted_total), and ratios become untrustworthy."
         }
         "tcp_handshake_listener_attempts_total" => {
             "Inbound handshake attempts per local server port (port=\"other\": untracked ports)."

@@ -25,15 +25,18 @@ pub fn lookup(reader: &FlowReader, seed: u64, seg: &TcpSegment) -> Option<(FlowK
         seg.dst_port,
         seg.family as u8,
     );
-    // The hash is the same from both ends: one bucket holds either key.
+    // The hash is the same from both ends: the same two buckets hold
+    // either key.
     let place = table::place(
         table::flow_hash(&key, seed),
         reader.capacity() / WAYS as u32 - 1,
     );
-    let bucket = reader.bucket(place.bucket).ok()?;
-    [key, key.reversed()]
-        .into_iter()
-        .find_map(|k| table::find(&bucket, &k, place.tag).map(|i| (k, bucket.entries[i].state)))
+    place.buckets.into_iter().find_map(|b| {
+        let bucket = reader.bucket(b).ok()?;
+        [key, key.reversed()]
+            .into_iter()
+            .find_map(|k| table::find(&bucket, &k, place.tag).map(|i| (k, bucket.entries[i].state)))
+    })
 }
 
 /// The segment, if it is TCP.
