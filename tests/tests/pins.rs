@@ -173,3 +173,115 @@ fn without_pin_path_exit_detaches_everything() {
         }
     }
 }
+
+/// Pins a flow table as versions before two-choice placement made it: an
+/// array of 16384 four-way buckets (416 bytes each).
+fn pin_earlier_flow_table(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    const BPF_F_MMAPABLE: u32 = 1 << 10;
+    let create = MapCreate {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 4 * (8 + 40 + 56),
+        max_entries: 16_384,
+        map_flags: BPF_F_MMAPABLE,
+    };
+    // SAFETY: bpf(2) with an attribute of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &raw const create,
+            size_of::<MapCreate>(),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    let pin = ObjPin {
+        pathname: name.as_ptr() as u64,
+        bpf_fd: fd as u32,
+        file_flags: 0,
+    };
+    // SAFETY: as above; `name` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &raw const pin,
+            size_of::<ObjPin>(),
+        )
+    };
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: our descriptor; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+/// An upgrade from a version with four-way buckets: its pinned flow table
+/// cannot be read by these programs, so it is replaced, with a warning, and
+/// the counters carry over.
+#[test]
+fn an_earlier_versions_flow_table_is_replaced_and_counters_carry_over() {
+    let topo = Topology::new();
+    let bpffs = BpfFs::new("upgrade");
+    let pin = bpffs.pin_path();
+    listen(&topo, 8080);
+    let args = ["--iface", SERVER_IF, "--pin-path", pin.as_str()];
+    let first = Agent::start(&topo.server, &args);
+    connect_n(&topo, 8080, 10);
+    assert_eq!(
+        v(
+            &first.scrape(&topo.server),
+            "tcp_handshake_completed_total",
+            &[("iface", SERVER_IF)]
+        ),
+        10.0
+    );
+    assert!(first.stop());
+    let flows = std::path::Path::new(&pin)
+        .join("maps")
+        .join(handshake_common::map_names::FLOWS);
+    std::fs::remove_file(&flows).expect("remove the pinned table");
+    pin_earlier_flow_table(&flows);
+
+    let second = Agent::start(&topo.server, &args);
+    assert!(
+        second.log().contains("a flow table of an earlier version"),
+        "{}",
+        second.log()
+    );
+    connect_n(&topo, 8080, 5);
+    let e = second.scrape(&topo.server);
+    assert_eq!(
+        v(&e, "tcp_handshake_completed_total", &[("iface", SERVER_IF)]),
+        15.0,
+        "counted before the upgrade, and after it"
+    );
+    assert_eq!(
+        e.sum("tcp_handshake_flow_table_capacity", &[]),
+        f64::from(handshake_common::DEFAULT_FLOW_TABLE_SIZE)
+    );
+    assert!(second.stop());
+    let out = run_to_exit(&[], &["cleanup", "--pin-path", &pin], &[]);
+    assert!(out.status.success());
+}

@@ -208,7 +208,7 @@ pub(crate) fn b1(s: &Settings, rows: &mut Vec<Row>) {
     let new_flows = [
         case(
             "SYN into an empty table (new flow), IPv4",
-            Some(250.0),
+            Some(160.0),
             Ingress,
             bench_names::BENCH_STEPPED_INGRESS,
             syn(&client(), 7),
@@ -216,7 +216,7 @@ pub(crate) fn b1(s: &Settings, rows: &mut Vec<Row>) {
         ),
         case(
             "SYN into an empty table (new flow), IPv6",
-            Some(250.0),
+            Some(160.0),
             Ingress,
             bench_names::BENCH_STEPPED_INGRESS,
             syn(&v6, 7),
@@ -224,7 +224,7 @@ pub(crate) fn b1(s: &Settings, rows: &mut Vec<Row>) {
         ),
         case(
             "SYN into an empty table (new flow), QinQ",
-            Some(250.0),
+            Some(160.0),
             Ingress,
             bench_names::BENCH_STEPPED_INGRESS,
             syn(&client().qinq(10, 20), 7),
@@ -232,7 +232,7 @@ pub(crate) fn b1(s: &Settings, rows: &mut Vec<Row>) {
         ),
         case(
             "outbound SYN, new flow, egress (TC)",
-            Some(250.0),
+            Some(160.0),
             Egress,
             bench_names::BENCH_STEPPED_EGRESS,
             syn(&client(), 7),
