@@ -15,6 +15,7 @@
 //! what the peers send again for retransmissions, not a new handshake.
 
 use crate::{
+    counters::Counter,
     flow::{FlowState, Hook, Stage},
     parse::{TCP_ACK, TCP_RST, TCP_SYN},
 };
@@ -299,6 +300,59 @@ impl FloodGuard {
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, two u64s, no padding.
 unsafe impl aya::Pod for FloodGuard {}
+
+/// The field of a segment that failed a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Seq,
+    Ack,
+}
+
+impl Field {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Seq => "seq",
+            Self::Ack => "ack",
+        }
+    }
+}
+
+/// Why a segment of a tracked handshake was counted invalid, in numbers:
+/// the field that failed, the first value it could have held, and the value
+/// it held. The kernel's diagnostic events say this; `replay --explain`
+/// says it with whole ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub field: Field,
+    pub expected: u32,
+    pub got: u32,
+}
+
+/// The [`Mismatch`] behind an `invalid` counter, from the flow's state
+/// before the segment; None for any other counter.
+#[must_use]
+pub const fn mismatch(counter: Counter, state: &FlowState, seq: u32, ack: u32) -> Option<Mismatch> {
+    let (field, expected, got) = match counter {
+        Counter::InvalidSynAckAck => (Field::Ack, state.client_isn.wrapping_add(1), ack),
+        Counter::InvalidSynAckSeq => (Field::Seq, state.server_isn, seq),
+        Counter::InvalidAckSeq => (Field::Seq, state.synack_ack, seq),
+        Counter::InvalidAckAck => (Field::Ack, state.server_isn.wrapping_add(1), ack),
+        Counter::InvalidRst => {
+            if state.stage == Stage::SynReceived as u8 {
+                (Field::Seq, state.synack_ack, seq)
+            } else {
+                (Field::Ack, state.client_isn.wrapping_add(1), ack)
+            }
+        }
+        _ => return None,
+    };
+    Some(Mismatch {
+        field,
+        expected,
+        got,
+    })
+}
 
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,10 @@ pub mod global_names {
     /// monotonic clock (offline replay). Constant for the verifier, so the
     /// live programs carry no trace of the branch.
     pub const CLOCK_FROM_MAP: &str = "CLOCK_FROM_MAP";
+    /// Non-zero: the programs emit diagnostic events (aya-log) for segments
+    /// counted invalid or unsolicited. Constant for the verifier: off, the
+    /// programs carry no trace of them.
+    pub const DIAGNOSTICS: &str = "DIAGNOSTICS";
 }
 
 /// Default capacity of the flow table (entries). Overridable at load time;

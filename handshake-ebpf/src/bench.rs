@@ -16,7 +16,7 @@ use handshake_common::{
 use crate::{
     key_of,
     maps::{self, BENCH_STEP, now_ns, place_of},
-    observe, tc_hook,
+    observe_hook, tc_hook,
     view::Frame,
 };
 
@@ -43,7 +43,8 @@ pub fn baseline_tc(_ctx: TcContext) -> i32 {
 pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
     let frame = Frame::of_xdp(&ctx);
     bench_step(&frame);
-    observe(
+    observe_hook(
+        &ctx,
         frame,
         Hook::new(ctx.ingress_ifindex() as u32, false),
         || frame,
@@ -56,7 +57,7 @@ pub fn bench_stepped_ingress(ctx: XdpContext) -> u32 {
 pub fn bench_stepped_egress(ctx: TcContext) -> i32 {
     let frame = Frame::of_skb(&ctx);
     bench_step(&frame);
-    observe(frame, tc_hook(&ctx, true), || frame);
+    observe_hook(&ctx, frame, tc_hook(&ctx, true), || frame);
     TC_ACT_UNSPEC
 }
 

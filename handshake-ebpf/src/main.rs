@@ -17,10 +17,12 @@
 // builds (feature `bench`), never in the agent's.
 #[cfg(feature = "bench")]
 mod bench;
+mod diag;
 mod maps;
 mod view;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -37,6 +39,7 @@ use handshake_common::{
     parse::{PacketView as _, Parsed, TcpSegment, parse_ethernet, screen::ordinary_ack_slot},
 };
 
+use crate::diag::Diagnose;
 use crate::{
     maps::{
         Funnel, count, count_listener, end_flow, entomb, find_flow, iface_slot, insert_new_flow,
@@ -49,7 +52,8 @@ use crate::{
 #[xdp]
 pub fn handshake_ingress(ctx: XdpContext) -> u32 {
     let frame = Frame::of_xdp(&ctx);
-    observe(
+    observe_hook(
+        &ctx,
         frame,
         Hook::new(ctx.ingress_ifindex() as u32, false),
         || frame,
@@ -67,7 +71,7 @@ const HEADROOM_NEEDED: u32 = 256;
 /// say), which a monitor must never do.
 #[classifier]
 pub fn handshake_egress(ctx: TcContext) -> i32 {
-    observe(Frame::of_skb(&ctx), tc_hook(&ctx, true), || {
+    observe_hook(&ctx, Frame::of_skb(&ctx), tc_hook(&ctx, true), || {
         linear_headers(&ctx)
     });
     TC_ACT_UNSPEC
@@ -80,7 +84,7 @@ pub fn handshake_egress(ctx: TcContext) -> i32 {
 /// Same parse, same maps, same decisions as [`handshake_ingress`].
 #[classifier]
 pub fn handshake_tc_ingress(ctx: TcContext) -> i32 {
-    observe(Frame::of_skb(&ctx), tc_hook(&ctx, false), || {
+    observe_hook(&ctx, Frame::of_skb(&ctx), tc_hook(&ctx, false), || {
         linear_headers(&ctx)
     });
     TC_ACT_UNSPEC
@@ -157,11 +161,24 @@ pub fn handshake_expire(ctx: XdpContext) -> u32 {
     EXPIRED
 }
 
+/// [`observe`], with diagnostic events when they are on. Two copies, of
+/// which the verifier keeps one: the silent one carries no trace of the
+/// events (a single copy with the calls merely skipped cost a new flow
+/// some 20 ns in spills, BENCHMARKS.md B1).
+#[inline(always)]
+fn observe_hook<C: EbpfContext>(ctx: &C, frame: Frame, hook: Hook, full: impl FnOnce() -> Frame) {
+    if diag::enabled() {
+        observe(&diag::Logging(ctx), frame, hook, full);
+    } else {
+        observe(&diag::Silent, frame, hook, full);
+    }
+}
+
 /// What both hooks do with a frame: count it, screen it, and only if the
 /// screen does not clear it, parse `full()` (the same frame, its headers
 /// made linear where a TC program needs that) and follow the handshake.
 #[inline(always)]
-fn observe(frame: Frame, hook: Hook, full: impl FnOnce() -> Frame) {
+fn observe<D: Diagnose>(diag: &D, frame: Frame, hook: Hook, full: impl FnOnce() -> Frame) {
     let egress = hook.egress != 0;
     let slot = iface_slot(hook.ifindex);
     // Every frame is counted once, up front, under the hook's direction and
@@ -193,9 +210,9 @@ fn observe(frame: Frame, hook: Hook, full: impl FnOnce() -> Frame) {
     };
     match classify(seg.flags) {
         SegmentKind::Syn => on_syn_segment(&seg, hook, slot),
-        SegmentKind::SynAck => on_synack_segment(&seg, hook, slot),
-        SegmentKind::Ack => on_ack_segment(&seg),
-        SegmentKind::Rst => on_rst_segment(&seg),
+        SegmentKind::SynAck => on_synack_segment(diag, &seg, hook, slot),
+        SegmentKind::Ack => on_ack_segment(diag, &seg),
+        SegmentKind::Rst => on_rst_segment(diag, &seg),
         SegmentKind::Other => {}
     }
 }
@@ -277,7 +294,7 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
 }
 
 #[inline(always)]
-fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
+fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: u32) {
     // The SYN-ACK travels responder -> initiator: its flow's key is reversed.
     let key = key_of(seg).reversed();
     let Some(found) = find_flow(&key) else {
@@ -286,6 +303,12 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
             seg.family,
             Direction::of_segment(hook.egress != 0, false),
             Counter::Unsolicited,
+        );
+        diag.segment(
+            "unsolicited SYN-ACK (no SYN tracked)",
+            Counter::Unsolicited,
+            seg,
+            None,
         );
         return;
     };
@@ -326,25 +349,45 @@ fn on_synack_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
             Counter::DuplicateObservation,
         ),
         SynAckDecision::InvalidAck => {
-            count(flow_slot, seg.family, direction, Counter::InvalidSynAckAck)
+            count(flow_slot, seg.family, direction, Counter::InvalidSynAckAck);
+            diag.segment(
+                "invalid SYN-ACK",
+                Counter::InvalidSynAckAck,
+                seg,
+                Some(state),
+            );
         }
         SynAckDecision::InvalidSeq => {
-            count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq)
+            count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq);
+            diag.segment(
+                "invalid SYN-ACK",
+                Counter::InvalidSynAckSeq,
+                seg,
+                Some(state),
+            );
         }
         SynAckDecision::Late => count(flow_slot, seg.family, direction, Counter::LateSegment),
-        SynAckDecision::Unsolicited => count(
-            slot,
-            seg.family,
-            Direction::of_segment(hook.egress != 0, false),
-            Counter::Unsolicited,
-        ),
+        SynAckDecision::Unsolicited => {
+            count(
+                slot,
+                seg.family,
+                Direction::of_segment(hook.egress != 0, false),
+                Counter::Unsolicited,
+            );
+            diag.segment(
+                "unsolicited SYN-ACK (handshake ended)",
+                Counter::Unsolicited,
+                seg,
+                None,
+            );
+        }
     }
 }
 
 /// Every ACK from an initiator could be a final ACK; the pending filter
 /// spares most data segments the flow-table lookup.
 #[inline(always)]
-fn on_ack_segment(seg: &TcpSegment) {
+fn on_ack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment) {
     if !maybe_pending(seg) {
         return;
     }
@@ -374,14 +417,30 @@ fn on_ack_segment(seg: &TcpSegment) {
                 );
             }
         }
-        AckDecision::InvalidSeq => count(flow_slot, seg.family, direction, Counter::InvalidAckSeq),
-        AckDecision::InvalidAck => count(flow_slot, seg.family, direction, Counter::InvalidAckAck),
+        AckDecision::InvalidSeq => {
+            count(flow_slot, seg.family, direction, Counter::InvalidAckSeq);
+            diag.segment(
+                "invalid final ACK",
+                Counter::InvalidAckSeq,
+                seg,
+                Some(&state),
+            );
+        }
+        AckDecision::InvalidAck => {
+            count(flow_slot, seg.family, direction, Counter::InvalidAckAck);
+            diag.segment(
+                "invalid final ACK",
+                Counter::InvalidAckAck,
+                seg,
+                Some(&state),
+            );
+        }
         AckDecision::Ignore => {}
     }
 }
 
 #[inline(always)]
-fn on_rst_segment(seg: &TcpSegment) {
+fn on_rst_segment<D: Diagnose>(diag: &D, seg: &TcpSegment) {
     // A RST from the responder maps to the reversed key; from the initiator
     // to its own. Both keys hash alike: the same two buckets hold either.
     let forward = key_of(seg);
@@ -406,6 +465,7 @@ fn on_rst_segment(seg: &TcpSegment) {
         RstDecision::Aborted => (Counter::Aborted, Funnel::Aborted),
         RstDecision::Invalid => {
             count(flow_slot, seg.family, direction, Counter::InvalidRst);
+            diag.segment("invalid RST", Counter::InvalidRst, seg, Some(&state));
             return;
         }
         RstDecision::Late => {

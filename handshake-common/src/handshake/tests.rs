@@ -332,3 +332,31 @@ fn a_client_rst_lands_anywhere_in_the_synack_window() {
         RstDecision::Invalid
     );
 }
+
+/// Each invalid verdict's numbers: what the check wanted and what came.
+#[test]
+fn a_mismatch_names_the_field_the_value_wanted_and_the_value_seen() {
+    let sent = syn_sent(100);
+    let received = syn_received(100, 5000);
+    let m = |counter, state: &FlowState, seq, ack| {
+        mismatch(counter, state, seq, ack).map(|m| (m.field.name(), m.expected, m.got))
+    };
+    assert_eq!(
+        m(Counter::InvalidSynAckAck, &sent, 5000, 7),
+        Some(("ack", 101, 7))
+    );
+    assert_eq!(
+        m(Counter::InvalidAckAck, &received, 101, 9),
+        Some(("ack", 5001, 9))
+    );
+    assert_eq!(
+        m(Counter::InvalidAckSeq, &received, 3, 5001),
+        Some(("seq", received.synack_ack, 3))
+    );
+    assert_eq!(
+        m(Counter::InvalidRst, &received, 4, 0),
+        Some(("seq", received.synack_ack, 4))
+    );
+    assert_eq!(m(Counter::InvalidRst, &sent, 0, 6), Some(("ack", 101, 6)));
+    assert_eq!(m(Counter::Completed, &received, 101, 5001), None);
+}

@@ -145,10 +145,19 @@ async fn serve(
         } else {
             args.syn_insert_budget
         },
+        // At debug level the programs say why they counted a segment
+        // invalid or unsolicited; otherwise they carry no trace of it.
+        diagnostics: log::max_level() >= log::LevelFilter::Debug,
         ..LoadOptions::default()
     };
     let pin = args.pin_path.as_deref();
     let mut probe = Probe::load_pinned(&options, pin)?;
+    if options.diagnostics {
+        probe.follow_diagnostics()?;
+        log::debug!(
+            "kernel diagnostics on: a record per invalid or unsolicited handshake segment, at most 20 per CPU per second"
+        );
+    }
     let mut attachments = Attachments::new(
         &probe,
         pin,

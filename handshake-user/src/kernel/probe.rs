@@ -53,6 +53,8 @@ pub struct LoadOptions {
     /// Replay and the tests fix it, so that which flows share a bucket (and
     /// so any eviction) is the same on every run.
     pub flow_seed: Option<u64>,
+    /// Diagnostic events from the programs (see [`Probe::follow_diagnostics`]).
+    pub diagnostics: bool,
 }
 
 impl Default for LoadOptions {
@@ -63,6 +65,7 @@ impl Default for LoadOptions {
             syn_insert_window_ns: 100_000_000,
             clock_from_map: false,
             flow_seed: None,
+            diagnostics: false,
         }
     }
 }
@@ -160,6 +163,11 @@ impl Probe {
                 true,
             )
             .override_global(global_names::CLOCK_FROM_MAP, &clock_from_map, true)
+            .override_global(
+                global_names::DIAGNOSTICS,
+                &u8::from(options.diagnostics),
+                true,
+            )
             .load(object)
             .with_context(|| {
                 format!(
