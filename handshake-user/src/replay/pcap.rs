@@ -358,7 +358,12 @@ impl Reader {
             match raw {
                 None => {}
                 Some((ts_ns, link, data, way)) => {
-                    let (frame, cooked_way) = to_ethernet(link, &data);
+                    // An Ethernet frame is the record itself: no second copy.
+                    let (frame, cooked_way) = if link == LinkType::Ethernet {
+                        (data, None)
+                    } else {
+                        to_ethernet(link, &data)
+                    };
                     return Ok(Some(Packet {
                         ts_ns,
                         frame,

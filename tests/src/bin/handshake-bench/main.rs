@@ -4,7 +4,8 @@
 //!
 //! B1 per packet (BPF_PROG_TEST_RUN) · B2 line rate on veth · B3 what users
 //! pick instead (connections/s) · B4 flood survival · B5 the agent (scan,
-//! CPU, memory, scrape latency) · B6 conservation (sent = counted).
+//! CPU, memory, scrape latency) · B6 conservation (sent = counted) · B8
+//! reading captures, against pcap-parser.
 //!
 //! Traffic follows CONTRIBUTING.md's network safety rule: namespaces made
 //! here, 198.18.0.0/15, no default route, deleted at the end.
@@ -52,6 +53,7 @@ mod b3;
 mod b4;
 mod b5;
 mod b6;
+mod b8;
 
 use b1::*;
 use b2::*;
@@ -356,7 +358,7 @@ struct Args {
     rounds: usize,
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
-    /// Only these benchmarks (B1 .. B6).
+    /// Only these benchmarks (B1 .. B6, B8).
     only: Vec<String>,
 }
 
@@ -385,13 +387,14 @@ fn main() {
     let started = Instant::now();
     let mut rows = Vec::new();
     let want = |b: &str| only.is_empty() || only.iter().any(|o| o == b);
-    let benches: [(&str, Bench); 6] = [
+    let benches: [(&str, Bench); 7] = [
         ("B1", b1),
         ("B2", b2),
         ("B3", b3),
         ("B4", b4),
         ("B5", b5),
         ("B6", b6),
+        ("B8", b8::b8),
     ];
     for (name, bench) in benches {
         if want(name) {
