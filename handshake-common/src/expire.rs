@@ -24,6 +24,12 @@ pub const TOMBSTONE_LINGER_NS: u64 = 130_000_000_000;
 /// within it has a new ISN, and starts a new attempt all the same.
 pub const ENDED_LINGER_NS: u64 = 5_000_000_000;
 
+/// Tap mode: how long a SYN-ACK seen before its SYN
+/// ([`crate::flow::Stage::SynAckFirst`]) waits for it. Two mirror ports or
+/// two queues put a few hundred microseconds between them; a SYN later
+/// than this is another attempt, and the SYN-ACK was unsolicited.
+pub const REORDER_WINDOW_NS: u64 = 10_000_000;
+
 /// What the agent asks of `handshake_expire`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]

@@ -74,6 +74,12 @@ pub enum Stage {
     /// Past that, it is free space: the next flow that needs the way takes
     /// it, and nothing reads it as a flow.
     Ended = 4,
+    /// Tap mode only: a SYN-ACK seen before any SYN of its flow, which a
+    /// mirror with two ports or two queues can deliver first. Not yet
+    /// counted: for [`crate::expire::REORDER_WINDOW_NS`] it waits for the
+    /// SYN it acknowledges, and the pair then counts as an attempt and its
+    /// SYN-ACK; otherwise it is counted unsolicited and freed.
+    SynAckFirst = 5,
 }
 
 impl Stage {
@@ -83,6 +89,7 @@ impl Stage {
             2 => Some(Self::SynReceived),
             3 => Some(Self::Expired),
             4 => Some(Self::Ended),
+            5 => Some(Self::SynAckFirst),
             _ => None,
         }
     }
@@ -93,6 +100,7 @@ impl Stage {
             Self::SynReceived => "syn_received",
             Self::Expired => "expired",
             Self::Ended => "ended",
+            Self::SynAckFirst => "synack_first",
         }
     }
 }

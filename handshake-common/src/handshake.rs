@@ -64,6 +64,10 @@ pub enum SynDecision {
     /// The same ISN as an attempt already counted as a timeout: the client
     /// is still retrying it.
     Late,
+    /// Tap mode: the SYN that a SYN-ACK seen just before it acknowledges
+    /// ([`Stage::SynAckFirst`]): the two count as the attempt and its
+    /// SYN-ACK, the handshake now waits for its final ACK.
+    Reordered,
 }
 
 /// Whether a segment seen at `hook` is the one seen at `first` again: a
@@ -92,6 +96,17 @@ pub fn on_syn(existing: Option<&FlowState>, isn: u32, hook: Hook, now_ns: u64) -
             again(state.syn_hook, hook)
         } else {
             SynDecision::NewAttempt
+        };
+    }
+    if stage == Stage::SynAckFirst {
+        // The SYN of a SYN-ACK the mirror delivered first, if it comes soon
+        // and is the one acknowledged; else that SYN-ACK was unsolicited.
+        return if now_ns.wrapping_sub(state.synack_ns) <= crate::expire::REORDER_WINDOW_NS
+            && state.synack_ack == isn.wrapping_add(1)
+        {
+            SynDecision::Reordered
+        } else {
+            SynDecision::Supersede(Stage::SynAckFirst)
         };
     }
     if stage == Stage::Expired {
@@ -139,6 +154,19 @@ pub const fn acks_syn(state: &FlowState, ack: u32) -> bool {
 pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook, now_ns: u64) -> SynAckDecision {
     if state.stage == Stage::Expired as u8 {
         return SynAckDecision::Late;
+    }
+    if state.stage == Stage::SynAckFirst as u8 {
+        // Still waiting for its SYN: the same SYN-ACK again, or another,
+        // which nothing asked for either.
+        return if seq == state.server_isn && ack == state.synack_ack {
+            if state.synack_hook == hook {
+                SynAckDecision::Retransmit
+            } else {
+                SynAckDecision::Duplicate
+            }
+        } else {
+            SynAckDecision::Unsolicited
+        };
     }
     if state.stage == Stage::Ended as u8 {
         // The server retransmitting its SYN-ACK after the final ACK (lost
@@ -229,7 +257,9 @@ pub fn on_rst(
     if state.stage == Stage::Expired as u8 {
         return RstDecision::Late;
     }
-    if state.stage == Stage::Ended as u8 {
+    if state.stage == Stage::Ended as u8 || state.stage == Stage::SynAckFirst as u8 {
+        // (A SYN-ACK waiting for its SYN: no handshake this side has seen
+        // start yet.)
         return RstDecision::AfterEnd;
     }
     let syn_received = state.stage == Stage::SynReceived as u8;

@@ -61,6 +61,10 @@ pub mod global_names {
     /// counted invalid or unsolicited. Constant for the verifier: off, the
     /// programs carry no trace of them.
     pub const DIAGNOSTICS: &str = "DIAGNOSTICS";
+    /// Non-zero in tap mode (`--no-egress`, mirrored traffic): a SYN-ACK
+    /// seen before any SYN waits briefly for it (see
+    /// [`crate::flow::Stage::SynAckFirst`]). Constant for the verifier.
+    pub const TAP_REORDER: &str = "TAP_REORDER";
 }
 
 /// Default capacity of the flow table (entries). Overridable at load time;

@@ -249,13 +249,17 @@ pub const fn eviction_rank(tag: u64, state: &FlowState) -> u64 {
     if tag == BUSY {
         return u64::MAX;
     }
-    let stage = if is_tombstone_tag(tag) || state.is_tombstone() {
-        1
-    } else if state.stage == Stage::SynSent as u8 {
-        2
-    } else {
-        3
-    };
+    // A SYN-ACK still waiting for its SYN (tap mode) ranks with them: it is
+    // most likely backscatter.
+    let stage =
+        if is_tombstone_tag(tag) || state.is_tombstone() || state.stage == Stage::SynAckFirst as u8
+        {
+            1
+        } else if state.stage == Stage::SynSent as u8 {
+            2
+        } else {
+            3
+        };
     // Two bits of stage over 62 bits of SYN time (146 years of ns).
     stage << 62 | (state.syn_ns & (u64::MAX >> 2))
 }

@@ -44,7 +44,7 @@ use crate::{
     maps::{
         Funnel, count, count_listener, end_flow, entomb, find_flow, iface_slot, insert_new_flow,
         maybe_pending, now_ns, pending_enter, pending_leave, place_of, record_latency, remove_flow,
-        slot_pending, warm_pending_slot,
+        slot_pending, tap_reorder, warm_pending_slot,
     },
     view::Frame,
 };
@@ -131,6 +131,21 @@ pub fn handshake_expire(ctx: XdpContext) -> u32 {
     let state = unsafe { &mut *found.state() };
     if state.syn_ns != request.syn_ns {
         return NOT_EXPIRED;
+    }
+    if state.stage == Stage::SynAckFirst as u8 {
+        // Tap mode: a SYN-ACK whose SYN never came. Counted now, and its way
+        // freed: there is no handshake to remember.
+        let (slot, direction) = (u32::from(state.iface_slot), state.direction);
+        if !remove_flow(&found) {
+            return NOT_EXPIRED;
+        }
+        count(
+            slot,
+            Family::from_u8(request.key.family),
+            Direction::from_u8(direction),
+            Counter::Unsolicited,
+        );
+        return EXPIRED;
     }
     let tombstone = state.is_tombstone();
     if request.forget != 0 {
@@ -244,7 +259,7 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     // The clock only where the decision needs it (an ended handshake's
     // age): a retransmitted SYN does not pay for it.
     let ended_check = existing
-        .filter(|s| s.stage == Stage::Ended as u8)
+        .filter(|s| s.stage == Stage::Ended as u8 || s.stage == Stage::SynAckFirst as u8)
         .map(|_| now_ns());
     let decision = on_syn(existing.as_ref(), seg.seq, hook, ended_check.unwrap_or(0));
     match decision {
@@ -254,6 +269,11 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
             let old = existing.map_or(slot, |s| u32::from(s.iface_slot));
             count(old, seg.family, direction, Counter::LateSegment);
         }
+        SynDecision::Reordered => {
+            if let Some(f) = found {
+                syn_after_its_synack(&f, seg, &key, hook, slot, direction);
+            }
+        }
         SynDecision::NewAttempt | SynDecision::Supersede(_) => {
             if let (SynDecision::Supersede(stage), Some(old)) = (decision, existing) {
                 // (on_syn never supersedes a tombstone: a new ISN on one is a
@@ -261,6 +281,9 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
                 let superseded = match stage {
                     Stage::SynSent => Some(Counter::SupersededSynSent),
                     Stage::SynReceived => Some(Counter::SupersededSynReceived),
+                    // A SYN-ACK that waited for another SYN (tap mode): it
+                    // was unsolicited after all.
+                    Stage::SynAckFirst => Some(Counter::Unsolicited),
                     Stage::Expired | Stage::Ended => None,
                 };
                 if let Some(counter) = superseded {
@@ -297,7 +320,13 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
 fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: u32) {
     // The SYN-ACK travels responder -> initiator: its flow's key is reversed.
     let key = key_of(seg).reversed();
-    let Some(found) = find_flow(&key) else {
+    let Some(place) = place_of(&key) else {
+        return;
+    };
+    let Some(found) = place.find(&key) else {
+        if tap_reorder() && wait_for_syn(&place, &key, seg, hook, slot) {
+            return;
+        }
         count(
             slot,
             seg.family,
@@ -382,6 +411,67 @@ fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: 
             );
         }
     }
+}
+
+/// Tap mode: a SYN-ACK with no SYN tracked waits in its flow's way for
+/// the SYN a mirror may deliver just after it (`Stage::SynAckFirst`),
+/// counted nothing yet. False if there was no way for it.
+#[inline(always)]
+fn wait_for_syn(
+    place: &maps::Place,
+    key: &FlowKey,
+    seg: &TcpSegment,
+    hook: Hook,
+    slot: u32,
+) -> bool {
+    let now = now_ns();
+    let state = FlowState {
+        syn_ns: now,
+        synack_ns: now,
+        client_isn: seg.ack.wrapping_sub(1),
+        server_isn: seg.seq,
+        synack_ack: seg.ack,
+        stage: Stage::SynAckFirst as u8,
+        // Where and how an unsolicited SYN-ACK is counted, should it be one.
+        direction: Direction::of_segment(hook.egress != 0, false) as u8,
+        syn_hook: hook,
+        synack_hook: hook,
+        iface_slot: slot as u8,
+        synack_payload: seg.payload_len,
+        synack_window: seg.window,
+        ..FlowState::default()
+    };
+    maps::insert_flow(place, key, &state)
+}
+
+/// Tap mode: the SYN of a SYN-ACK seen just before it. The pair counts as
+/// an attempt and its SYN-ACK, as if they had come in order; the time
+/// between them is unknown, so no SYN to SYN-ACK latency is recorded.
+#[inline(always)]
+fn syn_after_its_synack(
+    found: &maps::Found,
+    seg: &TcpSegment,
+    key: &FlowKey,
+    hook: Hook,
+    slot: u32,
+    direction: Direction,
+) {
+    // SAFETY: a live map value; see `handshake_common::table` on races.
+    let state = unsafe { &mut *found.state() };
+    count(slot, seg.family, direction, Counter::Attempts);
+    pending_enter(key);
+    if direction == Direction::Inbound {
+        count_listener(key.dst_port, Funnel::Attempt);
+        count_listener(key.dst_port, Funnel::SynAck);
+    }
+    state.client_isn = seg.seq;
+    state.syn_payload = seg.payload_len;
+    state.syn_hook = hook;
+    state.direction = direction as u8;
+    state.iface_slot = slot as u8;
+    state.syn_ns = state.synack_ns;
+    state.stage = Stage::SynReceived as u8;
+    count(slot, seg.family, direction, Counter::SynAck);
 }
 
 /// Every ACK from an initiator could be a final ACK; the pending filter

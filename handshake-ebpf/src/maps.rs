@@ -94,6 +94,19 @@ static SYN_INSERT_BUDGET: u64 = u64::MAX;
 #[unsafe(no_mangle)]
 static SYN_INSERT_WINDOW_NS: u64 = 100_000_000;
 
+/// Set at load time in tap mode: a SYN-ACK seen before any SYN waits for it
+/// (`Stage::SynAckFirst`). Frozen: with it clear, the verifier removes the
+/// path.
+#[unsafe(no_mangle)]
+static TAP_REORDER: u8 = 0;
+
+/// Whether a SYN-ACK seen before its SYN may wait for it (tap mode).
+#[inline(always)]
+pub fn tap_reorder() -> bool {
+    // SAFETY: a read of a constant the loader may have rewritten.
+    unsafe { core::ptr::read_volatile(&TAP_REORDER) != 0 }
+}
+
 /// The time now: the kernel's monotonic clock live, the capture's in replay.
 #[inline(always)]
 pub fn now_ns() -> u64 {
@@ -368,6 +381,9 @@ fn evicted(key: &FlowKey, state: &FlowState) {
         Counter::EvictedSynReceived
     } else if state.stage == Stage::SynSent as u8 {
         Counter::EvictedSynSent
+    } else if state.stage == Stage::SynAckFirst as u8 {
+        // A SYN-ACK whose SYN never came (tap mode): now counted.
+        Counter::Unsolicited
     } else {
         // A tombstone: already counted (a timeout, or how it ended).
         return;

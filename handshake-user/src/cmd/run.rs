@@ -148,6 +148,8 @@ async fn serve(
         // At debug level the programs say why they counted a segment
         // invalid or unsolicited; otherwise they carry no trace of it.
         diagnostics: log::max_level() >= log::LevelFilter::Debug,
+        // Mirrored traffic can bring a SYN-ACK before its SYN.
+        tap_reorder: args.no_egress,
         ..LoadOptions::default()
     };
     let pin = args.pin_path.as_deref();
@@ -418,6 +420,11 @@ fn scan_once(
                 if s.probe.forget(key, *syn_ns)? {
                     snap.entries -= 1;
                     snap.tombstones -= 1;
+                }
+            }
+            for (key, syn_ns) in &chores.release {
+                if s.probe.expire(key, *syn_ns)? {
+                    snap.entries -= 1;
                 }
             }
             snap.scan_seconds = started.elapsed().as_secs_f64();

@@ -9,7 +9,7 @@ use std::{
 
 use handshake_common::{
     counters::{Direction, Family},
-    expire::TOMBSTONE_LINGER_NS,
+    expire::{REORDER_WINDOW_NS, TOMBSTONE_LINGER_NS},
     flow::{FlowKey, FlowState, Stage},
     listener::OTHER_PORT,
 };
@@ -72,6 +72,9 @@ fn top<K: Clone + Ord>(counts: HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
 pub struct Chores {
     pub expire: Vec<(FlowKey, u64)>,
     pub forget: Vec<(FlowKey, u64)>,
+    /// Tap mode: SYN-ACKs whose SYN did not come in time, to be counted
+    /// unsolicited and freed (by the same expire program).
+    pub release: Vec<(FlowKey, u64)>,
 }
 
 /// Builds the live half-open picture and the chores from flow-table
@@ -123,6 +126,13 @@ impl<'a> Summarizer<'a> {
         }
         self.snap.entries += 1;
         let age = self.now_ns.saturating_sub(state.syn_ns);
+        if state.stage == Stage::SynAckFirst as u8 {
+            // Not a handshake yet: a SYN-ACK waiting for its SYN (tap mode).
+            if age > REORDER_WINDOW_NS && self.chores.release.len() < MAX_EXPIRE_PER_SCAN {
+                self.chores.release.push((*key, state.syn_ns));
+            }
+            return;
+        }
         if state.stage == Stage::Expired as u8 {
             self.snap.tombstones += 1;
             if age >= self.timeout_ns.saturating_add(TOMBSTONE_LINGER_NS)
@@ -222,7 +232,8 @@ mod tests {
             chores,
             Chores {
                 expire: vec![(flows[2].0, 50 * s)],
-                forget: vec![]
+                forget: vec![],
+                release: vec![],
             }
         );
         assert_eq!(snap.entries, 4);
@@ -259,5 +270,22 @@ mod tests {
         assert_eq!((snap.entries, snap.tombstones), (1, 1), "one remembered");
         assert!(snap.half_open.is_empty());
         assert!(snap.listener_half_open.is_empty());
+    }
+
+    /// Tap mode: a SYN-ACK waiting for its SYN is no half-open handshake;
+    /// past the reorder window it is released (counted unsolicited by the
+    /// expire program), not expired as a timeout.
+    #[test]
+    fn a_synack_waiting_for_its_syn_is_released_after_the_window() {
+        let ms = 1_000_000;
+        let flows = vec![
+            flow([10, 0, 0, 1], 80, Stage::SynAckFirst, 1_000 * ms),
+            flow([10, 0, 0, 2], 80, Stage::SynAckFirst, 1_045 * ms),
+        ];
+        let (snap, chores) = summarize(&flows, 1_050 * ms, Duration::from_secs(30), &[80]);
+        assert_eq!(chores.release, vec![(flows[0].0, 1_000 * ms)]);
+        assert!(chores.expire.is_empty() && chores.forget.is_empty());
+        assert!(snap.half_open.is_empty());
+        assert_eq!(snap.entries, 2);
     }
 }

@@ -55,6 +55,9 @@ pub struct LoadOptions {
     pub flow_seed: Option<u64>,
     /// Diagnostic events from the programs (see [`Probe::follow_diagnostics`]).
     pub diagnostics: bool,
+    /// Tap mode: a SYN-ACK seen before its SYN waits for it
+    /// (`handshake_common::flow::Stage::SynAckFirst`).
+    pub tap_reorder: bool,
 }
 
 impl Default for LoadOptions {
@@ -66,6 +69,7 @@ impl Default for LoadOptions {
             clock_from_map: false,
             flow_seed: None,
             diagnostics: false,
+            tap_reorder: false,
         }
     }
 }
@@ -166,6 +170,11 @@ impl Probe {
             .override_global(
                 global_names::DIAGNOSTICS,
                 &u8::from(options.diagnostics),
+                true,
+            )
+            .override_global(
+                global_names::TAP_REORDER,
+                &u8::from(options.tap_reorder),
                 true,
             )
             .load(object)

@@ -139,6 +139,7 @@ fn expire(probe: &mut Probe, now_ns: u64, timeout: Option<Duration>) -> Result<(
                 .map(|(k, s)| (*k, s.syn_ns))
                 .collect(),
             forget: Vec::new(),
+            release: Vec::new(),
         },
     };
     for (key, syn_ns) in chores.expire {
