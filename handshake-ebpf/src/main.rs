@@ -183,10 +183,19 @@ pub fn handshake_expire(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn observe_hook<C: EbpfContext>(ctx: &C, frame: Frame, hook: Hook, full: impl FnOnce() -> Frame) {
     if diag::enabled() {
-        observe(&diag::Logging(ctx), frame, hook, full);
+        observe_recorded(frame, hook, full);
+        diag::flush(ctx);
     } else {
         observe(&diag::Silent, frame, hook, full);
     }
+}
+
+/// The recording copy, out of line, and the event logged after it returns:
+/// each has a frame of its own, where one calling the other would stack
+/// both past the 512 bytes the verifier allows a chain of calls.
+#[inline(never)]
+fn observe_recorded(frame: Frame, hook: Hook, full: impl FnOnce() -> Frame) {
+    observe(&diag::Recording, frame, hook, full);
 }
 
 /// What both hooks do with a frame: count it, screen it, and only if the
@@ -333,12 +342,7 @@ fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: 
             Direction::of_segment(hook.egress != 0, false),
             Counter::Unsolicited,
         );
-        diag.segment(
-            "unsolicited SYN-ACK (no SYN tracked)",
-            Counter::Unsolicited,
-            seg,
-            None,
-        );
+        diag.segment(Counter::Unsolicited, seg, None);
         return;
     };
     // SAFETY: map values stay valid for the program's run; see
@@ -379,21 +383,11 @@ fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: 
         ),
         SynAckDecision::InvalidAck => {
             count(flow_slot, seg.family, direction, Counter::InvalidSynAckAck);
-            diag.segment(
-                "invalid SYN-ACK",
-                Counter::InvalidSynAckAck,
-                seg,
-                Some(state),
-            );
+            diag.segment(Counter::InvalidSynAckAck, seg, Some(state));
         }
         SynAckDecision::InvalidSeq => {
             count(flow_slot, seg.family, direction, Counter::InvalidSynAckSeq);
-            diag.segment(
-                "invalid SYN-ACK",
-                Counter::InvalidSynAckSeq,
-                seg,
-                Some(state),
-            );
+            diag.segment(Counter::InvalidSynAckSeq, seg, Some(state));
         }
         SynAckDecision::Late => count(flow_slot, seg.family, direction, Counter::LateSegment),
         SynAckDecision::Unsolicited => {
@@ -403,12 +397,7 @@ fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: 
                 Direction::of_segment(hook.egress != 0, false),
                 Counter::Unsolicited,
             );
-            diag.segment(
-                "unsolicited SYN-ACK (handshake ended)",
-                Counter::Unsolicited,
-                seg,
-                None,
-            );
+            diag.segment(Counter::Unsolicited, seg, None);
         }
     }
 }
@@ -509,21 +498,11 @@ fn on_ack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment) {
         }
         AckDecision::InvalidSeq => {
             count(flow_slot, seg.family, direction, Counter::InvalidAckSeq);
-            diag.segment(
-                "invalid final ACK",
-                Counter::InvalidAckSeq,
-                seg,
-                Some(&state),
-            );
+            diag.segment(Counter::InvalidAckSeq, seg, Some(&state));
         }
         AckDecision::InvalidAck => {
             count(flow_slot, seg.family, direction, Counter::InvalidAckAck);
-            diag.segment(
-                "invalid final ACK",
-                Counter::InvalidAckAck,
-                seg,
-                Some(&state),
-            );
+            diag.segment(Counter::InvalidAckAck, seg, Some(&state));
         }
         AckDecision::Ignore => {}
     }
@@ -555,7 +534,7 @@ fn on_rst_segment<D: Diagnose>(diag: &D, seg: &TcpSegment) {
         RstDecision::Aborted => (Counter::Aborted, Funnel::Aborted),
         RstDecision::Invalid => {
             count(flow_slot, seg.family, direction, Counter::InvalidRst);
-            diag.segment("invalid RST", Counter::InvalidRst, seg, Some(&state));
+            diag.segment(Counter::InvalidRst, seg, Some(&state));
             return;
         }
         RstDecision::Late => {

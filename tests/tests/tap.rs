@@ -30,6 +30,10 @@ fn a_synack_before_its_syn_is_one_handshake_and_a_lone_one_unsolicited() {
             "--no-egress",
             "--scan-interval",
             "200ms",
+            // The largest programs: the reorder path and the diagnostic
+            // events both in.
+            "--log.level",
+            "debug",
         ],
     );
     let (client, server) = mirrored(0);
