@@ -39,7 +39,7 @@ enum Task {
         /// Fewer and shorter runs (under two minutes).
         #[arg(long)]
         quick: bool,
-        /// Only these benchmarks (B1 .. B6); the report is then not written.
+        /// Only these benchmarks (B1 .. B6, B8); the report is then not written.
         only: Vec<String>,
         /// Instead of the benchmarks: the kernel programs of two agent
         /// binaries (two builds of `handshake-monitor`), in situ on B3's

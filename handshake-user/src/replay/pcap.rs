@@ -257,6 +257,19 @@ impl Reader {
         Ok(got)
     }
 
+    /// Reads a record's `len` bytes into a new buffer, not zeroed first.
+    fn read_record(&mut self, len: usize) -> Result<Vec<u8>, Error> {
+        let mut data = Vec::with_capacity(len);
+        let got = (&mut self.input).take(len as u64).read_to_end(&mut data)?;
+        self.offset += got as u64;
+        if got < len {
+            return Err(Error::Truncated {
+                offset: self.offset,
+            });
+        }
+        Ok(data)
+    }
+
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Error> {
         if self.read_exact_or_eof(buf)? == 0 && !buf.is_empty() {
             return Err(Error::Truncated {
@@ -338,8 +351,7 @@ impl Reader {
                             what: "record length",
                         });
                     }
-                    let mut data = vec![0u8; caplen as usize];
-                    self.read_exact(&mut data)?;
+                    let data = self.read_record(caplen as usize)?;
                     // A fraction of a second at or past a whole second (a
                     // broken writer) would add up to 2147 s: clamped.
                     let (unit, most) = if nanos {
