@@ -39,6 +39,20 @@ impl FlowKey {
         }
     }
 
+    /// The key of the flow `seg` travels on, from its sender to its
+    /// receiver.
+    #[inline(always)]
+    #[must_use]
+    pub const fn of_segment(seg: &crate::parse::TcpSegment) -> Self {
+        Self::new(
+            seg.src_addr,
+            seg.dst_addr,
+            seg.src_port,
+            seg.dst_port,
+            seg.family as u8,
+        )
+    }
+
     /// The same flow seen from the other end: the key a responder's segment
     /// maps to.
     #[inline(always)]

@@ -159,11 +159,7 @@ pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook, now_ns: u64)
         // Still waiting for its SYN: the same SYN-ACK again, or another,
         // which nothing asked for either.
         return if seq == state.server_isn && ack == state.synack_ack {
-            if state.synack_hook == hook {
-                SynAckDecision::Retransmit
-            } else {
-                SynAckDecision::Duplicate
-            }
+            synack_again(state.synack_hook, hook)
         } else {
             SynAckDecision::Unsolicited
         };
@@ -176,11 +172,7 @@ pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook, now_ns: u64)
             && seq == state.server_isn
             && acks_syn(state, ack)
         {
-            if state.synack_hook == hook {
-                SynAckDecision::Retransmit
-            } else {
-                SynAckDecision::Duplicate
-            }
+            synack_again(state.synack_hook, hook)
         } else {
             SynAckDecision::Unsolicited
         };
@@ -193,7 +185,15 @@ pub fn on_synack(state: &FlowState, seq: u32, ack: u32, hook: Hook, now_ns: u64)
     }
     if seq != state.server_isn {
         SynAckDecision::InvalidSeq
-    } else if state.synack_hook == hook {
+    } else {
+        synack_again(state.synack_hook, hook)
+    }
+}
+
+/// [`again`] for a SYN-ACK: the one seen at `first`, seen again at `hook`.
+#[inline(always)]
+fn synack_again(first: Hook, hook: Hook) -> SynAckDecision {
+    if first == hook {
         SynAckDecision::Retransmit
     } else {
         SynAckDecision::Duplicate

@@ -75,6 +75,14 @@ pub const fn is_tombstone_tag(tag: u64) -> bool {
     tag & 1 == 0 && tag >= MIN_FLOW_TAG - 1
 }
 
+/// A way with this tag holds a handshake in progress, going by the tag:
+/// occupied, and not tagged a tombstone.
+#[inline(always)]
+#[must_use]
+pub const fn is_live(tag: u64) -> bool {
+    is_occupied(tag) && !is_tombstone_tag(tag)
+}
+
 /// The tag of a flow's tombstone.
 #[inline(always)]
 #[must_use]
@@ -273,7 +281,7 @@ pub fn live_ways(bucket: &Bucket, usable: usize) -> usize {
     let mut i = 0;
     while i < WAYS {
         let tag = bucket.tags[i];
-        if i < usable && is_occupied(tag) && !is_tombstone_tag(tag) {
+        if i < usable && is_live(tag) {
             n += 1;
         }
         i += 1;

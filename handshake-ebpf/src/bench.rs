@@ -9,12 +9,11 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use handshake_common::{
-    flow::{FlowState, Hook, Stage},
+    flow::{FlowKey, FlowState, Hook, Stage},
     parse::{Parsed, parse_ethernet},
 };
 
 use crate::{
-    key_of,
     maps::{self, BENCH_STEP, now_ns, place_of},
     observe_hook, tc_hook,
     view::Frame,
@@ -83,7 +82,7 @@ pub fn bench_insert_only(ctx: XdpContext) -> u32 {
     let frame = Frame::of_xdp(&ctx);
     bench_step(&frame);
     if let Ok(Parsed::Tcp(seg)) = parse_ethernet(&frame) {
-        let key = key_of(&seg);
+        let key = FlowKey::of_segment(&seg);
         if let Some(place) = place_of(&key)
             && place.find(&key).is_none()
         {

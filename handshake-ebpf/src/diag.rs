@@ -124,8 +124,10 @@ pub fn enabled() -> bool {
 }
 
 /// One line per kind and family: aya-log's format strings are literals.
-macro_rules! mismatch_line {
-    ($ctx:expr, $e:expr, $v4:tt, $v6:tt) => {
+/// The flow and the segment's numbers, then `extra` (what was expected and
+/// what came, for a check that failed).
+macro_rules! event_line {
+    ($ctx:expr, $e:expr, $v4:tt, $v6:tt $(, $extra:expr)*) => {
         if $e.family == Family::Ipv4 as u8 {
             debug!(
                 $ctx,
@@ -135,9 +137,8 @@ macro_rules! mismatch_line {
                 u32::from_be($e.dst[0]),
                 $e.dport,
                 $e.seq,
-                $e.ack,
-                $e.expected,
-                $e.got
+                $e.ack
+                $(, $extra)*
             )
         } else {
             debug!(
@@ -148,9 +149,8 @@ macro_rules! mismatch_line {
                 bytes(&$e.dst),
                 $e.dport,
                 $e.seq,
-                $e.ack,
-                $e.expected,
-                $e.got
+                $e.ack
+                $(, $extra)*
             )
         }
     };
@@ -179,70 +179,65 @@ pub fn flush<C: EbpfContext>(ctx: &C) {
         return;
     }
     if kind == Kind::Unsolicited as u8 {
-        if e.family == Family::Ipv4 as u8 {
-            debug!(
-                ctx,
-                "unsolicited SYN-ACK {:i}:{} > {:i}:{} seq {} ack {}",
-                u32::from_be(e.src[0]),
-                e.sport,
-                u32::from_be(e.dst[0]),
-                e.dport,
-                e.seq,
-                e.ack
-            );
-        } else {
-            debug!(
-                ctx,
-                "unsolicited SYN-ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}",
-                bytes(&e.src),
-                e.sport,
-                bytes(&e.dst),
-                e.dport,
-                e.seq,
-                e.ack
-            );
-        }
+        event_line!(
+            ctx,
+            e,
+            "unsolicited SYN-ACK {:i}:{} > {:i}:{} seq {} ack {}",
+            "unsolicited SYN-ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}"
+        );
     } else if kind == Kind::SynAckAck as u8 {
-        mismatch_line!(
+        event_line!(
             ctx,
             e,
             "invalid SYN-ACK {:i}:{} > {:i}:{} seq {} ack {}: expected ack {}, got {}",
-            "invalid SYN-ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected ack {}, got {}"
+            "invalid SYN-ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected ack {}, got {}",
+            e.expected,
+            e.got
         );
     } else if kind == Kind::SynAckSeq as u8 {
-        mismatch_line!(
+        event_line!(
             ctx,
             e,
             "invalid SYN-ACK {:i}:{} > {:i}:{} seq {} ack {}: expected seq {}, got {}",
-            "invalid SYN-ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected seq {}, got {}"
+            "invalid SYN-ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected seq {}, got {}",
+            e.expected,
+            e.got
         );
     } else if kind == Kind::AckSeq as u8 {
-        mismatch_line!(
+        event_line!(
             ctx,
             e,
             "invalid final ACK {:i}:{} > {:i}:{} seq {} ack {}: expected seq {}, got {}",
-            "invalid final ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected seq {}, got {}"
+            "invalid final ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected seq {}, got {}",
+            e.expected,
+            e.got
         );
     } else if kind == Kind::AckAck as u8 {
-        mismatch_line!(
+        event_line!(
             ctx,
             e,
             "invalid final ACK {:i}:{} > {:i}:{} seq {} ack {}: expected ack {}, got {}",
-            "invalid final ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected ack {}, got {}"
+            "invalid final ACK [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected ack {}, got {}",
+            e.expected,
+            e.got
         );
     } else if kind == Kind::RstSeq as u8 {
-        mismatch_line!(
+        event_line!(
             ctx,
             e,
             "invalid RST {:i}:{} > {:i}:{} seq {} ack {}: expected seq {}, got {}",
-            "invalid RST [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected seq {}, got {}"
+            "invalid RST [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected seq {}, got {}",
+            e.expected,
+            e.got
         );
     } else {
-        mismatch_line!(
+        event_line!(
             ctx,
             e,
             "invalid RST {:i}:{} > {:i}:{} seq {} ack {}: expected ack {}, got {}",
-            "invalid RST [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected ack {}, got {}"
+            "invalid RST [{:i}]:{} > [{:i}]:{} seq {} ack {}: expected ack {}, got {}",
+            e.expected,
+            e.got
         );
     }
 }

@@ -242,19 +242,8 @@ fn observe<D: Diagnose>(diag: &D, frame: Frame, hook: Hook, full: impl FnOnce() 
 }
 
 #[inline(always)]
-fn key_of(seg: &TcpSegment) -> FlowKey {
-    FlowKey::new(
-        seg.src_addr,
-        seg.dst_addr,
-        seg.src_port,
-        seg.dst_port,
-        seg.family as u8,
-    )
-}
-
-#[inline(always)]
 fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
-    let key = key_of(seg);
+    let key = FlowKey::of_segment(seg);
     warm_pending_slot(&key);
     let direction = Direction::of_segment(hook.egress != 0, true);
     count(slot, seg.family, direction, Counter::SynPackets);
@@ -266,7 +255,8 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
     // worst make this SYN look new or retransmitted, never corrupt memory.
     let existing = found.map(|f| unsafe { *f.state() });
     // The clock only where the decision needs it (an ended handshake's
-    // age): a retransmitted SYN does not pay for it.
+    // age, or how long a SYN-ACK seen first has waited): a retransmitted
+    // SYN does not pay for it.
     let ended_check = existing
         .filter(|s| s.stage == Stage::Ended as u8 || s.stage == Stage::SynAckFirst as u8)
         .map(|_| now_ns());
@@ -328,21 +318,14 @@ fn on_syn_segment(seg: &TcpSegment, hook: Hook, slot: u32) {
 #[inline(always)]
 fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: u32) {
     // The SYN-ACK travels responder -> initiator: its flow's key is reversed.
-    let key = key_of(seg).reversed();
+    let key = FlowKey::of_segment(seg).reversed();
     let Some(place) = place_of(&key) else {
         return;
     };
     let Some(found) = place.find(&key) else {
-        if tap_reorder() && wait_for_syn(&place, &key, seg, hook, slot) {
-            return;
+        if !(tap_reorder() && wait_for_syn(&place, &key, seg, hook, slot)) {
+            unsolicited(diag, seg, hook, slot);
         }
-        count(
-            slot,
-            seg.family,
-            Direction::of_segment(hook.egress != 0, false),
-            Counter::Unsolicited,
-        );
-        diag.segment(Counter::Unsolicited, seg, None);
         return;
     };
     // SAFETY: map values stay valid for the program's run; see
@@ -390,16 +373,21 @@ fn on_synack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: 
             diag.segment(Counter::InvalidSynAckSeq, seg, Some(state));
         }
         SynAckDecision::Late => count(flow_slot, seg.family, direction, Counter::LateSegment),
-        SynAckDecision::Unsolicited => {
-            count(
-                slot,
-                seg.family,
-                Direction::of_segment(hook.egress != 0, false),
-                Counter::Unsolicited,
-            );
-            diag.segment(Counter::Unsolicited, seg, None);
-        }
+        SynAckDecision::Unsolicited => unsolicited(diag, seg, hook, slot),
     }
+}
+
+/// Counts a SYN-ACK no handshake this side knows asked for, where it was
+/// seen (it belongs to no flow's interface or direction).
+#[inline(always)]
+fn unsolicited<D: Diagnose>(diag: &D, seg: &TcpSegment, hook: Hook, slot: u32) {
+    count(
+        slot,
+        seg.family,
+        Direction::of_segment(hook.egress != 0, false),
+        Counter::Unsolicited,
+    );
+    diag.segment(Counter::Unsolicited, seg, None);
 }
 
 /// Tap mode: a SYN-ACK with no SYN tracked waits in its flow's way for
@@ -470,7 +458,7 @@ fn on_ack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment) {
     if !maybe_pending(seg) {
         return;
     }
-    let key = key_of(seg);
+    let key = FlowKey::of_segment(seg);
     let Some(found) = find_flow(&key) else {
         return;
     };
@@ -512,7 +500,7 @@ fn on_ack_segment<D: Diagnose>(diag: &D, seg: &TcpSegment) {
 fn on_rst_segment<D: Diagnose>(diag: &D, seg: &TcpSegment) {
     // A RST from the responder maps to the reversed key; from the initiator
     // to its own. Both keys hash alike: the same two buckets hold either.
-    let forward = key_of(seg);
+    let forward = FlowKey::of_segment(seg);
     let from_responder = forward.reversed();
     let Some(place) = place_of(&forward) else {
         return;

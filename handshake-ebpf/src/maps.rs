@@ -363,7 +363,7 @@ pub fn insert_flow(place: &Place, key: &FlowKey, state: &FlowState) -> bool {
     }
     // The way is ours until we publish it. A tombstone goes uncounted (it
     // was counted when it ended), its state unread.
-    if table::is_occupied(seen) && !table::is_tombstone_tag(seen) {
+    if table::is_live(seen) {
         evicted(&bucket.entries[i].key, &bucket.entries[i].state);
     }
     bucket.entries[i] = Entry {
@@ -397,14 +397,12 @@ fn evicted(key: &FlowKey, state: &FlowState) {
 }
 
 /// Ends a handshake: its way becomes a [`Stage::Ended`] tombstone, stamped
-/// `now_ns`. True if this call ended it: the way is claimed (tag to
-/// [`BUSY`]) before the state changes, so of two programs ending the same
-/// handshake at once, one does, and counts it.
+/// `now_ns`. True if this call ended it: the tag is swapped to the
+/// tombstone's ([`entomb`]) before the state changes, so of two programs
+/// ending the same handshake at once, one does, and counts it.
 #[inline(always)]
 pub fn end_flow(found: &Found, now_ns: u64) -> bool {
-    if table::is_tombstone_tag(found.tag)
-        || !swap_tag(found.tag_at, found.tag, table::tombstone_tag(found.tag))
-    {
+    if !entomb(found) {
         return false;
     }
     // SAFETY: a live map value; the compare-and-swap made this program the
@@ -416,8 +414,8 @@ pub fn end_flow(found: &Found, now_ns: u64) -> bool {
     true
 }
 
-/// Marks a flow's way a tombstone, as [`end_flow`] does, for a handshake
-/// that timed out; true if this call did.
+/// Marks a flow's way a tombstone (for a handshake that ended or timed
+/// out); true if this call did.
 #[inline(always)]
 pub fn entomb(found: &Found) -> bool {
     !table::is_tombstone_tag(found.tag)

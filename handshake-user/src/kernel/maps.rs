@@ -44,16 +44,16 @@ pub fn fill_flow_table<T: std::borrow::BorrowMut<MapData>>(
             break;
         }
         let place = table::place(table::flow_hash(&key, seed), buckets - 1);
-        let [first, second] = place.buckets.map(|b| b as usize);
+        let index = place.buckets.map(|b| b as usize);
         // As the programs place a new flow, but never evicting one.
         let chosen = table::way_for_new_flow(
-            [&table[first], &table[second]],
+            [&table[index[0]], &table[index[1]]],
             table::WAYS,
             core::convert::identity,
         )
-        .filter(|&(b, i)| [&table[first], &table[second]][b].tags[i] == table::EMPTY);
+        .filter(|&(b, i)| table[index[b]].tags[i] == table::EMPTY);
         if let Some((b, i)) = chosen {
-            table[[first, second][b]].set_way(
+            table[index[b]].set_way(
                 i,
                 table::Way {
                     tag: place.tag,

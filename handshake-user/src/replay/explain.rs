@@ -18,13 +18,7 @@ use crate::{exposition::CATALOG, kernel::readers::FlowReader};
 
 /// The flow's entry (key as tracked, state), found from either end.
 pub fn lookup(reader: &FlowReader, seed: u64, seg: &TcpSegment) -> Option<(FlowKey, FlowState)> {
-    let key = FlowKey::new(
-        seg.src_addr,
-        seg.dst_addr,
-        seg.src_port,
-        seg.dst_port,
-        seg.family as u8,
-    );
+    let key = FlowKey::of_segment(seg);
     // The hash is the same from both ends: the same two buckets hold
     // either key.
     let place = table::place(

@@ -50,16 +50,6 @@ pub struct Reorder {
     pub reordered: u64,
 }
 
-fn key_of(seg: &TcpSegment) -> FlowKey {
-    FlowKey::new(
-        seg.src_addr,
-        seg.dst_addr,
-        seg.src_port,
-        seg.dst_port,
-        seg.family as u8,
-    )
-}
-
 impl Reorder {
     /// Takes the next packet of the capture (`seg`: its TCP segment, if it
     /// is one) and appends to `ready` the packets to run now, in order.
@@ -69,7 +59,7 @@ impl Reorder {
             ready.push(frame);
             return;
         };
-        let key = key_of(seg);
+        let key = FlowKey::of_segment(seg);
         match classify(seg.flags) {
             SegmentKind::SynAck => {
                 if self.held.len() >= MAX_HELD {
