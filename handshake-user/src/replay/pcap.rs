@@ -282,9 +282,10 @@ impl Reader {
     fn pcap_header(&mut self, big: bool, nanos: bool) -> Result<Format, Error> {
         let mut rest = [0u8; 20];
         self.read_exact(&mut rest)?;
-        // version (4), thiszone (4), sigfigs (4), snaplen (4), network (4);
-        // the network field's top bits may carry FCS information.
-        let code = u32_of(&rest[16..20], big) & 0x0fff_ffff;
+        // version (4), thiszone (4), sigfigs (4), snaplen (4), network (4):
+        // the link type is its low 16 bits; above them, the FCS length and
+        // its flag (bits 26-31) and reserved bits.
+        let code = u32_of(&rest[16..20], big) & 0xffff;
         let link = LinkType::from_code(code);
         if let LinkType::Other(code) = link {
             // One link type for the whole file: nothing in it could be read.
@@ -654,5 +655,23 @@ mod link_tests {
         let (frame, _) = to_ethernet(LinkType::from_code(239), &nflog);
         assert_eq!(&frame[14..], &V4);
         assert!(to_ethernet(LinkType::from_code(147), &V4).0.is_empty());
+    }
+
+    #[test]
+    fn fcs_bits_of_the_link_type_are_not_the_link_type() {
+        // Ethernet with its F flag (bit 26) and an FCS length of 2 (bits
+        // 28-31), as tcpdump's own test captures hold.
+        let mut file = Vec::new();
+        file.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        file.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0]);
+        file.extend_from_slice(&0x2400_0001u32.to_le_bytes());
+        let path = std::env::temp_dir().join(format!("hm-fcs-{}.pcap", std::process::id()));
+        std::fs::write(&path, &file).unwrap();
+        let reader = Reader::open(&path);
+        std::fs::remove_file(&path).unwrap();
+        let Format::Pcap { link, .. } = reader.unwrap().format else {
+            panic!("not read as a classic pcap");
+        };
+        assert_eq!(link, LinkType::Ethernet);
     }
 }
