@@ -22,6 +22,9 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/setpriv"),
     // tcpdump: replay must agree with the live agent on a real capture.
     ("tcpdump", "/usr/bin/tcpdump"),
+    // tshark: the independent reading replay is judged against
+    // (tests/corpus/judge.py).
+    ("tshark", "/usr/bin/tshark"),
     // hping3: the random-source SYN flood of the end-to-end scenario.
     ("hping3", "/usr/sbin/hping3"),
     // nft: the scenario's clients whose final ACKs are dropped.

@@ -666,10 +666,10 @@ mod link_tests {
         file.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0]);
         file.extend_from_slice(&0x2400_0001u32.to_le_bytes());
         let path = std::env::temp_dir().join(format!("hm-fcs-{}.pcap", std::process::id()));
-        std::fs::write(&path, &file).unwrap();
+        std::fs::write(&path, &file).expect("write a capture");
         let reader = Reader::open(&path);
-        std::fs::remove_file(&path).unwrap();
-        let Format::Pcap { link, .. } = reader.unwrap().format else {
+        std::fs::remove_file(&path).expect("remove it");
+        let Format::Pcap { link, .. } = reader.expect("an Ethernet capture").format else {
             panic!("not read as a classic pcap");
         };
         assert_eq!(link, LinkType::Ethernet);
