@@ -45,9 +45,10 @@ FIELDS = [
 ]
 
 # TCP straight over IP over a link layer replay reads: Ethernet with up to
-# two VLAN tags, Linux cooked (SLL, SLL2), raw IP, BSD loopback, NFLOG.
-# Anything tunnelled, or TCP quoted inside ICMP, is not the host's handshake.
-LINK = r"(?:eth:ethertype:|sll:ethertype:|raw:|null:|loop:|nflog:)?"
+# two VLAN tags, Linux cooked (SLL, SLL2), raw IP, BSD loopback, NFLOG,
+# Cisco HDLC, PPP, IP over InfiniBand. Anything tunnelled, or TCP quoted
+# inside ICMP, is not the host's handshake.
+LINK = r"(?:eth:ethertype:|sll:ethertype:|raw:|null:|loop:|nflog:|chdlc:|ppp:(?:chdlc:)?|ipoib:)?"
 VLANS = r"(?:vlan:ethertype:){0,2}"
 IPV6_EXT = r"(?:ipv6\.(?:hopopts|routing|dstopts|fraghdr):){0,5}"
 STACK = re.compile(rf"^{LINK}{VLANS}(?:ip|ipv6:{IPV6_EXT})(?::)?tcp(?::|$)")

@@ -28,6 +28,13 @@ pub enum LinkType {
     Loopback,
     /// Linux NFLOG (239): TLVs, the packet in the payload one.
     Nflog,
+    /// Cisco HDLC (104): address, control, then an Ethernet type.
+    CiscoHdlc,
+    /// PPP (9) and PPP in HDLC framing (50): an optional address and
+    /// control (ff 03), then a PPP protocol number.
+    Ppp,
+    /// IP over InfiniBand (242): an Ethernet type and two reserved bytes.
+    IpOverInfiniband,
     /// A link type we do not read; its packets are skipped and counted.
     Other(u32),
 }
@@ -41,6 +48,9 @@ impl LinkType {
             12 | 14 | 101 | 228 | 229 => Self::RawIp,
             0 | 108 => Self::Loopback,
             239 => Self::Nflog,
+            104 => Self::CiscoHdlc,
+            9 | 50 => Self::Ppp,
+            242 => Self::IpOverInfiniband,
             other => Self::Other(other),
         }
     }
@@ -53,6 +63,9 @@ impl LinkType {
             Self::RawIp => "raw_ip",
             Self::Loopback => "bsd_loopback",
             Self::Nflog => "nflog",
+            Self::CiscoHdlc => "cisco_hdlc",
+            Self::Ppp => "ppp",
+            Self::IpOverInfiniband => "ip_over_infiniband",
             Self::Other(_) => "other",
         }
     }
@@ -97,7 +110,7 @@ impl std::fmt::Display for Error {
             Self::NotACapture => write!(f, "not a pcap or pcapng file"),
             Self::UnsupportedLinkType(c) => write!(
                 f,
-                "unsupported link type {c} (supported: Ethernet 1, Linux cooked SLL 113 and SLL2 276, raw IP 12/14/101/228/229, BSD loopback 0/108, NFLOG 239)"
+                "unsupported link type {c} (supported: Ethernet 1, Linux cooked SLL 113 and SLL2 276, raw IP 12/14/101/228/229, BSD loopback 0/108, NFLOG 239, Cisco HDLC 104, PPP 9/50, IP over InfiniBand 242)"
             ),
             Self::Truncated { offset } => write!(f, "truncated at byte {offset}"),
             Self::Corrupt { offset, what } => write!(f, "corrupt at byte {offset}: {what}"),
@@ -594,9 +607,23 @@ pub fn to_ethernet(link: LinkType, data: &[u8]) -> (Vec<u8>, Option<Way>) {
         }
         LinkType::Loopback if data.len() > 4 => (ip(&data[4..]), None),
         LinkType::Nflog => (nflog_payload(data).map(ip).unwrap_or_default(), None),
-        LinkType::LinuxSll | LinkType::LinuxSll2 | LinkType::Loopback | LinkType::Other(_) => {
-            (Vec::new(), None)
+        LinkType::CiscoHdlc if data.len() >= 4 => (
+            ethernet(u16::from_be_bytes([data[2], data[3]]), &data[4..]),
+            None,
+        ),
+        LinkType::IpOverInfiniband if data.len() >= 4 => {
+            // Linux writes the two 20-byte hardware addresses first.
+            let at = if ipoib_linux_header(data) { 40 } else { 0 };
+            let ethertype = u16::from_be_bytes([data[at], data[at + 1]]);
+            (ethernet(ethertype, &data[at + 4..]), None)
         }
+        LinkType::Ppp => (ppp_payload(data).map(ip).unwrap_or_default(), None),
+        LinkType::LinuxSll
+        | LinkType::LinuxSll2
+        | LinkType::Loopback
+        | LinkType::CiscoHdlc
+        | LinkType::IpOverInfiniband
+        | LinkType::Other(_) => (Vec::new(), None),
     }
 }
 
@@ -608,6 +635,37 @@ fn ip(packet: &[u8]) -> Vec<u8> {
         ETH_P_IP
     };
     ethernet(ethertype, packet)
+}
+
+/// Whether an IP-over-InfiniBand record starts with Linux's source and
+/// destination hardware addresses (20 bytes each) before the RFC 4391
+/// header (a type and two reserved bytes), as Wireshark also tells them.
+fn ipoib_linux_header(data: &[u8]) -> bool {
+    matches!(
+        data.get(40..44),
+        Some([0x08, 0x00 | 0x06, 0, 0] | [0x86, 0xdd, 0, 0])
+    )
+}
+
+/// The IP packet a PPP frame carries: after an optional address and
+/// control (ff 03; a Cisco HDLC address, 0f or 8f, also occurs under this
+/// link type, with an Ethernet type), a one- or two-byte protocol number:
+/// IPv4 (0x21) or IPv6 (0x57).
+fn ppp_payload(data: &[u8]) -> Option<&[u8]> {
+    match data {
+        [0xff, 0x03, rest @ ..] => ppp_protocol(rest),
+        [0x0f | 0x8f, _, 0x08, 0x00, rest @ ..] | [0x0f | 0x8f, _, 0x86, 0xdd, rest @ ..] => {
+            Some(rest)
+        }
+        _ => ppp_protocol(data),
+    }
+}
+
+fn ppp_protocol(data: &[u8]) -> Option<&[u8]> {
+    match data {
+        [0x00, 0x21 | 0x57, rest @ ..] | [0x21 | 0x57, rest @ ..] => Some(rest),
+        _ => None,
+    }
 }
 
 /// The packet an NFLOG record carries: after a 4-byte header (family,
@@ -655,6 +713,35 @@ mod link_tests {
         let (frame, _) = to_ethernet(LinkType::from_code(239), &nflog);
         assert_eq!(&frame[14..], &V4);
         assert!(to_ethernet(LinkType::from_code(147), &V4).0.is_empty());
+    }
+
+    #[test]
+    fn hdlc_ppp_and_ipoib_become_ethernet() {
+        let framed = |head: &[u8]| {
+            let mut f = head.to_vec();
+            f.extend_from_slice(&V4);
+            f
+        };
+        for (code, head) in [
+            (104, &[0x0f, 0x00, 0x08, 0x00][..]),
+            (9, &[0xff, 0x03, 0x00, 0x21][..]),
+            (9, &[0x00, 0x21][..]),
+            (50, &[0xff, 0x03, 0x21][..]),
+            (9, &[0x0f, 0x00, 0x08, 0x00][..]),
+            (242, &[0x08, 0x00, 0x00, 0x00][..]),
+        ] {
+            let (frame, _) = to_ethernet(LinkType::from_code(code), &framed(head));
+            assert_eq!(&frame[12..14], &[0x08, 0x00], "link type {code} {head:x?}");
+            assert_eq!(&frame[14..], &V4, "link type {code} {head:x?}");
+        }
+        // IPoIB as Linux captures it: two hardware addresses first.
+        let mut linux = vec![0u8; 40];
+        linux.extend_from_slice(&framed(&[0x08, 0x00, 0x00, 0x00]));
+        let (frame, _) = to_ethernet(LinkType::from_code(242), &linux);
+        assert_eq!(&frame[14..], &V4);
+        // PPP's control protocols carry no IP: nothing to run.
+        let lcp = framed(&[0xff, 0x03, 0xc0, 0x21]);
+        assert!(to_ethernet(LinkType::from_code(9), &lcp).0.is_empty());
     }
 
     #[test]
