@@ -7,8 +7,8 @@
                                  print the disagreements and a summary
 
 The captures are those other projects' test suites ship: tcpdump's, Wireshark's,
-nDPI's, Suricata's, tcpflow's, dpkt's, pcapy's, pypacker's, pcap-parser's, fetched
-from Debian's source archive, PyPI and crates.io at pinned versions and checked against their SHA-256. A capture
+nDPI's, Suricata's, tcpflow's, dpkt's, pcapy's, pypacker's, gopacket's (two forks),
+pcap-parser's, fetched from Debian's archive, PyPI and crates.io at pinned versions and checked against their SHA-256. A capture
 "agrees" when replay and the judge give the same funnel: attempts, SYN-ACKs,
 completions, rejections, aborts and SYN retransmits (and, reported apart, the
 rest of the handshake counters). Exit status 1 on any disagreement, any replay
@@ -48,6 +48,11 @@ SOURCES = [
     ("pypacker", "https://files.pythonhosted.org/packages/83/c1/"
      "b270e105135bb24986486c5b60e2d0c3cde4ed2ee11c8f4d7074d9792ffe/pypacker-5.4.tar.gz",
      "80fb794acbe9eb972e43b4b28e85d8899ea3637fa5461df2866736e6d99ea5a3"),
+    ("gopacket", f"{DEBIAN}/g/gopacket/golang-github-google-gopacket-dev_1.1.19-3_all.deb",
+     "a70e11de3ae9232eceb2c623cfedb903d25acb1e2f480213745ac49e5dfa36bd"),
+    ("gopacket-gopacket", f"{DEBIAN}/g/golang-github-gopacket-gopacket/"
+     "golang-github-gopacket-gopacket-dev_1.0.0-1_all.deb",
+     "2875b75e7396011eb411cddab214a4309b84f989c61d5b41dd4a4ca0c44e2c5c"),
     ("pcap-parser", "https://static.crates.io/crates/pcap-parser/pcap-parser-0.17.0.crate",
      "1099a3a64b376c536394622c9e5ea8ecfac3e3e44f88857b1e7da114135d3df4"),
 ]
@@ -71,6 +76,23 @@ def is_capture(head):
     return False
 
 
+def open_archive(path):
+    """A tar archive; for a Debian binary package (an ar archive), its data."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head != b"!<arch>\n":
+            return tarfile.open(path)
+        while True:
+            member = f.read(60)
+            if len(member) < 60:
+                sys.exit(f"corpus: {path}: no data member")
+            name = member[:16].decode().strip()
+            size = int(member[48:58].decode().strip())
+            data = f.read(size + (size & 1))[:size]
+            if name.startswith("data.tar"):
+                return tarfile.open(fileobj=io.BytesIO(data))
+
+
 def fetch(root):
     os.makedirs(root, exist_ok=True)
     kept = 0
@@ -89,7 +111,7 @@ def fetch(root):
             sys.exit(f"corpus: {archive}: sha256 {got}, expected {sha}")
         out = os.path.join(root, "captures", name)
         os.makedirs(out, exist_ok=True)
-        with tarfile.open(archive) as tar:
+        with open_archive(archive) as tar:
             for m in tar:
                 if not m.isfile() or m.size < 24 or m.size > 512 << 20:
                     continue
