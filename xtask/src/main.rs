@@ -62,7 +62,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// `replay` on some 1,100 public captures (the test suites of tcpdump,
+    /// `replay` on some 1,150 public captures (the test suites of tcpdump,
     /// Wireshark, nDPI and others, fetched at pinned versions into
     /// target/corpus), each judged against an independent reading
     /// (tshark and tests/corpus/judge.py). Fails on any disagreement on the
