@@ -123,6 +123,16 @@ fn conn(n: u16) -> Packet {
     Packet::tcp(client, 40000 + n, IpAddr::from([198, 18, 0, 2]), 80)
 }
 
+fn conn6(n: u16) -> Packet {
+    let client = IpAddr::from([0x2001, 2, 0, 1, 0, 0, 0, n]);
+    Packet::tcp(
+        client,
+        40000 + n,
+        IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 2]),
+        443,
+    )
+}
+
 /// A capture whose numbers are known by construction: each behaviour once.
 #[test]
 fn the_judge_and_replay_count_what_was_sent() {
@@ -203,13 +213,17 @@ impl Rng {
 }
 
 /// One connection's handshake, with behaviours picked at random.
-fn generated_connection(t: &mut Trace, rng: &mut Rng, n: u16, tuples: u16) {
-    let mut c = conn(n % tuples);
+fn generated_connection(t: &mut Trace, rng: &mut Rng, n: u16, tuples: u16, span_s: u64) {
+    let mut c = if rng.chance(20) {
+        conn6(n % tuples)
+    } else {
+        conn(n % tuples)
+    };
     c.dport = [80, 443, 8080][rng.below(3) as usize];
     if rng.chance(15) {
         c = c.vlan(100);
     }
-    let start = 1_700_000_000 * S + rng.below(90) * S + rng.below(1000) * MS;
+    let start = 1_700_000_000 * S + rng.below(span_s) * S + rng.below(1000) * MS;
     let x = rng.next() as u32;
     let y = rng.next() as u32;
     // Fast Open data on the SYN, accepted or not.
@@ -244,16 +258,23 @@ fn generated_connection(t: &mut Trace, rng: &mut Rng, n: u16, tuples: u16) {
     match rng.below(10) {
         // Never answered (times out, and late retransmissions may follow).
         0 => {
+            // Retried after the timeout (late), or after the tombstone is
+            // forgotten too (a new attempt).
             if rng.chance(50) {
                 t.client(syn_at + 31 * S + rng.below(5) * S, syn.clone());
+            }
+            if rng.chance(20) {
+                t.client(syn_at + 150 * S + rng.below(30) * S, syn.clone());
             }
         }
         // Refused: RST-ACK (sometimes with a wrong ack: invalid), then
         // maybe the same SYN again.
         1 => {
+            // Sometimes with a wrong ack, or no ACK flag: invalid.
             let wrong = rng.chance(20);
             let rst_ack = if wrong { acked.wrapping_add(5) } else { acked };
-            t.server(at + MS, c.reply().flags(RST | ACK).seq(0).ack(rst_ack));
+            let flags = if rng.chance(10) { RST } else { RST | ACK };
+            t.server(at + MS, c.reply().flags(flags).seq(0).ack(rst_ack));
             if rng.chance(50) {
                 t.client(at + rng.below(7000) * MS, syn.clone());
             }
@@ -275,6 +296,20 @@ fn generated_connection(t: &mut Trace, rng: &mut Rng, n: u16, tuples: u16) {
             let after = synack_at.max(at);
             if rng.chance(15) {
                 t.server(after + S, synack.clone());
+            }
+            if rng.chance(5) {
+                // A second SYN-ACK with another ISN: invalid.
+                t.server(after + 3 * MS, synack.clone().seq(y ^ 0x10));
+            }
+            if rng.chance(10) {
+                // The server's data or FIN before any final ACK: not one.
+                t.server(
+                    after + MS,
+                    c.reply()
+                        .flags(ACK | 0x01)
+                        .seq(y.wrapping_add(1))
+                        .ack(acked),
+                );
             }
             match rng.below(6) {
                 // Reset in SYN-RECEIVED: by the client anywhere around its
@@ -343,8 +378,11 @@ fn replay_agrees_with_the_judge_on_generated_traffic() {
         // others 300 connections share 40 (port reuse, overlapping
         // attempts, segments meeting the tombstones of earlier ones).
         let tuples = if seed % 4 < 2 { 300 } else { 40 };
+        // Most over a minute and a half; some over ten minutes, with the
+        // capture's gaps crossing timeouts and tombstones.
+        let span_s = if seed % 3 == 0 { 600 } else { 90 };
         for n in 0..300 {
-            generated_connection(&mut t, &mut rng, n, tuples);
+            generated_connection(&mut t, &mut rng, n, tuples, span_s);
         }
         // A few unsolicited SYN-ACKs (backscatter).
         for n in 300..310 {
