@@ -447,6 +447,46 @@ fn truncated_corrupt_and_unsupported_captures() {
     );
 }
 
+/// More handshakes open at once than the flow table holds (a flood
+/// capture): the evicted ones are counted, never followed to an end, and a
+/// warning names the flag that replays the capture whole.
+#[test]
+fn a_flood_past_the_table_is_counted_evicted() {
+    let steps: Vec<Step> = (0..4000u32)
+        .map(|i| {
+            let src = std::net::IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
+            In(Packet::tcp(src, 40000, client().dst, 80)
+                .flags(TCP_SYN)
+                .seq(i))
+        })
+        .collect();
+    let path = tmp("flood.pcap");
+    write(&path, Format::PcapEthernet, &records(&steps, 1_000_000_000));
+    let evicted = |json: &Value| {
+        n(json, "inbound", "evicted_syn_sent") + n(json, "inbound", "evicted_syn_received")
+    };
+    let (small, out) = replay_json(&path, &["--flow-table-size", "1024"]);
+    let (whole, whole_out) = replay_json(&path, &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success());
+    assert_eq!(n(&small, "inbound", "attempts"), 4000);
+    // Once the table is full, each new attempt evicts one.
+    assert!(evicted(&small) >= 4000 - 1024, "{small}");
+    assert_eq!(
+        evicted(&small) + n(&small, "inbound", "timeouts_syn_sent"),
+        4000
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("warning: {} handshakes", evicted(&small)))
+            && stderr.contains("--flow-table-size (now 1024)"),
+        "{stderr}"
+    );
+    assert_eq!(evicted(&whole), 0);
+    assert_eq!(n(&whole, "inbound", "timeouts_syn_sent"), 4000);
+    assert!(whole_out.stderr.is_empty());
+}
+
 /// --format prometheus is the live exposition's format and passes promtool.
 #[test]
 fn prometheus_format_passes_promtool() {

@@ -499,6 +499,8 @@ pub const FUNNEL: &[(&str, Counter)] = &[
     ("superseded_syn_sent", Counter::SupersededSynSent),
     ("superseded_syn_received", Counter::SupersededSynReceived),
     ("syn_untracked", Counter::SynUntracked),
+    ("evicted_syn_sent", Counter::EvictedSynSent),
+    ("evicted_syn_received", Counter::EvictedSynReceived),
     ("duplicate_observations", Counter::DuplicateObservation),
 ];
 
@@ -712,6 +714,20 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         "{}",
         render(&report, args.format, args.step.as_secs().max(1))?
     );
+    // A capture with more handshakes open at once than the table holds
+    // (a flood) loses some: say so, and how to replay it whole.
+    let evicted: u64 = Direction::ALL
+        .iter()
+        .map(|d| {
+            report.get(*d, Counter::EvictedSynSent) + report.get(*d, Counter::EvictedSynReceived)
+        })
+        .sum();
+    if evicted > 0 {
+        eprintln!(
+            "handshake-monitor: warning: {evicted} handshakes in progress were evicted from a full flow table and not followed to their end; replay again with a larger --flow-table-size (now {})",
+            args.flow_table_size
+        );
+    }
     match report.error {
         Some(e) => Err(anyhow::anyhow!("{e} (counts above are up to there)")),
         None => Ok(()),
