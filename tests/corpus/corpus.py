@@ -5,6 +5,12 @@
     corpus.py run DIR BIN [-j N] [--report FILE]
                                  replay each capture with BIN, judge it with judge.py,
                                  print the disagreements and a summary
+    corpus.py live DIR BIN [-n N] [--report FILE]
+                                 send the N short Ethernet captures with the most
+                                 handshakes (of run's report), at their own pace (tcpreplay), through a
+                                 veth pair between two namespaces of its own to the
+                                 agent in tap mode (run --no-egress); compare its
+                                 metrics with replay's funnel
 
 The captures are those other projects' test suites ship: tcpdump's, Wireshark's,
 nDPI's, Suricata's, tcpflow's, dpkt's, pcapy's, pypacker's, gopacket's (two forks),
@@ -20,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -154,6 +161,9 @@ def replay_counts(bin_path, path):
     counts["frames"] = r["frames"]
     counts["reordered_synacks"] = r["reordered_synacks"]
     counts["_other_link"] = r["other_link_type"]
+    counts["_link"] = r["link_type"]
+    counts["_duration"] = r["duration_seconds"]
+    counts["_cut"] = r["cut_to_headers"]
     return ("ok" if r["complete"] else "incomplete"), counts
 
 
@@ -181,6 +191,7 @@ def run(root, bin_path, jobs, report):
              "attempts": 0, "completed": 0, "others_differ": 0,
              "refused_syns": 0}
     lines = []
+    per_capture = {}
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         for path, status, got, want in pool.map(one, [(bin_path, p) for p in paths]):
             rel = os.path.relpath(path, base)
@@ -205,6 +216,7 @@ def run(root, bin_path, jobs, report):
                 tally["with_handshakes"] += 1
             tally["attempts"] += want["attempts"]
             tally["completed"] += want["completed"]
+            per_capture[rel] = got
             if diff:
                 tally["disagree"] += 1
                 lines.append(f"DISAGREE {rel}: " + ", ".join(
@@ -221,9 +233,123 @@ def run(root, bin_path, jobs, report):
     print(json.dumps(tally))
     if report:
         with open(report, "w") as f:
-            json.dump({"tally": tally, "lines": lines}, f, indent=1)
+            json.dump({"tally": tally, "lines": lines, "captures": per_capture}, f, indent=1)
     bad = tally["disagree"] + tally["panicked"] + tally["hung"]
     return 1 if bad else 0
+
+
+LIVE_METRICS = [
+    ("attempts", "tcp_handshake_attempts_total", None),
+    ("synack", "tcp_handshake_synack_total", None),
+    ("completed", "tcp_handshake_completed_total", None),
+    ("rejected", "tcp_handshake_rejected_total", None),
+    ("aborted", "tcp_handshake_aborted_total", None),
+    ("retransmits_syn", "tcp_handshake_retransmits_total", 'segment="syn"'),
+]
+LIVE_MAX_SECONDS = 8.0
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
+
+
+def scrape(ns):
+    """The agent's metrics in namespace `ns`, or None while it does not serve."""
+    p = sh("ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "2",
+           "http://127.0.0.1:9437/metrics", check=False)
+    return p.stdout if p.returncode == 0 else None
+
+
+def live_counts(text):
+    out = {}
+    for key, metric, label in LIVE_METRICS:
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(metric + "{") or line.startswith(metric + " "):
+                if label is None or label in line:
+                    total += float(line.rsplit(" ", 1)[1])
+        out[key] = int(total)
+    return out
+
+
+def live(root, bin_path, n, report):
+    """Sends captures `run` read (its `report`) through the live agent."""
+    base = os.path.join(root, "captures")
+    with open(report) as f:
+        captures = json.load(f)["captures"]
+    # Ethernet captures short enough to send at their own pace, with
+    # handshakes, each frame whole.
+    picked = []
+    for rel, got in captures.items():
+        if (got["_link"] != "ethernet" or got["_other_link"] or got["_cut"]
+                or got["_duration"] > LIVE_MAX_SECONDS or not got["attempts"]):
+            continue
+        want = {k: got.get(k, 0) for k, _, _ in LIVE_METRICS}
+        picked.append((want["attempts"], os.path.join(base, rel), want, got["frames"]))
+    picked.sort(key=lambda t: (-t[0], t[1]))
+    picked = picked[:n]
+    # Two namespaces of our own, joined by veth, with no address and no
+    # route: whatever the captures hold goes nowhere past them.
+    tag = f"hm-corpus-{os.getpid()}"
+    sender, tap = f"{tag}-sender", f"{tag}-tap"
+    failures = 0
+    unsent = 0
+    try:
+        for ns in (sender, tap):
+            sh("ip", "netns", "add", ns)
+            for conf in ("all", "default"):
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw",
+                   f"net.ipv6.conf.{conf}.disable_ipv6=1")
+        sh("ip", "link", "add", "c0", "netns", sender, "mtu", "9000", "type", "veth",
+           "peer", "name", "s0", "netns", tap, "mtu", "9000")
+        for ns, dev in ((sender, "c0"), (tap, "s0"), (tap, "lo")):
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        for _, path, want, frames in picked:
+            log = open(os.path.join(root, "live-agent.log"), "w")
+            agent = subprocess.Popen(
+                ["ip", "netns", "exec", tap, bin_path, "run", "--iface", "s0", "--no-egress",
+                 "--web.listen-address", "127.0.0.1:9437", "--scan-interval", "200ms"],
+                stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                deadline = time.time() + 20
+                while scrape(tap) is None:
+                    if time.time() > deadline or agent.poll() is not None:
+                        sys.exit(f"corpus: the agent did not start (see {log.name})")
+                    time.sleep(0.1)
+                sent = sh("ip", "netns", "exec", sender, "tcpreplay", "-i", "c0", path,
+                          check=False)
+                # The 10 ms a SYN-ACK may wait for its SYN, then a scan.
+                time.sleep(0.5)
+                got = live_counts(scrape(tap) or "")
+            finally:
+                agent.terminate()
+                agent.wait()
+                log.close()
+            rel = os.path.relpath(path, base)
+            # What tcpreplay (libpcap) cannot send whole is not compared: a
+            # pcapng of interfaces of several link types, a frame past the MTU.
+            m = re.search(r"Actual: (\d+) packets", sent.stdout)
+            failed = re.search(r"Failed packets:\s+(\d+)", sent.stdout)
+            if not m or int(m.group(1)) != frames or (failed and int(failed.group(1))):
+                unsent += 1
+                msg = (sent.stdout + sent.stderr).strip().splitlines()
+                print(f"live not sent whole {rel}: {m.group(0) if m else msg[-1] if msg else ''}"
+                      f" of {frames} frames", flush=True)
+                continue
+            if got != want:
+                failures += 1
+                print(f"LIVE-DISAGREE {rel}: " + ", ".join(
+                    f"{k} live {got[k]} replay {want[k]}" for k in want if got[k] != want[k]))
+            else:
+                print(f"live agrees {rel}: " + ", ".join(f"{k}={want[k]}" for k in want),
+                      flush=True)
+    finally:
+        for ns in (sender, tap):
+            sh("ip", "netns", "del", ns, check=False)
+    total = sum(t[0] for t in picked)
+    print(json.dumps({"live_captures": len(picked), "live_disagree": failures,
+                      "live_not_sent_whole": unsent, "live_attempts": total}))
+    return 1 if failures else 0
 
 
 def main():
@@ -235,6 +361,10 @@ def main():
         jobs = int(a[a.index("-j") + 1]) if "-j" in a else 2
         report = a[a.index("--report") + 1] if "--report" in a else None
         return run(a[1], a[2], jobs, report)
+    if len(a) >= 3 and a[0] == "live":
+        n = int(a[a.index("-n") + 1]) if "-n" in a else 40
+        report = a[a.index("--report") + 1] if "--report" in a else os.path.join(a[1], "report.json")
+        return live(a[1], a[2], n, report)
     print(__doc__, file=sys.stderr)
     return 2
 

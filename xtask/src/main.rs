@@ -65,8 +65,10 @@ enum Task {
     /// `replay` on some 1,150 public captures (the test suites of tcpdump,
     /// Wireshark, nDPI and others, fetched at pinned versions into
     /// target/corpus), each judged against an independent reading
-    /// (tshark and tests/corpus/judge.py). Fails on any disagreement on the
-    /// funnel, panic or hang. About 6 minutes after a 190 MB download.
+    /// (tshark and tests/corpus/judge.py); then the short ones with the most
+    /// handshakes sent by tcpreplay, between two namespaces of its own, to
+    /// the live agent in tap mode. Fails on any disagreement on the funnel,
+    /// panic or hang. About 10 minutes after a 190 MB download.
     Corpus,
     /// Fuzz the parser and the handshake decisions (cargo fuzz, libFuzzer).
     Fuzz {
@@ -177,7 +179,25 @@ fn run(task: Task) -> Result<()> {
                 "--report".as_ref(),
                 report.as_os_str(),
             ])
-            .context("replay and the independent reading disagree (listed above)")
+            .context("replay and the independent reading disagree (listed above)")?;
+            // Then the live agent in tap mode, on the short captures with the
+            // most handshakes, sent between two namespaces of its own.
+            let tx_before = setup::uplink_tx_packets();
+            let live = python(&[
+                script.as_os_str(),
+                "live".as_ref(),
+                dir.as_os_str(),
+                bin.as_os_str(),
+                "--report".as_ref(),
+                report.as_os_str(),
+            ]);
+            for ((name, before), (_, after)) in tx_before.iter().zip(setup::uplink_tx_packets()) {
+                println!(
+                    "xtask: {name} tx_packets moved by {} while captures were sent",
+                    after.saturating_sub(*before)
+                );
+            }
+            live.context("the live agent and replay disagree (listed above)")
         }
         Task::Fuzz { seconds } => {
             setup::ensure()?;

@@ -25,6 +25,8 @@ const DEBIAN_TOOLS: &[(&str, &str)] = &[
     // tshark: the independent reading replay is judged against
     // (tests/corpus/judge.py).
     ("tshark", "/usr/bin/tshark"),
+    // tcpreplay: cargo xtask corpus sends public captures to the live agent.
+    ("tcpreplay", "/usr/bin/tcpreplay"),
     // hping3: the random-source SYN flood of the end-to-end scenario.
     ("hping3", "/usr/sbin/hping3"),
     // nft: the scenario's clients whose final ACKs are dropped.
