@@ -133,7 +133,7 @@ def fetch(root):
 
 
 def replay_counts(bin_path, path):
-    """(status, counts or message). status: ok, incomplete, refused, failed."""
+    """(status, counts or message). status: ok, incomplete, refused, hung, panicked."""
     try:
         p = subprocess.run([bin_path, "replay", path, "--format", "json"],
                            capture_output=True, text=True, timeout=REPLAY_TIMEOUT_S)

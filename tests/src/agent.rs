@@ -286,6 +286,23 @@ pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
     assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
 }
 
+/// `handshake-monitor replay PATH --format json` with `extra` flags: the
+/// report, parsed, and the process's output.
+pub fn replay_json(path: &Path, extra: &[&str]) -> (serde_json::Value, std::process::Output) {
+    let file = path.to_string_lossy().into_owned();
+    let mut args = vec!["replay", file.as_str(), "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = run_to_exit(&[], &args, &[]);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "replay printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (json, out)
+}
+
 /// Runs the agent binary with `args` to completion (at most 10 s: bad input
 /// must fail fast, not hang) and returns its output.
 pub fn run_to_exit(prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> std::process::Output {

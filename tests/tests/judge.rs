@@ -8,7 +8,7 @@
 use std::{net::IpAddr, path::PathBuf, process::Command};
 
 use handshake_tests::{
-    agent::run_to_exit,
+    agent::replay_json,
     capture::{Format, Record, Way, write},
     packet::{ACK, Packet, RST, SYN},
 };
@@ -39,14 +39,7 @@ fn tmp(name: &str) -> PathBuf {
 
 /// replay's counters, both directions summed, named as the judge names them.
 fn replay_counts(path: &std::path::Path) -> Vec<(&'static str, u64)> {
-    let file = path.to_string_lossy().into_owned();
-    let out = run_to_exit(&[], &["replay", &file, "--format", "json"], &[]);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "replay printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (json, _) = replay_json(path, &[]);
     COUNTERS
         .iter()
         .map(|&name| {

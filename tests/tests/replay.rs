@@ -13,7 +13,7 @@ use handshake_common::{
     parse::{Parsed, TCP_ACK, TCP_RST, TCP_SYN, parse_ethernet},
 };
 use handshake_tests::{
-    agent::{Agent, assert_one_line_error, run_to_exit},
+    agent::{Agent, assert_one_line_error, replay_json, run_to_exit},
     capture::{Compression, Format, Record, Way, compress, encode, write},
     cases::{In, InRaw, Out, Step, X, Y, ack, cases, client, client6, handshake, syn, synack},
     netns::{SERVER_IF, SERVER_V4, Topology},
@@ -44,21 +44,6 @@ fn records(steps: &[Step], start_ns: u64) -> Vec<Record> {
             }
         })
         .collect()
-}
-
-fn replay_json(path: &std::path::Path, extra: &[&str]) -> (Value, std::process::Output) {
-    let file = path.to_string_lossy().into_owned();
-    let mut args = vec!["replay", file.as_str(), "--format", "json"];
-    args.extend_from_slice(extra);
-    let out = run_to_exit(&[], &args, &[]);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "replay printed no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (json, out)
 }
 
 fn n(json: &Value, direction: &str, key: &str) -> u64 {

@@ -182,22 +182,17 @@ fn run(task: Task) -> Result<()> {
             .context("replay and the independent reading disagree (listed above)")?;
             // Then the live agent in tap mode, on the short captures with the
             // most handshakes, sent between two namespaces of its own.
-            let tx_before = setup::uplink_tx_packets();
-            let live = python(&[
-                script.as_os_str(),
-                "live".as_ref(),
-                dir.as_os_str(),
-                bin.as_os_str(),
-                "--report".as_ref(),
-                report.as_os_str(),
-            ]);
-            for ((name, before), (_, after)) in tx_before.iter().zip(setup::uplink_tx_packets()) {
-                println!(
-                    "xtask: {name} tx_packets moved by {} while captures were sent",
-                    after.saturating_sub(*before)
-                );
-            }
-            live.context("the live agent and replay disagree (listed above)")
+            watching_uplinks("while captures were sent", || {
+                python(&[
+                    script.as_os_str(),
+                    "live".as_ref(),
+                    dir.as_os_str(),
+                    bin.as_os_str(),
+                    "--report".as_ref(),
+                    report.as_os_str(),
+                ])
+            })
+            .context("the live agent and replay disagree (listed above)")
         }
         Task::Fuzz { seconds } => {
             setup::ensure()?;
@@ -226,21 +221,12 @@ fn run(task: Task) -> Result<()> {
             cargo(&["build", "--package", "handshake-user"])?;
             cargo(&["test", "--no-run"])?;
             let bin = workspace_root().join("target/debug/handshake-monitor");
-            let tx_before = setup::uplink_tx_packets();
             // The default members: every crate but the bpf-only kernel programs.
             let mut test = vec!["test", "--no-fail-fast", "--"];
             test.extend(args.iter().map(String::as_str));
-            let result = cargo_with_env(&test, &[("HANDSHAKE_MONITOR_BIN", bin.as_os_str())]);
-            let tx_after = setup::uplink_tx_packets();
-            // Network safety: test traffic stays in namespaces. Background
-            // traffic moves these counters a little; a test leak moves them a lot.
-            for ((name, before), (_, after)) in tx_before.iter().zip(tx_after.iter()) {
-                println!(
-                    "xtask: {name} tx_packets moved by {} during the tests",
-                    after.saturating_sub(*before)
-                );
-            }
-            result
+            watching_uplinks("during the tests", || {
+                cargo_with_env(&test, &[("HANDSHAKE_MONITOR_BIN", bin.as_os_str())])
+            })
         }
     }
 }
@@ -268,6 +254,22 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// Runs `work`, then prints how far each root-namespace interface's
+/// `tx_packets` moved meanwhile. Network safety: test traffic stays in
+/// namespaces; background traffic moves these counters a little, a leak
+/// moves them a lot.
+fn watching_uplinks<T>(during: &str, work: impl FnOnce() -> T) -> T {
+    let before = setup::uplink_tx_packets();
+    let result = work();
+    for ((name, before), (_, after)) in before.iter().zip(setup::uplink_tx_packets()) {
+        println!(
+            "xtask: {name} tx_packets moved by {} {during}",
+            after.saturating_sub(*before)
+        );
+    }
+    result
 }
 
 fn python(args: &[&std::ffi::OsStr]) -> Result<()> {
